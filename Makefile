@@ -1,0 +1,41 @@
+# gradlab's front door. `make help` lists the targets; variables are set as `make sweep SWEEP=seeds JOBS=2`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+# A GPU user may pick another build: make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gradlab-installed
+ARGS ?=
+SWEEP ?= lr_scale_optimizer
+JOBS ?= 1
+EXPERIMENT ?=
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install train sweep compare ui test test-fast bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## create .venv, install pinned torch and gradlab (editable); idempotent
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+train: $(STAMP) ## one run of the default experiment into mlruns/ (ARGS="optimizer=adam optimizer.lr=0.1")
+	$(BIN)/gradlab $(ARGS)
+
+test: $(STAMP) ## the whole test suite, slow tier included (what .ci/run calls)
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the fast tier only
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP) ## the MLflow UI on the embedded store, on 127.0.0.1 (PORT=5000)
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlruns/mlflow.db" --host 127.0.0.1 --port $(PORT)
+
+clean: ## remove the virtual environment (the store in mlruns/ is kept)
+	rm -rf $(VENV)

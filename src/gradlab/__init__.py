@@ -1,0 +1,1 @@
+"""gradlab: composable, recorded, comparable gradient-descent experiments."""

@@ -1,0 +1,374 @@
+"""Config schemas: dataclasses registered in Hydra's ConfigStore, and the checks types can't express.
+
+Each option of a group has its own schema (e.g. `optimizer: adam` is an `AdamConfig`), so a key
+that does not belong to the chosen option, or a value of the wrong type, fails at composition with
+Hydra's own message. `validate` then checks ranges and pairings before anything runs, and raises
+`ConfigError` naming the field, the value and what is allowed.
+
+No `from __future__ import annotations` here: OmegaConf reads these annotations at runtime.
+"""
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration: says which field, what value, and what would work."""
+
+    def __init__(self, key: str, value: Any, expected: str):
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"{key}={value!r} is not allowed: {expected}")
+
+
+class Scaling(Enum):
+    none = "none"
+    factor = "factor"
+    standardize = "standardize"
+    minmax = "minmax"
+
+
+class Loss(Enum):
+    mse = "mse"  # mean of squared errors
+    sse = "sse"  # sum of squared errors
+    half_mse = "half_mse"  # (1/2n)·Σe², the "cost" of many course notes
+    half_sse = "half_sse"  # ½·Σe²
+
+
+class DType(Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+class Init(Enum):
+    normal = "normal"  # N(0, init_scale²)
+    uniform = "uniform"  # U(-1/√fan_in, 1/√fan_in), torch.nn.Linear's default
+    zeros = "zeros"
+
+
+class Activation(Enum):
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    identity = "identity"
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    scaling: Scaling = Scaling.none
+    scale_factor: float = 1.0  # used by scaling=factor: x -> scale_factor * x
+    val_fraction: Optional[float] = None  # null: no validation split
+    split_seed: int = 0
+
+
+@dataclass
+class LineDataConfig(DataConfig):
+    """y = slope·x + intercept + noise·ε; how x and ε are drawn is the option's own."""
+
+    seed: int = 0
+    n_samples: int = 100
+    slope: float = 3.0
+    intercept: float = 10.0
+    noise: float = 1.0
+    x_low: float = -2.0
+    x_high: float = 12.0
+
+
+@dataclass
+class StreamDataConfig(DataConfig):
+    """A fresh batch every step from the run's generator (train.seed): x = x_std·N(0,1)."""
+
+    slope: float = 2.0
+    intercept: float = 3.0
+    noise: float = 3.0
+    x_std: float = 20.0
+
+
+@dataclass
+class TeacherDataConfig(DataConfig):
+    seed: int = 0
+    n_samples: int = 200
+    n_inputs: int = 5
+    hidden: int = 3
+    noise: float = 0.02
+
+
+@dataclass
+class CsvDataConfig(DataConfig):
+    path: Optional[str] = None
+    inputs: Optional[List[str]] = None  # null: every column but the target
+    target: Optional[str] = None  # null: the last column
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    init: Init = Init.normal
+    init_scale: float = 1.0
+    # Fixed starting values by parameter name, applied after the random init: {w: 1.0, b: 0.0}.
+    start: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    hidden: int = 3
+    activation: Activation = Activation.sigmoid
+    output_activation: Activation = Activation.sigmoid
+
+
+@dataclass
+class RosenbrockConfig(ModelConfig):
+    a: float = 1.0
+    b: float = 100.0
+
+
+# ---------------------------------------------------------------------------- grad
+@dataclass
+class GradConfig:
+    name: str = MISSING
+
+
+@dataclass
+class FiniteDifferenceConfig(GradConfig):
+    eps: Optional[float] = None  # null: cube root of the dtype's machine epsilon
+
+
+# ----------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 0.01
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    lr: float = 0.001
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    weight_decay: float = 0.01
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    alpha: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    centered: bool = False
+
+
+@dataclass
+class AdagradConfig(OptimizerConfig):
+    lr_decay: float = 0.0
+    weight_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+
+
+@dataclass
+class LBFGSConfig(OptimizerConfig):
+    lr: float = 1.0
+    max_iter: int = 20
+    max_eval: Optional[int] = None
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+    history_size: int = 100
+    line_search_fn: Optional[str] = None  # null or strong_wolfe
+
+
+# ---------------------------------------------------------------- device, train, tracking
+@dataclass
+class DeviceConfig:
+    name: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100  # steps, for streamed data
+    batch_size: Optional[int] = None  # null: full batch; 1: one update per sample
+    shuffle: bool = False
+    loss: Loss = Loss.mse
+    dtype: DType = DType.float32
+    seed: int = 0  # parameter init, shuffling and streamed batches
+    log_every: int = 1  # record (and evaluate validation) every k epochs; first and last always
+    stop_loss: Optional[float] = None  # converged once an epoch's training loss is <= this
+    progress: Optional[bool] = None  # null: progress lines only when stderr is a terminal
+
+
+@dataclass
+class TrackingConfig:
+    experiment: Optional[str] = None  # null: the experiment recipe's name, else "default"
+    run_name: Optional[str] = None  # null: made from the choices
+    max_points: int = 1000  # per step metric sent to MLflow; history.csv keeps every epoch
+    plots: bool = True
+    skip_finished: bool = False  # skip a job whose identical config already FINISHED
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    grad: GradConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    device: DeviceConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Option name -> schema. The YAML files in conf/<group>/ must name exactly these (a test checks).
+SCHEMAS: Dict[str, Dict[str, type]] = {
+    "data": {
+        "thermometer": DataConfig,
+        "doubling": DataConfig,
+        "noisy_line": StreamDataConfig,
+        "line": LineDataConfig,
+        "bias_column": LineDataConfig,
+        "teacher": TeacherDataConfig,
+        "csv": CsvDataConfig,
+        "none": DataConfig,
+    },
+    "model": {
+        "linear": ModelConfig,
+        "linear_nobias": ModelConfig,
+        "quadratic": ModelConfig,
+        "parameter_module": ModelConfig,
+        "nn_linear": ModelConfig,
+        "mlp": MLPConfig,
+        "rosenbrock": RosenbrockConfig,
+        "bowl": ModelConfig,
+    },
+    "grad": {
+        "analytic": GradConfig,
+        "autograd": GradConfig,
+        "finite_difference": FiniteDifferenceConfig,
+    },
+    "optimizer": {
+        "gd": OptimizerConfig,
+        "sgd": SGDConfig,
+        "adam": AdamConfig,
+        "adamw": AdamWConfig,
+        "rmsprop": RMSpropConfig,
+        "adagrad": AdagradConfig,
+        "lbfgs": LBFGSConfig,
+    },
+    "device": {name: DeviceConfig for name in ("cpu", "cuda", "mps", "auto", "numpy")},
+}
+
+
+def register_configs() -> None:
+    """Store the schemas where the YAML files find them: `defaults: [<option>_schema]`."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="gradlab_schema", node=Config)
+    for group, options in SCHEMAS.items():
+        for option, schema in options.items():
+            cs.store(group=group, name=f"{option}_schema", node=schema)
+
+
+# ------------------------------------------------------------------------ validation
+def _finite_positive(key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(key, value, "must be a finite number > 0")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(key, value, f"must be an integer >= {low}")
+
+
+OBJECTIVES = {"rosenbrock", "bowl"}  # models that are functions of their parameters, no data
+
+
+def validate(cfg: Config) -> None:
+    """Range and pairing checks that the schema types cannot express; raises ConfigError."""
+    d, m, t, o = cfg.data, cfg.model, cfg.train, cfg.optimizer
+    _finite_positive("optimizer.lr", o.lr)
+    _at_least("train.epochs", t.epochs, 1)
+    _at_least("train.log_every", t.log_every, 1)
+    _at_least("tracking.max_points", cfg.tracking.max_points, 2)
+    if t.batch_size is not None:
+        _at_least("train.batch_size", t.batch_size, 1)
+    if t.stop_loss is not None and not math.isfinite(t.stop_loss):
+        raise ConfigError("train.stop_loss", t.stop_loss, "must be a finite number, or null")
+    if d.val_fraction is not None and not (0.0 < d.val_fraction < 1.0):
+        raise ConfigError(
+            "data.val_fraction", d.val_fraction, "must be in (0, 1), or null for no validation split"
+        )
+    if d.scaling is Scaling.factor:
+        _finite_positive("data.scale_factor", d.scale_factor)
+    if isinstance(o, (SGDConfig, RMSpropConfig)) and o.momentum < 0:
+        raise ConfigError("optimizer.momentum", o.momentum, "must be >= 0")
+    if isinstance(o, SGDConfig) and o.nesterov and (o.momentum <= 0 or o.dampening != 0):
+        raise ConfigError(
+            "optimizer.nesterov", True, "needs optimizer.momentum > 0 and optimizer.dampening=0"
+        )
+    if isinstance(o, AdamConfig) and not all(0.0 <= b < 1.0 for b in o.betas):
+        raise ConfigError("optimizer.betas", list(o.betas), "each beta must be in [0, 1)")
+    if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
+        raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
+    if isinstance(cfg.grad, FiniteDifferenceConfig) and cfg.grad.eps is not None:
+        _finite_positive("grad.eps", cfg.grad.eps)
+    if isinstance(m, MLPConfig):
+        _at_least("model.hidden", m.hidden, 1)
+    if m.init is Init.normal:
+        _finite_positive("model.init_scale", m.init_scale)
+
+    objective = m.name in OBJECTIVES
+    if objective and d.name != "none":
+        raise ConfigError("data", d.name, f"model={m.name} is a function of its parameters: use data=none")
+    if not objective and d.name == "none":
+        raise ConfigError(
+            "model", m.name, f"data=none has no samples: pick a dataset, or model={'|'.join(sorted(OBJECTIVES))}"
+        )
+    if d.name == "noisy_line" and d.val_fraction is not None:
+        raise ConfigError(
+            "data.val_fraction", d.val_fraction, "noisy_line streams fresh batches and has no fixed set to split: use null"
+        )
+    if d.name == "noisy_line" and t.shuffle:
+        raise ConfigError("train.shuffle", True, "noisy_line draws fresh batches; there is nothing to shuffle")
+    if isinstance(d, LineDataConfig):
+        _at_least("data.n_samples", d.n_samples, 1)
+        if not d.x_low < d.x_high:
+            raise ConfigError("data.x_high", d.x_high, f"must be greater than data.x_low={d.x_low}")
+    if isinstance(d, TeacherDataConfig):
+        _at_least("data.n_samples", d.n_samples, 1)
+        _at_least("data.n_inputs", d.n_inputs, 1)
+        _at_least("data.hidden", d.hidden, 1)
+    if isinstance(d, CsvDataConfig):
+        if not d.path:
+            raise ConfigError("data.path", d.path, "data=csv needs a file: data.path=/path/to/file.csv")
+        if not Path(d.path).expanduser().is_file():
+            raise ConfigError("data.path", d.path, f"no such file (resolved to {Path(d.path).expanduser().resolve()})")
+    if d.name == "none" and (d.val_fraction is not None or d.scaling is not Scaling.none):
+        raise ConfigError("data", "none", "data=none has no samples to split or scale")
+
+    device = cfg.device.name
+    if device == "numpy":
+        if cfg.grad.name != "analytic" or o.name != "gd":
+            raise ConfigError(
+                "device", "numpy", f"runs grad=analytic with optimizer=gd only (got grad={cfg.grad.name}, "
+                f"optimizer={o.name}); use device=cpu for other pairings",
+            )
+        if m.name in ("parameter_module", "nn_linear"):
+            raise ConfigError("device", "numpy", f"model={m.name} is a torch.nn.Module; use device=cpu")

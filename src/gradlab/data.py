@@ -1,0 +1,241 @@
+"""Datasets, CSV loading, the train/validation split and input scaling.
+
+Everything is generated in float64 on the CPU from seeded `torch.Generator`s, so a dataset is
+the same whatever device or dtype the run uses; `to_run` casts at the end. Scaling is fitted on
+the training split only and applied to both sides. Targets are never scaled.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gradlab.config import ConfigError, Scaling
+
+THERMOMETER_X = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]  # t_u, unknown units
+THERMOMETER_Y = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]  # t_c, °C
+
+
+class DataError(ValueError):
+    """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
+
+
+@dataclass
+class Dataset:
+    x: torch.Tensor  # (n, d) float64, raw input units
+    y: torch.Tensor  # (n,) float64
+    inputs: list[str]
+    target: str
+    bias_column: bool = False  # append a column of ones after scaling (never scaled itself)
+    source: str | None = None  # file path, for datasets read from disk
+    sha256: str | None = None  # of the file's bytes
+    units: dict[str, str] = field(default_factory=dict)  # column -> unit, for axis labels
+
+
+@dataclass
+class Stream:
+    """Draws a fresh batch for every step: x = x_std·N(0,1), y = slope·x + intercept + noise·N(0,1)."""
+
+    slope: float
+    intercept: float
+    noise: float
+    x_std: float
+    inputs: list[str] = field(default_factory=lambda: ["x"])
+    target: str = "y"
+
+    def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x_std * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+        y = self.slope * x[:, 0] + self.intercept + self.noise * torch.randn(n, generator=gen, dtype=torch.float64)
+        return x, y
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _line(cfg) -> Dataset:
+    g = _gen(cfg.seed)
+    x = torch.linspace(cfg.x_low, cfg.x_high, cfg.n_samples, dtype=torch.float64)
+    y = cfg.slope * x + cfg.intercept + cfg.noise * torch.randn(cfg.n_samples, generator=g, dtype=torch.float64)
+    return Dataset(x[:, None], y, ["x"], "y")
+
+
+def _bias_column(cfg) -> Dataset:
+    g = _gen(cfg.seed)
+    x = cfg.x_low + (cfg.x_high - cfg.x_low) * torch.rand(cfg.n_samples, generator=g, dtype=torch.float64)
+    y = cfg.slope * x + cfg.intercept + cfg.noise * torch.rand(cfg.n_samples, generator=g, dtype=torch.float64)
+    return Dataset(x[:, None], y, ["x"], "y", bias_column=True)
+
+
+def teacher_network(cfg) -> dict[str, torch.Tensor]:
+    """The fixed random 5-3-1 sigmoid network that labels the teacher data (seeded by data.seed)."""
+    g = _gen(cfg.seed)
+    shapes = {"W1": (cfg.n_inputs, cfg.hidden), "b1": (cfg.hidden,), "W2": (cfg.hidden,), "b2": ()}
+    return {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes.items()}
+
+
+def _teacher(cfg) -> Dataset:
+    net = teacher_network(cfg)
+    g = _gen(cfg.seed + 1)  # samples drawn apart from the network's weights
+    x = torch.randn(cfg.n_samples, cfg.n_inputs, generator=g, dtype=torch.float64)
+    h = torch.sigmoid(x @ net["W1"] + net["b1"])
+    y = torch.sigmoid(h @ net["W2"] + net["b2"]) + cfg.noise * torch.randn(cfg.n_samples, generator=g, dtype=torch.float64)
+    return Dataset(x, y, [f"x{i}" for i in range(cfg.n_inputs)], "y")
+
+
+def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | None = None) -> Dataset:
+    """Read a numeric CSV with a header row. Errors name the file, the line and the column."""
+    path = Path(path).expanduser()
+    raw = path.read_bytes()
+    where = f"data.path={str(path)!r}"
+    text = raw.decode("utf-8-sig", errors="replace")
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DataError(f"{where}: the file is empty; expected a header row naming the columns, then data rows")
+    header = [c.strip() for c in rows[0]]
+    body = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]  # line numbers, 1-based
+    if not body:
+        raise DataError(f"{where}: the file has a header ({', '.join(header)}) but no data rows")
+    target = header[-1] if target is None else target
+    if target not in header:
+        raise DataError(f"{where}: data.target={target!r} is not a column; the columns are {header}")
+    inputs = [c for c in header if c != target] if inputs is None else list(inputs)
+    missing = [c for c in inputs if c not in header]
+    if missing:
+        raise DataError(f"{where}: data.inputs names {missing}, not columns of the file; the columns are {header}")
+    if not inputs:
+        raise DataError(f"{where}: no input columns left besides the target {target!r}; set data.inputs")
+    if target in inputs:
+        raise DataError(f"{where}: data.target={target!r} is also listed in data.inputs; remove it from one")
+    cols = [header.index(c) for c in [*inputs, target]]
+    values = []
+    for line, row in body:
+        if len(row) != len(header):
+            raise DataError(f"{where}: line {line} has {len(row)} cells but the header has {len(header)}")
+        parsed = []
+        for c in cols:
+            cell = row[c].strip()
+            if not cell:
+                raise DataError(f"{where}: line {line}, column {header[c]!r} is blank; fill it in or drop the row")
+            try:
+                v = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{where}: line {line}, column {header[c]!r} holds {cell!r}, which is not a number; "
+                    "fix the cell or drop the row"
+                ) from None
+            if not math.isfinite(v):
+                raise DataError(f"{where}: line {line}, column {header[c]!r} holds {cell!r}; values must be finite")
+            parsed.append(v)
+        values.append(parsed)
+    t = torch.tensor(values, dtype=torch.float64)
+    return Dataset(t[:, :-1], t[:, -1], inputs, target, source=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load(cfg) -> Dataset | Stream | None:
+    """The dataset a `data` config names; None for `data=none` (objective functions)."""
+    name = cfg.name
+    if name == "thermometer":
+        x = torch.tensor(THERMOMETER_X, dtype=torch.float64)[:, None]
+        y = torch.tensor(THERMOMETER_Y, dtype=torch.float64)
+        return Dataset(x, y, ["t_u"], "t_c", units={"t_u": "unknown units", "t_c": "°C"})
+    if name == "doubling":
+        return Dataset(torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64), torch.tensor([2.0, 4.0, 6.0], dtype=torch.float64), ["x"], "y")
+    if name == "noisy_line":
+        return Stream(cfg.slope, cfg.intercept, cfg.noise, cfg.x_std)
+    if name == "line":
+        return _line(cfg)
+    if name == "bias_column":
+        return _bias_column(cfg)
+    if name == "teacher":
+        return _teacher(cfg)
+    if name == "csv":
+        return load_csv(cfg.path, cfg.inputs, cfg.target)
+    if name == "none":
+        return None
+    raise ConfigError("data", name, "unknown dataset")  # unreachable after composition
+
+
+def split(n: int, val_fraction: float | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and validation indices: a seeded permutation, ⌊val_fraction·n⌋ samples held out.
+
+    As in the classic loop, the permuted order is kept: the last ⌊f·n⌋ go to validation.
+    """
+    if val_fraction is None:
+        return torch.arange(n), torch.arange(0)
+    n_val = math.floor(val_fraction * n)
+    if n_val == 0 or n_val == n:
+        side = "validation" if n_val == 0 else "training"
+        raise ConfigError(
+            "data.val_fraction", val_fraction, f"⌊{val_fraction}·{n}⌋ = {n_val} leaves the {side} split empty "
+            f"for {n} samples; pick a fraction in [{1 / n:.3g}, {1 - 1 / n:.3g}) or null",
+        )
+    perm = torch.randperm(n, generator=_gen(seed))
+    return perm[:-n_val], perm[-n_val:]
+
+
+@dataclass
+class Scaler:
+    """x -> (x - shift) / scale per column, fitted on the training inputs only."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, kind: Scaling, factor: float, inputs: list[str]) -> "Scaler":
+        d = x.shape[1]
+        zero, one = torch.zeros(d, dtype=x.dtype), torch.ones(d, dtype=x.dtype)
+        if kind is Scaling.none:
+            return cls(zero, one)
+        if kind is Scaling.factor:
+            return cls(zero, one / factor)
+        if kind is Scaling.standardize:
+            shift, spread = x.mean(0), x.std(0, unbiased=False)
+        else:  # minmax
+            shift, spread = x.amin(0), x.amax(0) - x.amin(0)
+        flat = [inputs[i] for i in range(d) if not spread[i] > 0]
+        if flat:
+            raise ConfigError(
+                "data.scaling", kind.value, f"input column(s) {flat} are constant on the training split, so they "
+                "cannot be rescaled; drop them from data.inputs, or use data.scaling=none or factor",
+            )
+        return cls(shift, spread)
+
+
+@dataclass
+class Prepared:
+    """What a run trains on: scaled inputs (with the bias column if any), in float64 on the CPU."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    raw_train: torch.Tensor  # inputs in original units, for plots
+    raw_val: torch.Tensor | None
+    scaler: Scaler
+    dataset: Dataset
+
+
+def prepare(dataset: Dataset, cfg) -> Prepared:
+    tr, va = split(len(dataset.y), cfg.val_fraction, cfg.split_seed)
+    raw_tr, raw_va = dataset.x[tr], dataset.x[va]
+    scaler = Scaler.fit(raw_tr, cfg.scaling, cfg.scale_factor, dataset.inputs)
+
+    def features(raw: torch.Tensor) -> torch.Tensor:
+        x = scaler(raw)
+        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) if dataset.bias_column else x
+
+    has_val = len(va) > 0
+    return Prepared(
+        features(raw_tr), dataset.y[tr],
+        features(raw_va) if has_val else None, dataset.y[va] if has_val else None,
+        raw_tr, raw_va if has_val else None, scaler, dataset,
+    )

@@ -1,0 +1,70 @@
+"""Optimizers by name: the hand-written update and torch.optim's, behind one `step`.
+
+A registry, not `_target_`: a user picks a name; nothing they type is imported or called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+class GD:
+    """The hand-written update p ← p − lr·∇p, in place (tensors or NumPy arrays)."""
+
+    needs_closure = False
+
+    def __init__(self, params: list, lr: float):
+        self.params, self.lr = params, lr
+
+    def step(self, grads) -> None:
+        if self.params and isinstance(self.params[0], torch.Tensor):
+            with torch.no_grad():
+                for p, g in zip(self.params, grads):
+                    p.sub_(g, alpha=self.lr)
+        else:
+            for p, g in zip(self.params, grads):
+                p -= self.lr * g
+
+
+class TorchOptimizer:
+    """A torch.optim optimizer fed with gradients from any method (they are put in `.grad`)."""
+
+    def __init__(self, cls: type, params: list, kwargs: dict):
+        self.params = params
+        self.opt = cls(params, **kwargs)
+        self.needs_closure = cls is torch.optim.LBFGS
+
+    def set_grads(self, grads) -> None:
+        for p, g in zip(self.params, grads):
+            if p.grad is not g:
+                p.grad = g
+
+    def step(self, grads) -> None:
+        self.set_grads(grads)
+        self.opt.step()
+
+    def step_closure(self, closure) -> None:
+        self.opt.step(closure)
+
+
+TORCH = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "lbfgs": torch.optim.LBFGS,
+}
+NAMES = ["gd", *TORCH]
+
+
+def build(cfg, params: list):
+    """The optimizer an `optimizer` config names; its fields (but `name`) are the keyword arguments."""
+    if cfg.name == "gd":
+        return GD(params, cfg.lr)
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return TorchOptimizer(TORCH[cfg.name], params, kwargs)

@@ -1,0 +1,125 @@
+"""Figures of one run, from plain arrays: loss curves, fit, trajectory, MLP predicted-vs-true.
+
+No I/O and no torch: `figures(data)` returns {artifact path: Figure}; the caller saves them.
+`matplotlib.figure.Figure` is used without pyplot, so nothing global is touched and pyplot's
+import cost is not paid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+TRAIN, VAL, OPT, BAD = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
+
+
+def _fig(width: float = 6.4, height: float = 4.2):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def loss_curves(d: dict) -> Figure:
+    fig, ax = _fig()
+    epochs = np.asarray(d["epoch"])
+    for key, label, color in (("train_loss", "training", TRAIN), ("val_loss", "validation", VAL)):
+        if d.get(key) is not None and len(d[key]):
+            ax.plot(epochs, d[key], label=f"{label} loss", color=color, lw=1.5)
+    positive = [v for k in ("train_loss", "val_loss") if d.get(k) is not None for v in d[k] if v > 0]
+    log = bool(positive) and max(positive) / min(positive) > 10
+    if log:
+        ax.set_yscale("log")
+    opt = d.get("optimal_loss")
+    if opt is not None and (opt > 0 or not log):
+        ax.axhline(opt, color=OPT, ls="--", lw=1, label=f"closed-form optimum {opt:.4g}")
+    if d.get("stop_step") is not None:
+        ax.axvline(d["stop_step"], color=BAD, ls=":", lw=1.5)
+        ax.annotate(f"diverged at step {d['stop_step']}", (d["stop_step"], 0.95), xycoords=("data", "axes fraction"),
+                    ha="right", va="top", color=BAD, fontsize=9, rotation=90)
+    ax.set_xlabel("epoch" if not d.get("stream") else "step")
+    ax.set_ylabel(f"loss ({d['loss_name']}{', log scale' if log else ''})")
+    ax.set_title(d["title"], fontsize=10)
+    ax.grid(alpha=0.3, which="both" if log else "major")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def fit(d: dict) -> Figure:
+    """Data and fitted curve on the original input units (scaling undone)."""
+    fig, ax = _fig()
+    ax.scatter(d["x_train"], d["y_train"], s=18, color=TRAIN, label="training", zorder=3)
+    if d.get("x_val") is not None:
+        ax.scatter(d["x_val"], d["y_val"], s=30, color=VAL, marker="D", label="validation", zorder=3)
+    ax.plot(d["grid_x"], d["grid_y"], color="k", lw=1.5, label="fitted model")
+    if d.get("grid_opt") is not None:
+        ax.plot(d["grid_x"], d["grid_opt"], color=OPT, lw=1, ls="--", label="closed-form optimum")
+    ax.set_xlabel(d["x_label"])
+    ax.set_ylabel(d["y_label"])
+    ax.set_title(d["title"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def trajectory(d: dict) -> Figure:
+    """Loss contours over the plane of the two parameters, and the optimizer's path."""
+    fig, ax = _fig(6.4, 5.0)
+    z = np.asarray(d["grid_loss"], dtype=float)
+    finite = z[np.isfinite(z) & (z > 0)]
+    if finite.size:
+        lo, hi = finite.min(), finite.max()
+        levels = np.geomspace(lo, hi, 25) if hi > lo else None
+        cs = ax.contourf(d["grid_a"], d["grid_b"], np.clip(z, lo, hi), levels=levels, norm=LogNorm(lo, hi), cmap="viridis", alpha=0.85)
+        fig.colorbar(cs, ax=ax, label=f"loss ({d['loss_name']}, log scale)", format="%.3g")
+    path = np.asarray(d["path"], dtype=float)
+    ax.plot(path[:, 0], path[:, 1], color="w", lw=1.2, marker=".", ms=2.5, label="path")
+    ax.plot(*path[0], "o", color="w", mec="k", ms=8, label="start")
+    ax.plot(*path[-1], "s", color=BAD, mec="k", ms=8, label="end")
+    if d.get("optimum") is not None:
+        ax.plot(*d["optimum"], "*", color=OPT, mec="k", ms=14, label="optimum")
+    ax.set_xlabel(d["names"][0])
+    ax.set_ylabel(d["names"][1])
+    ax.set_title(d["title"], fontsize=10)
+    ax.legend(fontsize=9, loc="best", framealpha=0.8)
+    return fig
+
+
+def predicted_vs_true(d: dict) -> Figure:
+    fig, ax = _fig(5.2, 5.0)
+    ax.scatter(d["y_train"], d["pred_train"], s=14, color=TRAIN, alpha=0.7, label="training")
+    if d.get("y_val") is not None:
+        ax.scatter(d["y_val"], d["pred_val"], s=18, color=VAL, alpha=0.8, marker="D", label="validation")
+    both = np.concatenate([np.ravel(d["y_train"]), np.ravel(d["pred_train"])])
+    lo, hi = float(both.min()), float(both.max())
+    ax.plot([lo, hi], [lo, hi], color="k", lw=1, ls="--", label="prediction = target")
+    ax.set_xlabel(f"true {d['y_label']}")
+    ax.set_ylabel(f"predicted {d['y_label']}")
+    ax.set_title(d["title"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def figures(data: dict) -> dict[str, Figure]:
+    """Every figure that applies to this run, by artifact path."""
+    out = {"plots/loss_curves.png": loss_curves(data["loss"])}
+    if "fit" in data:
+        out["plots/fit.png"] = fit(data["fit"])
+    if "trajectory" in data:
+        out["plots/trajectory.png"] = trajectory(data["trajectory"])
+    if "predicted" in data:
+        out["plots/predicted_vs_true.png"] = predicted_vs_true(data["predicted"])
+    return out
+
+
+def span(values, pad: float = 0.15) -> tuple[float, float]:
+    """A padded range around values (never empty)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    width = hi - lo if hi > lo else max(abs(hi), 1.0)
+    return lo - pad * width, hi + pad * width
+
+
+def finite(v) -> bool:
+    return v is not None and math.isfinite(v)

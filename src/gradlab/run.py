@@ -1,0 +1,243 @@
+"""One run, from a typed config to results: build the objects, fit, evaluate. No Hydra, no MLflow.
+
+`setup` turns a validated `Config` into the problem, parameters, gradient method and optimizer;
+`evaluate` computes the final metrics and the data the plots need. `train` does both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gradlab import data as data_mod
+from gradlab import gradients, models, optim
+from gradlab.config import Config, ConfigError, DType
+from gradlab.engine import History, fit
+from gradlab.problem import Backend, Problem
+
+STREAM_EVAL_SAMPLES = 1024  # a fixed draw on which a streamed run's final loss is measured
+
+
+def resolve_device(name: str, dtype: DType) -> str:
+    """The device a `device` option means here, or a ConfigError that says what works."""
+    if name == "numpy":
+        return "numpy"
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    elif name == "cuda" and not cuda:
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        raise ConfigError("device", "cuda", f"no CUDA device here (torch {torch.__version__}, {build}); use device=cpu or device=auto")
+    elif name == "mps" and not mps:
+        raise ConfigError("device", "mps", "no Apple MPS device here; use device=cpu or device=auto")
+    if name == "mps" and dtype is DType.float64:
+        raise ConfigError("train.dtype", "float64", "MPS has no float64; use train.dtype=float32 or device=cpu")
+    return name
+
+
+@dataclass
+class Setup:
+    cfg: Config
+    backend: Backend
+    dataset: data_mod.Dataset | data_mod.Stream | None
+    prepared: data_mod.Prepared | None
+    model: models.Model
+    problem: Problem
+    params: dict  # on the backend; trained in place
+    grad_fn: object
+    optimizer: object
+    eval_batch: tuple | None = None  # streamed data: fixed draw for the final loss
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in self.params.values())
+
+
+def setup(cfg: Config) -> Setup:
+    t = cfg.train
+    backend = Backend(resolve_device(cfg.device.name, t.dtype), t.dtype)
+    dataset = data_mod.load(cfg.data)
+    prepared = data_mod.prepare(dataset, cfg.data) if isinstance(dataset, data_mod.Dataset) else None
+    n_inputs = prepared.x_train.shape[1] if prepared else (1 if dataset is not None else 0)
+    model = models.build(cfg.model, n_inputs)
+
+    gen = torch.Generator().manual_seed(t.seed)  # init first, then shuffles / streamed batches
+    init = model.init(gen, cfg.model)
+    if backend.numpy:
+        params = {k: backend.put(v) for k, v in init.items()}
+    elif model.module is not None:
+        model.module.to(device=backend.device, dtype=getattr(torch, t.dtype.value))
+        params = dict(model.module.named_parameters())
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(init[k])
+    else:
+        needs_grad = cfg.grad.name == "autograd" or cfg.optimizer.name != "gd"
+        params = {k: backend.put(v).requires_grad_(needs_grad) for k, v in init.items()}
+
+    problem = Problem(model, t.loss, backend, prepared if prepared else dataset, t.batch_size, t.shuffle, gen)
+    eval_batch = None
+    if isinstance(dataset, data_mod.Stream):
+        x, y = dataset.sample(STREAM_EVAL_SAMPLES, torch.Generator().manual_seed(t.seed + 1))
+        eval_batch = (backend.put(x), backend.put(y))
+    grad_fn = gradients.build(cfg.grad, problem, params)
+    optimizer = optim.build(cfg.optimizer, list(params.values()))
+    return Setup(cfg, backend, dataset, prepared, model, problem, params, grad_fn, optimizer, eval_batch)
+
+
+@dataclass
+class Result:
+    history: History
+    metrics: dict[str, float]  # final metrics; non-finite values are left out
+    params: dict[str, list]  # final parameters, by name, as nested lists
+    optimum: dict[str, list] | None  # closed-form optimum, where there is one
+    objective: float  # what a sweeper minimises: final val loss, else final train loss; inf if diverged
+    plot_data: dict = field(default_factory=dict)
+
+
+def _loss(s: Setup, batch) -> float:
+    with torch.no_grad():
+        return float(s.problem.loss(s.params, batch))
+
+
+def _as_list(v):
+    return np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).tolist()
+
+
+def evaluate(s: Setup, history: History) -> Result:
+    """Final metrics with the final parameters, on the full sets; the optimum where known."""
+    train_batch = s.eval_batch if s.eval_batch is not None else s.problem.train
+    metrics = {"final_train_loss": _loss(s, train_batch), "epochs_run": float(history.epochs_run),
+               "train_seconds": history.seconds}
+    if s.problem.val is not None:
+        metrics["final_val_loss"] = _loss(s, s.problem.val)
+        vals = [v for v in history.column("val_loss")] + [metrics["final_val_loss"]]
+        metrics["best_val_loss"] = min(v for v in vals if math.isfinite(v)) if any(map(math.isfinite, vals)) else math.nan
+
+    optimum, optimal_loss = None, None
+    if s.model.objective:
+        opt_params, optimal_loss = s.model.optimum()
+        optimum = {k: [float(v)] if not isinstance(v, list) else v for k, v in opt_params.items()}
+    elif train_batch is not None:
+        x, y = (torch.as_tensor(np.asarray(a), dtype=torch.float64) if s.backend.numpy else a.detach().double().cpu() for a in train_batch)
+        theta = models.least_squares(s.model, x, y)
+        if theta is not None:
+            optimum = {k: _as_list(v) for k, v in theta.items()}
+            optimal_loss = float(models.squared_error(_predict_flat(s.model, theta, x) - y, s.cfg.train.loss))
+    if optimal_loss is not None:
+        metrics["optimal_train_loss"] = optimal_loss
+        metrics["excess_loss"] = metrics["final_train_loss"] - optimal_loss
+
+    metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+    if history.outcome == "diverged":
+        objective = math.inf
+    else:
+        objective = metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
+    params = {k: _as_list(v) for k, v in s.params.items()}
+    return Result(history, metrics, params, optimum, objective)
+
+
+def _predict_flat(model: models.Model, theta: dict, x: torch.Tensor) -> torch.Tensor:
+    """Predictions of a linear-in-parameters model from its design matrix and θ (float64)."""
+    return model.features(x) @ torch.cat([v.reshape(-1) for v in theta.values()])
+
+
+def train(cfg: Config, on_log=None, history: History | None = None) -> tuple[Setup, Result]:
+    """Build and fit a validated config; no tracking."""
+    s = setup(cfg)
+    h = fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=cfg.train.epochs,
+            log_every=cfg.train.log_every, stop_loss=cfg.train.stop_loss, on_log=on_log, history=history)
+    return s, evaluate(s, h)
+
+
+
+# ------------------------------------------------------------------------- plot data
+GRID = 60  # contour resolution per axis
+
+
+def _numpy_params(s: Setup, flat) -> dict:
+    """Parameters as float64 arrays from a flat vector, in the model's order and shapes."""
+    out, i = {}, 0
+    for name, shape in s.model.shapes.items():
+        n = int(np.prod(shape))
+        out[name] = np.asarray(flat[i:i + n], dtype=np.float64).reshape(shape)
+        i += n
+    return out
+
+
+def _flat(values: dict) -> list[float]:
+    return np.concatenate([np.ravel(np.asarray(v, dtype=np.float64)) for v in values.values()]).tolist()
+
+
+def plot_data(s: Setup, result: Result, title: str) -> dict:
+    """Plain arrays for `plots.figures`: which figures apply is decided here."""
+    from gradlab.plots import span
+
+    h, cfg = result.history, s.cfg
+    kind = cfg.train.loss
+    out = {"loss": {
+        "epoch": h.column("epoch"), "train_loss": h.column("train_loss"),
+        "val_loss": h.column("val_loss") if "val_loss" in h.columns else None,
+        "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step,
+        "loss_name": kind.value, "title": title, "stream": isinstance(s.dataset, data_mod.Stream),
+    }}
+    final = _numpy_params(s, _flat(result.params))
+    optimum = _numpy_params(s, _flat(result.optimum)) if result.optimum else None
+    if not all(np.isfinite(v).all() for v in final.values()):
+        return out  # a diverged run's parameters have no curve worth drawing
+
+    pr = s.prepared
+    if pr is not None:
+        ds = pr.dataset
+
+        def features(raw):
+            x = pr.scaler(torch.as_tensor(raw, dtype=torch.float64))
+            if ds.bias_column:
+                x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+            return x.numpy()
+
+        def label(column: str) -> str:
+            return f"{column} ({ds.units[column]})" if column in ds.units else column
+
+        if pr.raw_train.shape[1] == 1:
+            raws = [pr.raw_train] + ([pr.raw_val] if pr.raw_val is not None else [])
+            lo, hi = span(torch.cat(raws).numpy(), 0.05)
+            grid = np.linspace(lo, hi, 200)[:, None]
+            out["fit"] = {
+                "x_train": pr.raw_train[:, 0].numpy(), "y_train": pr.y_train.numpy(),
+                "x_val": pr.raw_val[:, 0].numpy() if pr.raw_val is not None else None,
+                "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
+                "grid_x": grid[:, 0], "grid_y": s.model.forward(final, features(grid)),
+                "grid_opt": s.model.forward(optimum, features(grid)) if optimum else None,
+                "x_label": label(ds.inputs[0]), "y_label": label(ds.target), "title": title,
+            }
+        if isinstance(s.model, models.MLP) or pr.raw_train.shape[1] > 1:
+            out["predicted"] = {
+                "y_train": pr.y_train.numpy(), "pred_train": s.model.forward(final, features(pr.raw_train)),
+                "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
+                "pred_val": s.model.forward(final, features(pr.raw_val)) if pr.raw_val is not None else None,
+                "y_label": label(ds.target), "title": title,
+            }
+
+    names = [c[len("param."):] for c in h.columns if c.startswith("param.")]
+    if len(names) == 2 and h.rows:
+        path = np.array([[r[h.columns.index("param." + n)] for n in names] for r in h.rows] + [_flat(final)])
+        opt = _flat(optimum) if optimum else None
+        pts = np.vstack([path, [opt]]) if opt else path
+        (a0, a1), (b0, b1) = span(pts[:, 0]), span(pts[:, 1])
+        A, B = np.meshgrid(np.linspace(a0, a1, GRID), np.linspace(b0, b1, GRID))
+        thetas = np.stack([A.ravel(), B.ravel()])  # (2, G²)
+        if s.model.objective:
+            z = s.model.value(dict(zip(s.model.shapes, thetas)))
+        else:
+            x, y = (s.eval_batch if s.eval_batch is not None else s.problem.train)
+            x, y = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for v in (x, y))
+            err = s.model.features(torch.as_tensor(x)).numpy() @ thetas - y[:, None]  # (n, G²)
+            mean, factor = models.REDUCTIONS[kind]
+            z = factor * ((err * err).mean(0) if mean else (err * err).sum(0))
+        out["trajectory"] = {"grid_a": A, "grid_b": B, "grid_loss": np.asarray(z).reshape(A.shape), "path": path,
+                             "optimum": opt, "names": names, "loss_name": kind.value, "title": title}
+    return out

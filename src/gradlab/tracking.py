@@ -1,0 +1,397 @@
+"""Everything that talks to MLflow. No other module imports mlflow.
+
+- The store: `MLFLOW_TRACKING_URI` when set, else the embedded SQLite store `mlruns/mlflow.db` at
+  the project root. It is checked before training (unreachable server, file store, old schema)
+  and created once under a file lock, since two processes creating one SQLite store corrupt it.
+- Metrics go in batches (`log_batch`), thinned to at most `max_points` per metric; the full
+  history goes to `history.csv`.
+- Keys and values MLflow would reject or truncate are made valid, with the originals kept in an
+  artifact, so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import socket
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+# MLflow's own defaults retry an unreachable server for minutes; bound them unless the user chose.
+_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # no network here, and no reason to phone home
+}
+for _k, _v in _ENV_DEFAULTS.items():
+    os.environ.setdefault(_k, _v)
+
+STATUS = {"completed": "FINISHED", "converged": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_TAG_VALUE = 8000  # MAX_TAG_VAL_LENGTH
+MAX_KEY = 250  # MAX_ENTITY_KEY_LENGTH
+BATCH_METRICS = 1000  # MAX_METRICS_PER_BATCH
+BATCH_PARAMS = 100  # MAX_PARAMS_TAGS_PER_BATCH
+FLUSH_SECONDS = 2.0  # metrics reach the store at least this often during a run
+
+
+class TrackingError(RuntimeError):
+    """The store cannot be used as configured; the message says what to do."""
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?")[0])
+
+
+def preflight(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before training, on a store that cannot work; never migrates anything."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        raise TrackingError(
+            f"tracking URI {uri!r} is an MLflow file store, which MLflow 3 refuses by default. Use a "
+            "database instead (e.g. MLFLOW_TRACKING_URI=sqlite:////abs/path/mlflow.db, or unset it for "
+            "gradlab's embedded store), or opt in with MLFLOW_ALLOW_FILE_STORE=true."
+        )
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                r.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it "
+                "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
+                "or unset it to use gradlab's embedded store."
+            ) from None
+
+
+def _store_ready(db: Path) -> bool:
+    """True once MLflow has created its tables (and the Default experiment) in `db`."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0").fetchone()[0] == 1
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
+@contextmanager
+def _file_lock(path: Path):
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _translate(e: Exception, uri: str) -> Exception:
+    text = str(e)
+    if "out-of-date database schema" in text or "db upgrade" in text:
+        return TrackingError(
+            f"the store {uri} was made by an older MLflow and its schema is out of date. gradlab never "
+            f"migrates a store by itself: back it up, then run `mlflow db upgrade {uri}`, or point "
+            "MLFLOW_TRACKING_URI at a fresh path."
+        )
+    return TrackingError(f"cannot use the tracking store {uri}: {text.splitlines()[0] if text else type(e).__name__}")
+
+
+class Store:
+    """An opened tracking store: experiments and runs, through one MlflowClient."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or tracking_uri()
+        preflight(self.uri)
+        self.db = _sqlite_path(self.uri)
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            if self.db is not None:
+                self.db.parent.mkdir(parents=True, exist_ok=True)
+                if not _store_ready(self.db):
+                    with _file_lock(self.db.with_name(self.db.name + ".lock")):
+                        if not _store_ready(self.db):
+                            MlflowClient(self.uri).search_experiments(max_results=1)
+                            con = sqlite3.connect(self.db)  # readers (the UI) never block the writer
+                            con.execute("PRAGMA journal_mode=WAL")
+                            con.close()
+            self.client = MlflowClient(self.uri)
+            self.client.search_experiments(max_results=1)
+        except MlflowException as e:
+            raise _translate(e, self.uri) from None
+
+    def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"experiment {name!r} is deleted in {self.uri}; restore it in the UI, pick another "
+                    "tracking.experiment, or purge it with `mlflow gc`"
+                )
+            return exp.experiment_id
+        location = None
+        if self.db is not None:  # artifacts beside the database, as absolute paths
+            safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "experiment"
+            location = (self.db.parent / "artifacts" / safe).as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a concurrent process
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start_run(self, experiment: str, run_name: str, params: dict, tags: dict,
+                  parent_run_id: str | None = None) -> "Run":
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        safe_tags, tag_extra = sanitize(tags, MAX_TAG_VALUE)
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=safe_tags)
+        r = Run(self, run.info.run_id)
+        r.log_params(params)
+        if tag_extra:
+            r.extra_files["tags_full.json"] = json.dumps(tag_extra, indent=2)
+        return r
+
+    def run(self, run_id: str) -> "Run":
+        return Run(self, run_id)
+
+    def finished_run(self, experiment: str, config_hash: str):
+        """A FINISHED run of `experiment` with this config hash, or None."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = self.client.search_runs(
+            [exp.experiment_id], max_results=1,
+            filter_string=f"tags.`gradlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+        )
+        return runs[0] if runs else None
+
+    def download_text(self, run_id: str, path: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(prefix="gradlab-") as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError) as e:
+                raise TrackingError(f"cannot read {path} of run {run_id} in {self.uri}: {str(e).splitlines()[0]}") from None
+            return Path(local).read_text()
+
+
+def sanitize(values: dict, max_value: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Keys made valid for MLflow, values cut to its limit; returns (safe, originals that changed)."""
+    safe, changed = {}, {}
+    for key, value in values.items():
+        value = "" if value is None else str(value)
+        k = re.sub(r"[^\w./\- ]", "_", key)[:MAX_KEY] or "_"
+        v = value
+        if len(value) > max_value:
+            note = " …[truncated; full value in artifact]"
+            v = value[: max_value - len(note)] + note
+        if k != key or v != value:
+            changed[key] = value
+        safe[k] = v
+    return safe, changed
+
+
+class Run:
+    """One MLflow run: params, batched metrics, artifacts, and its end."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.store, self.client, self.id = store, store.client, run_id
+        self.extra_files: dict[str, str] = {}  # artifacts that keep originals MLflow could not take
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        safe, changed = sanitize(params, MAX_PARAM_VALUE)
+        items = [Param(k, v) for k, v in safe.items()]
+        for i in range(0, len(items), BATCH_PARAMS):
+            self.client.log_batch(self.id, params=items[i:i + BATCH_PARAMS], synchronous=True)
+        if changed:
+            self.extra_files["params_full.json"] = json.dumps(changed, indent=2)
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        safe, changed = sanitize(tags, MAX_TAG_VALUE)
+        items = [RunTag(k, v) for k, v in safe.items()]
+        for i in range(0, len(items), BATCH_PARAMS):
+            self.client.log_batch(self.id, tags=items[i:i + BATCH_PARAMS], synchronous=True)
+        if changed:
+            full = json.loads(self.extra_files.get("tags_full.json", "{}"))
+            self.extra_files["tags_full.json"] = json.dumps({**full, **changed}, indent=2)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self.log_points([(k, v, step) for k, v in metrics.items()])
+
+    def log_points(self, points: list[tuple[str, float, int]]) -> None:
+        """(key, value, step) triples in batches; non-finite values are never sent."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)]
+        for i in range(0, len(items), BATCH_METRICS):
+            self.client.log_batch(self.id, metrics=items[i:i + BATCH_METRICS], synchronous=True)
+
+    def metric_stream(self, columns: list[str], expected_rows: int, max_points: int) -> "MetricStream":
+        return MetricStream(self, columns, expected_rows, max_points)
+
+    def log_inputs(self, datasets: list[dict]) -> None:
+        """datasets: dicts with name, context, features, targets (arrays), digest, and either
+        path (a file) or origin (a dict describing how the data were generated)."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for d in datasets:
+            source = d.get("path") or CodeDatasetSource(d["origin"])
+            ds = mlflow.data.from_numpy(d["features"], targets=d["targets"], source=source,
+                                        name=d["name"], digest=d["digest"])
+            inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", d["context"])]))
+        self.client.log_inputs(self.id, datasets=inputs)
+
+    def log_artifacts(self, files: dict[str, object]) -> None:
+        """Write files (relative path -> str, bytes or a matplotlib Figure) and log them in one call."""
+        files = {**self.extra_files, **files}
+        with tempfile.TemporaryDirectory(prefix="gradlab-") as tmp:
+            for rel, content in files.items():
+                path = Path(tmp, rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, str):
+                    path.write_text(content)
+                elif isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    content.savefig(path, dpi=100)
+            self.client.log_artifacts(self.id, tmp)
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.id, status)
+
+
+class MetricStream:
+    """Per-epoch rows -> thinned points, sent in batches at least every FLUSH_SECONDS.
+
+    Keeps every `stride`-th row so each metric has at most `max_points` points; the first row is
+    kept and the last one is added by `close`. history.csv has every row regardless.
+    """
+
+    def __init__(self, run: Run, columns: list[str], expected_rows: int, max_points: int):
+        self.run, self.columns = run, columns
+        self.stride = max(1, math.ceil(expected_rows / (max_points - 1)))
+        self.pending: list[tuple[str, float, int]] = []
+        self.seen = 0
+        self.last_sent_step = None
+        self.last_row = None
+        self.last_flush = time.monotonic()
+
+    def __call__(self, row: list[float]) -> None:
+        self.last_row = row
+        if self.seen % self.stride == 0:
+            self._add(row)
+        self.seen += 1
+        if len(self.pending) >= BATCH_METRICS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def _add(self, row) -> None:
+        step = int(row[0])
+        self.pending.extend((c, v, step) for c, v in zip(self.columns[1:], row[1:]))
+        self.last_sent_step = step
+
+    def flush(self) -> None:
+        if self.pending:
+            self.run.log_points(self.pending)
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self.last_row is not None and self.last_sent_step != int(self.last_row[0]):
+            self._add(self.last_row)
+        self.flush()
+
+
+def find_runs(store: Store, filter_string: str, experiment_ids: list[str] | None = None) -> list:
+    """Runs matching an MLflow filter, across all experiments unless given."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in store.client.search_experiments()]
+    if not experiment_ids:
+        return []
+    return store.client.search_runs(experiment_ids, filter_string=filter_string, max_results=50000)
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of a process (clock ticks since boot): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    now = process_start(pid)
+    return start in (None, "", "unknown") or now == "unknown" or now == start
+
+
+def reap_runs(store: Store, dry_run: bool = False) -> list[str]:
+    """Mark KILLED the RUNNING runs whose recorded process on this host is gone; report each."""
+    host, lines = socket.gethostname(), []
+    for r in find_runs(store, "attributes.status = 'RUNNING'"):
+        tags, rid = r.data.tags, r.info.run_id
+        label = f"{rid} ({r.info.run_name})"
+        if tags.get("gradlab.host") != host:
+            lines.append(f"left alone {label}: recorded on host {tags.get('gradlab.host', 'unknown')!r}, not this one")
+            continue
+        pid = int(tags.get("gradlab.pid") or 0)
+        if pid and _alive(pid, tags.get("gradlab.pid_start")):
+            lines.append(f"left alone {label}: process {pid} is alive")
+            continue
+        reason = f"reaped: process {pid} on {host} is gone"
+        if not dry_run:
+            run = store.run(rid)
+            run.set_tags({"gradlab.outcome": "killed", "gradlab.reason": reason})
+            run.end("KILLED")
+        lines.append(f"{'would mark' if dry_run else 'marked'} {label} KILLED: {reason}")
+    if not lines:
+        lines.append("no RUNNING runs")
+    return lines
