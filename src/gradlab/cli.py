@@ -9,6 +9,7 @@ User mistakes print one line naming the field and the fix, and exit 2; nothing i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -33,7 +34,24 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """Hydra's `+key=value` adds keys even to a schema; `to_object` would then drop them silently."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in node.keys():
+            if key not in known:
+                where = f"{prefix}{key}"
+                option = f" of {prefix.rstrip('.')}={node.name}" if "name" in known and prefix else ""
+                raise ConfigError(where, node[key], f"not a key{option}; the keys are {sorted(known)}")
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _unknown_keys(child, f"{prefix}{key}.")
+
+
 def _typed(cfg: DictConfig):
+    _unknown_keys(cfg)
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:

@@ -112,6 +112,7 @@ class ModelConfig:
     init: Init = Init.normal
     init_scale: float = 1.0
     # Fixed starting values by parameter name, applied after the random init: {w: 1.0, b: 0.0}.
+    # Each model's YAML lists its parameters with null (not fixed), so `model.start.w=1` works.
     start: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -72,17 +72,14 @@ def _bias_column(cfg) -> Dataset:
     return Dataset(x[:, None], y, ["x"], "y", bias_column=True)
 
 
-def teacher_network(cfg) -> dict[str, torch.Tensor]:
-    """The fixed random 5-3-1 sigmoid network that labels the teacher data (seeded by data.seed)."""
-    g = _gen(cfg.seed)
-    shapes = {"W1": (cfg.n_inputs, cfg.hidden), "b1": (cfg.hidden,), "W2": (cfg.hidden,), "b2": ()}
-    return {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes.items()}
-
-
 def _teacher(cfg) -> Dataset:
-    net = teacher_network(cfg)
-    g = _gen(cfg.seed + 1)  # samples drawn apart from the network's weights
+    """Inputs, then the teacher's weights, then the noise, in that order from data.seed: the
+    weights come after n·d draws, so they never coincide with a student initialised from the
+    same seed (which draws its weights first)."""
+    g = _gen(cfg.seed)
     x = torch.randn(cfg.n_samples, cfg.n_inputs, generator=g, dtype=torch.float64)
+    shapes = {"W1": (cfg.n_inputs, cfg.hidden), "b1": (cfg.hidden,), "W2": (cfg.hidden,), "b2": ()}
+    net = {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes.items()}
     h = torch.sigmoid(x @ net["W1"] + net["b1"])
     y = torch.sigmoid(h @ net["W2"] + net["b2"]) + cfg.noise * torch.randn(cfg.n_samples, generator=g, dtype=torch.float64)
     return Dataset(x, y, [f"x{i}" for i in range(cfg.n_inputs)], "y")
@@ -181,13 +178,13 @@ def split(n: int, val_fraction: float | None, seed: int) -> tuple[torch.Tensor, 
 
 @dataclass
 class Scaler:
-    """x -> (x - shift) / scale per column, fitted on the training inputs only."""
+    """x -> (x - shift) * mult per column, fitted on the training inputs only."""
 
     shift: torch.Tensor
-    scale: torch.Tensor
+    mult: torch.Tensor
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.shift) / self.scale
+        return (x - self.shift) * self.mult
 
     @classmethod
     def fit(cls, x: torch.Tensor, kind: Scaling, factor: float, inputs: list[str]) -> "Scaler":
@@ -196,7 +193,7 @@ class Scaler:
         if kind is Scaling.none:
             return cls(zero, one)
         if kind is Scaling.factor:
-            return cls(zero, one / factor)
+            return cls(zero, one * factor)
         if kind is Scaling.standardize:
             shift, spread = x.mean(0), x.std(0, unbiased=False)
         else:  # minmax
@@ -207,7 +204,7 @@ class Scaler:
                 "data.scaling", kind.value, f"input column(s) {flat} are constant on the training split, so they "
                 "cannot be rescaled; drop them from data.inputs, or use data.scaling=none or factor",
             )
-        return cls(shift, spread)
+        return cls(shift, 1.0 / spread)
 
 
 @dataclass

@@ -23,6 +23,9 @@ def analytic(problem: Problem, params: dict) -> GradFn:
         loss, grads = problem.analytic(params, batch)
         return loss, [grads[n] for n in names]
 
+    # Parameters that require grad (torch.optim, nn.Module) would make torch record a graph.
+    if any(getattr(p, "requires_grad", False) for p in params.values()):
+        return torch.no_grad()(step)
     return step
 
 

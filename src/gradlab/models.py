@@ -94,6 +94,8 @@ class Model:
                 v = cfg.init_scale * torch.randn(shape, generator=gen, dtype=torch.float64)
             params[name] = v
         for name, value in dict(cfg.start).items():
+            if value is None:  # listed but not fixed
+                continue
             if name not in params:
                 raise ConfigError(f"model.start.{name}", value, f"{cfg.name} has parameters {list(params)}")
             target = params[name]

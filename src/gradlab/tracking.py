@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -279,8 +280,10 @@ class Run:
         inputs = []
         for d in datasets:
             source = d.get("path") or CodeDatasetSource(d["origin"])
-            ds = mlflow.data.from_numpy(d["features"], targets=d["targets"], source=source,
-                                        name=d["name"], digest=d["digest"])
+            with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                ds = mlflow.data.from_numpy(d["features"], targets=d["targets"], source=source,
+                                            name=d["name"], digest=d["digest"])
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", d["context"])]))
         self.client.log_inputs(self.id, datasets=inputs)
 

@@ -1,0 +1,186 @@
+"""Composition, the registries behind the option names, and bad input through the real CLI.
+
+Bad input must give one clear message naming the field (and row/column for files) and leave no
+run behind in the store.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import CONF, compose
+from gradlab import gradients, models, optim
+from gradlab.config import SCHEMAS
+
+GROUPS = ["data", "model", "grad", "optimizer", "device"]
+DESIGN_OPTIONS = {
+    "data": {"thermometer", "doubling", "noisy_line", "line", "bias_column", "teacher", "csv", "none"},
+    "model": {"linear", "linear_nobias", "quadratic", "parameter_module", "nn_linear", "mlp", "rosenbrock", "bowl"},
+    "grad": {"analytic", "autograd", "finite_difference"},
+    "optimizer": {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"},
+    "device": {"cpu", "cuda", "mps", "auto", "numpy"},
+}
+
+
+def options(group: str) -> set[str]:
+    return {p.stem for p in (CONF / group).glob("*.yaml")}
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_yaml_options_schemas_and_registries_match(group):
+    assert options(group) == set(SCHEMAS[group]) == DESIGN_OPTIONS[group]
+    registry = {"optimizer": set(optim.NAMES), "grad": set(gradients.METHODS)}.get(group)
+    if registry is not None:
+        assert registry == options(group)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in sorted(DESIGN_OPTIONS[g])])
+def test_every_option_composes_with_its_own_schema(group, option):
+    cfg = compose(f"{group}={option}")
+    node = getattr(cfg, group)
+    assert node.name == option
+    assert type(node) is SCHEMAS[group][option]
+
+
+@pytest.mark.parametrize("name", sorted(DESIGN_OPTIONS["model"]))
+def test_every_model_builds_and_lists_its_parameters_in_start(name):
+    cfg = compose(f"model={name}")
+    model = models.build(cfg.model, n_inputs=2)
+    assert set(cfg.model.start) == set(model.shapes)
+
+
+def test_default_experiment_name():
+    from gradlab.record import run_name
+
+    cfg = compose()
+    assert cfg.tracking.experiment is None  # resolved to "default" by the CLI
+    assert run_name(cfg) == "thermometer-x0.1-linear-autograd-sgd-lr0.01"
+    assert run_name(compose("experiment=rosenbrock_gd")) == "rosenbrock-analytic-gd-lr0.001"
+
+
+# ------------------------------------------------------------------------- bad input
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """gradlab's console entry point, in-process; returns (exit code, stdout, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    import gradlab.cli
+
+    def call(*args):
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", ["gradlab", *args])
+        code = 0
+        try:
+            gradlab.cli.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            GlobalHydra.instance().clear()
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    def write(text: str):
+        path = tmp_path / "data.csv"
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+GOOD_CSV = "a,b,y\n1,2,3\n2,3,5\n3,5,8\n4,7,11\n5,9,14\n"
+
+BAD = [  # (overrides, exit code, words the message must contain)
+    (["optimizer=foo"], 1, ["Could not find 'optimizer/foo'", "adam"]),
+    (["optimizer.lr=abc"], 1, ["optimizer.lr", "could not be converted to Float"]),
+    (["optimizer=adam", "optimizer.momentum=0.9"], 1, ["Key 'momentum' not in 'AdamConfig'"]),
+    (["+optimizer.foo=1"], 2, ["optimizer.foo=1", "not a key of optimizer=sgd"]),
+    (["train.epochs=ten"], 1, ["train.epochs", "could not be converted to Integer"]),
+    (["optimizer.lr=0"], 2, ["optimizer.lr=0.0", "finite number > 0"]),
+    (["optimizer.lr=-1e-3"], 2, ["optimizer.lr=-0.001", "finite number > 0"]),
+    (["optimizer.lr=nan"], 2, ["optimizer.lr=nan", "finite number > 0"]),
+    (["optimizer.lr=inf"], 2, ["optimizer.lr=inf", "finite number > 0"]),
+    (["data.val_fraction=0"], 2, ["data.val_fraction=0.0", "(0, 1)", "null"]),
+    (["data.val_fraction=1"], 2, ["data.val_fraction=1.0", "(0, 1)"]),
+    (["data=doubling", "data.val_fraction=0.2"], 2, ["⌊0.2·3⌋ = 0", "validation split empty"]),
+    (["train.epochs=0"], 2, ["train.epochs=0", ">= 1"]),
+    (["train.batch_size=0"], 2, ["train.batch_size=0", ">= 1"]),
+    (["device=numpy"], 2, ["device='numpy'", "grad=analytic with optimizer=gd only", "device=cpu"]),
+    (["device=cuda"], 2, ["device='cuda'", "no CUDA device here", "device=cpu"]),
+    (["model=rosenbrock"], 2, ["use data=none"]),
+    (["data=none"], 2, ["data=none has no samples"]),
+    (["model.start.w=[1,2,3]"], 2, ["model.start.w", "needs a number or 1 numbers"]),
+    (["data.scaling=standardize", "data=bias_column", "data.val_fraction=null"], None, None),  # fine: ones column is not scaled
+]
+
+
+@pytest.mark.parametrize("args,code,words", [b for b in BAD if b[1] is not None], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_input_is_refused_clearly_and_records_nothing(cli, runs, args, code, words):
+    extra = [] if any(a.startswith("train.epochs") for a in args) else ["train.epochs=2"]
+    got, out, err = cli(*args, *extra)
+    assert got == code, err
+    for w in words:
+        assert w in err
+    assert "Traceback" not in err
+    assert runs() == []
+
+
+@pytest.mark.parametrize("content,words", [
+    ("", ["is empty", "header"]),
+    ("a,b,y\n", ["header (a, b, y) but no data rows"]),
+    ("a,b,y\n1,2,3\n2,abc,5\n", ["line 3", "column 'b'", "'abc'", "not a number"]),
+    ("a,b,y\n1,2,3\n2,3,5\n,4,6\n", ["line 4", "column 'a'", "blank"]),
+    ("a,b,y\n1,2,3\n2,3\n", ["line 3 has 2 cells", "header has 3"]),
+])
+def test_bad_csv_names_the_row_and_column(cli, runs, csv_file, content, words):
+    code, _, err = cli("data=csv", f"data.path={csv_file(content)}", "data.val_fraction=null", "train.epochs=2")
+    assert code == 2
+    for w in words:
+        assert w in err
+    assert runs() == []
+
+
+@pytest.mark.parametrize("args,words", [
+    (["data.target=zzz"], ["data.target='zzz' is not a column", "['a', 'b', 'y']"]),
+    (["data.inputs=[a,zzz]"], ["data.inputs names ['zzz']"]),
+    (["data.path=/no/such/file.csv"], ["data.path='/no/such/file.csv'", "no such file"]),
+])
+def test_bad_csv_settings(cli, runs, csv_file, args, words):
+    path = csv_file(GOOD_CSV)
+    overrides = ["data=csv", f"data.path={path}", "data.val_fraction=null", "train.epochs=2"]
+    code, _, err = cli(*overrides, *args)
+    assert code == 2
+    for w in words:
+        assert w in err
+    assert runs() == []
+
+
+def test_csv_without_path_says_how(cli, runs):
+    code, _, err = cli("data=csv", "train.epochs=2")
+    assert code == 2 and "data.path" in err and "data.path=/path/to/file.csv" in err
+    assert runs() == []
+
+
+def test_good_csv_trains_and_records_its_digest(cli, runs, csv_file):
+    import hashlib
+
+    path = csv_file(GOOD_CSV)
+    code, out, err = cli("data=csv", f"data.path={path}", "data.target=y", "data.val_fraction=0.4",
+                         "data.scaling=standardize", "train.epochs=5", "tracking.plots=false")
+    assert code == 0, err
+    (run,) = runs()
+    assert run.data.tags["gradlab.data.sha256"] == hashlib.sha256(GOOD_CSV.encode()).hexdigest()
+    assert run.data.params["n_train"] == "3" and run.data.params["n_val"] == "2"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"csv-training", "csv-validation"}
+
+
+def test_print_config(cli):
+    code, out, _ = cli("--cfg", "job", "optimizer=adam")
+    assert code == 0
+    assert "name: adam" in out and "betas:" in out

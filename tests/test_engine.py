@@ -1,0 +1,112 @@
+"""The loop's contract: what a row means, divergence, stopping, determinism, every pairing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose
+from gradlab import run
+
+T_U = torch.tensor([35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4], dtype=torch.float64)
+T_C = torch.tensor([0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0], dtype=torch.float64)
+
+
+def train(*overrides):
+    return run.train(compose(*overrides))
+
+
+def test_first_row_is_the_state_before_any_update():
+    s, r = train("experiment=thermometer_handgrad_raw", "train.dtype=float64", "train.epochs=2")
+    row = dict(zip(r.history.columns, r.history.rows[0]))
+    err = 1.0 * T_U + 0.0 - T_C
+    assert row["param.w"] == 1.0 and row["param.b"] == 0.0
+    assert row["train_loss"] == pytest.approx(float((err**2).mean()), rel=1e-15)
+    grad = torch.stack([(2 * err * T_U).mean(), (2 * err).mean()])  # ∂MSE/∂(w, b), by hand
+    assert row["grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-12)
+
+
+def test_divergence_stops_at_once_and_logs_nothing_non_finite():
+    s, r = train("experiment=thermometer_handgrad_raw", "optimizer.lr=1e-2", "train.epochs=5000")
+    h = r.history
+    assert h.outcome == "diverged"
+    assert h.stop_step is not None and h.stop_step < 5000
+    assert h.epochs_run == h.stop_step - 1
+    assert "train_loss is inf" in h.reason or "train_loss is nan" in h.reason or "grad_norm" in h.reason
+    assert all(math.isfinite(v) for row in h.rows for v in row)
+    assert all(math.isfinite(v) for v in r.metrics.values())
+    assert r.objective == math.inf
+
+
+def test_stop_loss_converges_early():
+    s, r = train("experiment=thermometer_handgrad_scaled", "train.stop_loss=3.0")
+    h = r.history
+    assert h.outcome == "converged" and h.epochs_run < 5000
+    assert h.rows[-1][1] <= 3.0 < h.rows[-2][1]  # stopped after the first epoch at or below it
+
+
+def test_log_every_records_first_multiples_and_last():
+    s, r = train("train.epochs=23", "train.log_every=5")
+    assert [row[0] for row in r.history.rows] == [1, 5, 10, 15, 20, 23]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer=sgd", "optimizer.momentum=0.9", "train.batch_size=3", "train.shuffle=true"],
+    ["experiment=noisy_line_batches", "train.epochs=300"],
+    ["experiment=mlp_sigmoid", "train.epochs=50", "train.batch_size=16", "train.shuffle=true"],
+])
+def test_same_seed_gives_bit_identical_histories(overrides):
+    _, a = train(*overrides, "train.epochs=300" if "experiment" not in overrides[0] else "train.seed=3")
+    _, b = train(*overrides, "train.epochs=300" if "experiment" not in overrides[0] else "train.seed=3")
+    assert a.history.rows == b.history.rows
+    assert a.params == b.params
+
+
+def test_minibatch_epoch_loss_is_the_size_weighted_mean_of_batch_losses():
+    # 9 training samples in batches of 4, 4, 1: the epoch's loss weights each batch by its size.
+    s, r = train("optimizer=gd", "grad=analytic", "train.batch_size=4", "train.epochs=1", "train.dtype=float64",
+                 "model.start.w=1", "model.start.b=0")
+    x, y = s.prepared.x_train[:, 0], s.prepared.y_train
+    w, b, lr, total = 1.0, 0.0, 0.01, 0.0
+    for i in range(0, 9, 4):
+        xb, yb = x[i:i + 4], y[i:i + 4]
+        e = w * xb + b - yb
+        total += float((e**2).mean()) * len(xb)
+        w, b = w - lr * float((2 * e * xb).mean()), b - lr * float((2 * e).mean())
+    assert r.history.rows[0][1] == pytest.approx(total / 9, rel=1e-12)
+    assert r.params["w"][0] == pytest.approx(w, rel=1e-12) and r.params["b"] == pytest.approx(b, rel=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"])
+@pytest.mark.parametrize("grad", ["analytic", "autograd", "finite_difference"])
+def test_every_gradient_method_pairs_with_every_optimizer(optimizer, grad):
+    s, r = train(f"optimizer={optimizer}", f"grad={grad}", "train.epochs=20", "train.dtype=float64")
+    losses = r.history.column("train_loss")
+    assert r.history.outcome == "completed"
+    assert losses[-1] < losses[0]
+
+
+def test_same_optimizer_same_path_whichever_gradient_method():
+    _, a = train("optimizer=adam", "grad=analytic", "train.epochs=200", "train.dtype=float64")
+    _, b = train("optimizer=adam", "grad=autograd", "train.epochs=200", "train.dtype=float64")
+    np.testing.assert_allclose(a.history.column("train_loss"), b.history.column("train_loss"), rtol=1e-10)
+
+
+def test_lbfgs_reaches_the_closed_form_quickly():
+    _, r = train("optimizer=lbfgs", "optimizer.line_search_fn=strong_wolfe", "train.epochs=10",
+                 "train.dtype=float64", "data.val_fraction=null")
+    assert r.metrics["excess_loss"] == pytest.approx(0.0, abs=1e-8)
+
+
+def test_final_metrics_use_the_final_parameters():
+    s, r = train("train.epochs=50", "train.dtype=float64")
+    w, b = r.params["w"][0], r.params["b"]
+    x, y = s.prepared.x_train[:, 0], s.prepared.y_train
+    assert r.metrics["final_train_loss"] == pytest.approx(float(((w * x + b - y) ** 2).mean()), rel=1e-12)
+    xv, yv = s.prepared.x_val[:, 0], s.prepared.y_val
+    assert r.metrics["final_val_loss"] == pytest.approx(float(((w * xv + b - yv) ** 2).mean()), rel=1e-12)
+    assert r.metrics["best_val_loss"] == min(r.history.column("val_loss") + [r.metrics["final_val_loss"]])
+    assert r.objective == r.metrics["final_val_loss"]
