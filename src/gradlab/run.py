@@ -178,19 +178,18 @@ def plot_data(s: Setup, result: Result, title: str) -> dict:
 
     h, cfg = result.history, s.cfg
     kind = cfg.train.loss
+    loss_name = "objective" if s.model.objective else kind.value
+    diverged = h.outcome == "diverged"
     out = {"loss": {
         "epoch": h.column("epoch"), "train_loss": h.column("train_loss"),
         "val_loss": h.column("val_loss") if "val_loss" in h.columns else None,
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step,
-        "loss_name": kind.value, "title": title, "stream": isinstance(s.dataset, data_mod.Stream),
+        "loss_name": loss_name, "title": title, "stream": isinstance(s.dataset, data_mod.Stream),
     }}
     final = _numpy_params(s, _flat(result.params))
     optimum = _numpy_params(s, _flat(result.optimum)) if result.optimum else None
-    if not all(np.isfinite(v).all() for v in final.values()):
-        return out  # a diverged run's parameters have no curve worth drawing
-
     pr = s.prepared
-    if pr is not None:
+    if pr is not None and not diverged:  # a diverged model has no curve worth drawing
         ds = pr.dataset
 
         def features(raw):
@@ -224,7 +223,12 @@ def plot_data(s: Setup, result: Result, title: str) -> dict:
 
     names = [c[len("param."):] for c in h.columns if c.startswith("param.")]
     if len(names) == 2 and h.rows:
-        path = np.array([[r[h.columns.index("param." + n)] for n in names] for r in h.rows] + [_flat(final)])
+        rows = h.rows
+        if diverged:  # the last steps dwarf everything: show the path while the loss is within 100× its start
+            limit = 100 * rows[0][1]
+            rows = rows[:max(3, next((i for i, r in enumerate(rows) if r[1] > limit), len(rows)))]
+            title += f"\ndiverged: the path is shown for its first {len(rows)} steps"
+        path = np.array([[r[h.columns.index("param." + n)] for n in names] for r in rows] + ([] if diverged else [_flat(final)]))
         opt = _flat(optimum) if optimum else None
         pts = np.vstack([path, [opt]]) if opt else path
         (a0, a1), (b0, b1) = span(pts[:, 0]), span(pts[:, 1])
@@ -239,5 +243,5 @@ def plot_data(s: Setup, result: Result, title: str) -> dict:
             mean, factor = models.REDUCTIONS[kind]
             z = factor * ((err * err).mean(0) if mean else (err * err).sum(0))
         out["trajectory"] = {"grid_a": A, "grid_b": B, "grid_loss": np.asarray(z).reshape(A.shape), "path": path,
-                             "optimum": opt, "names": names, "loss_name": kind.value, "title": title}
+                             "optimum": opt, "names": names, "loss_name": loss_name, "title": title}
     return out

@@ -1,0 +1,375 @@
+"""The experiment record under faults: statuses that tell the truth, reaping, stores, provenance,
+history.csv, rerun, plots. Subprocess and server tests are in the slow tier (`make test` runs them)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import ROOT, compose, gradlab
+from gradlab import plots, run, tracking
+from gradlab.record import from_container, provenance, record
+
+
+def client(uri: str) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(uri)
+
+
+def only_run(uri: str, experiment: str = "default"):
+    c = client(uri)
+    (r,) = c.search_runs([c.get_experiment_by_name(experiment).experiment_id])
+    return r
+
+
+def artifact(run_id: str, path: str, uri: str) -> str:
+    mlflow.set_tracking_uri(uri)
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+
+
+def history_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.25):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------ statuses
+def test_exception_marks_the_run_failed_and_keeps_what_was_logged(temp_store, monkeypatch):
+    from gradlab import problem
+
+    original, calls = problem.Problem.batches, {"n": 0}
+
+    def batches(self):
+        calls["n"] += 1
+        if calls["n"] == 31:
+            raise RuntimeError("disk on fire at epoch 31")
+        return original(self)
+
+    monkeypatch.setattr(problem.Problem, "batches", batches)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        record(compose("train.epochs=100"), experiment="default", quiet=True)
+    r = only_run(temp_store)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["gradlab.outcome"] == "failed"
+    assert r.data.tags["gradlab.error.type"] == "RuntimeError"
+    assert r.data.tags["gradlab.error.message"] == "disk on fire at epoch 31"
+    assert r.data.metrics["epochs_run"] == 30
+    steps = [m.step for m in client(temp_store).get_metric_history(r.info.run_id, "train_loss")]
+    assert steps == list(range(1, 31))
+    rows = history_rows(artifact(r.info.run_id, "history.csv", temp_store))
+    assert [int(x["epoch"]) for x in rows] == list(range(1, 31))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=false"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def logging_started():
+            try:
+                c = client(temp_store)
+                exp = c.get_experiment_by_name("default")
+                runs = c.search_runs([exp.experiment_id]) if exp else []
+                return runs and c.get_metric_history(runs[0].info.run_id, "train_loss") and runs[0]
+            except Exception:
+                return None
+
+        wait_for(logging_started, timeout=90)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -sig, err  # died by the signal, as a killed process does
+    r = only_run(temp_store)
+    assert r.info.status == "KILLED"
+    assert r.data.tags["gradlab.outcome"] == "killed"
+    assert r.data.tags["gradlab.signal"] == signal.Signals(sig).name
+    epochs = int(r.data.metrics["epochs_run"])
+    assert epochs > 0
+    rows = history_rows(artifact(r.info.run_id, "history.csv", temp_store))
+    assert len(rows) == epochs  # history saved up to that point
+    logged = client(temp_store).get_metric_history(r.info.run_id, "train_loss")
+    assert logged and max(m.step for m in logged) == epochs
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_running_and_reap_closes_it(temp_store):
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def running():
+        try:
+            exp = client(temp_store).get_experiment_by_name("default")
+            return exp and client(temp_store).search_runs([exp.experiment_id])
+        except Exception:
+            return None
+
+    wait_for(running, timeout=90)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert only_run(temp_store).info.status == "RUNNING"
+    out = gradlab("reap")
+    assert out.returncode == 0, out.stderr
+    assert "marked" in out.stdout and "KILLED" in out.stdout
+    r = only_run(temp_store)
+    assert r.info.status == "KILLED" and r.data.tags["gradlab.outcome"] == "killed"
+    assert f"process {proc.pid}" in r.data.tags["gradlab.reason"]
+
+
+def test_reap_leaves_live_and_foreign_runs_alone(temp_store):
+    store = tracking.Store()
+    me, host = str(os.getpid()), socket.gethostname()
+    live = store.start_run("reap", "live", {}, {"gradlab.host": host, "gradlab.pid": me,
+                                                "gradlab.pid_start": tracking.process_start(os.getpid())})
+    reused = store.start_run("reap", "reused-pid", {}, {"gradlab.host": host, "gradlab.pid": me, "gradlab.pid_start": "1"})
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = store.start_run("reap", "gone", {}, {"gradlab.host": host, "gradlab.pid": str(dead.pid), "gradlab.pid_start": "5"})
+    foreign = store.start_run("reap", "foreign", {}, {"gradlab.host": "elsewhere", "gradlab.pid": "1"})
+    assert any("would mark" in line for line in tracking.reap_runs(store, dry_run=True))
+    assert client(temp_store).get_run(gone.id).info.status == "RUNNING"  # dry run changed nothing
+    lines = tracking.reap_runs(store)
+    status = {r.id: client(temp_store).get_run(r.id).info.status for r in (live, reused, gone, foreign)}
+    assert status == {live.id: "RUNNING", reused.id: "KILLED", gone.id: "KILLED", foreign.id: "RUNNING"}
+    assert any("host 'elsewhere'" in line for line in lines)
+
+
+# -------------------------------------------------------------------------------- stores
+@pytest.mark.slow
+def test_concurrent_first_use_of_an_empty_store(tmp_path):
+    db = tmp_path / "fresh" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    start = time.time() + 6  # every process imports first, then they all open the store at once
+    code = (
+        "import sys, time; from gradlab.tracking import Store\n"
+        f"time.sleep(max(0, {start} - time.time()))\n"
+        "s = Store(); r = s.start_run('race', 'r' + sys.argv[1], {'i': sys.argv[1]}, {}); r.log_metrics({'x': 1.0}); r.end('FINISHED')\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    c = client(uri)
+    runs = c.search_runs([c.get_experiment_by_name("race").experiment_id])
+    assert sorted(r.data.params["i"] for r in runs) == ["0", "1", "2", "3"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_unreachable_server_fails_fast_before_training():
+    uri = f"http://127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    out = gradlab("train.epochs=100000", env={"MLFLOW_TRACKING_URI": uri})
+    assert out.returncode == 2
+    assert uri in out.stderr and "cannot reach" in out.stderr
+    assert "completed" not in out.stdout
+    assert time.monotonic() - began < 30  # Python, torch and the check: seconds, not MLflow's minutes of retries
+
+
+@pytest.mark.parametrize("uri", ["{tmp}/mlruns", "file://{tmp}/mlruns", "./mlruns"])
+def test_file_store_uri_is_refused_with_what_to_do(tmp_path, monkeypatch, uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(tmp=tmp_path))
+    with pytest.raises(tracking.TrackingError) as e:
+        tracking.Store()
+    assert "MLFLOW_ALLOW_FILE_STORE" in str(e.value) and "sqlite:///" in str(e.value)
+
+
+def test_old_schema_is_refused_and_never_migrated(temp_store):
+    tracking.Store()  # a current store
+    db = temp_store[len("sqlite:///"):]
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")  # MLflow's first migration
+    con.commit()
+    out = gradlab("train.epochs=2")  # a new process: MLflow checks the schema once per process
+    assert out.returncode == 2
+    assert f"mlflow db upgrade {temp_store}" in out.stderr and "never" in out.stderr
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "451aebb31d03"
+    con.close()
+
+
+@pytest.mark.slow
+def test_real_tracking_server_round_trip(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    try:
+        def healthy():
+            try:
+                tracking.preflight(uri, timeout=1)
+                return True
+            except tracking.TrackingError:
+                assert server.poll() is None, server.stderr.read()
+                return False
+
+        wait_for(healthy, timeout=120, every=0.5)
+        out = gradlab("train.epochs=30", "experiment=thermometer_sgd_split", env={"MLFLOW_TRACKING_URI": uri})
+        assert out.returncode == 0, out.stderr
+        r = only_run(uri, "thermometer_sgd_split")
+        assert r.info.status == "FINISHED" and r.data.metrics["epochs_run"] == 30
+        assert len(client(uri).get_metric_history(r.info.run_id, "train_loss")) == 30
+        names = {a.path for a in client(uri).list_artifacts(r.info.run_id)}
+        assert {"config.yaml", "history.csv", "params.json", "plots"} <= names
+        assert len(history_rows(artifact(r.info.run_id, "history.csv", uri))) == 30
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_long_values_and_odd_keys_lose_nothing(temp_store, tmp_path):
+    store = tracking.Store()
+    long_value = "v" * 7000
+    r = store.start_run("odd", "odd", {"a[0]": "x", "long": long_value, "fine.key": "1"}, {"note": "n" * 9000})
+    r.log_artifacts({})
+    r.end("FINISHED")
+    got = client(temp_store).get_run(r.id).data
+    assert got.params["a_0_"] == "x" and got.params["fine.key"] == "1"
+    assert len(got.params["long"]) <= tracking.MAX_PARAM_VALUE and got.params["long"].endswith("full value in artifact]")
+    assert len(got.tags["note"]) <= tracking.MAX_TAG_VALUE
+    full = json.loads(artifact(r.id, "params_full.json", temp_store))
+    assert full == {"a[0]": "x", "long": long_value}
+    assert json.loads(artifact(r.id, "tags_full.json", temp_store)) == {"note": "n" * 9000}
+
+
+def test_a_csv_with_many_columns_keeps_the_full_input_list(temp_store, tmp_path):
+    names = [f"sensor_reading_with_a_long_name_{i:03d}" for i in range(250)]
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(20, 251))
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join([*names, "y"]) + "\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in values) + "\n")
+    rec = record(compose("data=csv", f"data.path={path}", f"data.inputs=[{','.join(names)}]", "data.val_fraction=null",
+                         "train.epochs=3", "tracking.plots=false"), experiment="wide", quiet=True)
+    r = client(temp_store).get_run(rec.run_id)
+    assert len(r.data.params["data.inputs"]) <= tracking.MAX_PARAM_VALUE
+    assert json.loads(json.loads(artifact(rec.run_id, "params_full.json", temp_store))["data.inputs"]) == names
+
+
+# ---------------------------------------------------------------------------- provenance
+def test_provenance_is_complete(temp_store):
+    rec = record(compose("train.epochs=5", "train.seed=7"), experiment="prov", overrides=["train.seed=7"], quiet=True)
+    r = client(temp_store).get_run(rec.run_id)
+    tags = r.data.tags
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    expected_commit = head.stdout.strip() if head.returncode == 0 else "unknown"
+    assert tags["gradlab.git.commit"] == expected_commit
+    assert tags["gradlab.git.dirty"] in ({"true", "false"} if head.returncode == 0 else {"unknown"})
+    for pkg in ("torch", "hydra-core", "mlflow", "numpy"):
+        assert tags[f"gradlab.version.{pkg}"] == importlib.metadata.version(pkg)
+    assert tags["gradlab.version.python"] == ".".join(map(str, sys.version_info[:3]))
+    assert tags["gradlab.device"] == "cpu" and tags["gradlab.seed"] == "7"
+    assert tags["gradlab.overrides"] == "train.seed=7"
+    assert "seed: 7" in artifact(rec.run_id, "config.yaml", temp_store)
+    # datasets: a digest of all of their values, computed here independently
+    s = run.setup(compose("train.epochs=5", "train.seed=7"))
+    inputs = {d.dataset.name: d for d in r.inputs.dataset_inputs}
+    for context, x, y in (("training", s.prepared.raw_train, s.prepared.y_train), ("validation", s.prepared.raw_val, s.prepared.y_val)):
+        digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:32]
+        d = inputs[f"thermometer-{context}"]
+        assert d.dataset.digest == digest
+        assert d.tags[0].value == context
+
+
+def test_provenance_outside_git_says_unknown(monkeypatch, tmp_path):
+    monkeypatch.setattr(tracking, "project_root", lambda: tmp_path)
+    tags = provenance()
+    assert tags["gradlab.git.commit"] == "unknown" and tags["gradlab.git.dirty"] == "unknown"
+
+
+def test_history_csv_equals_the_in_memory_history_and_metrics_are_thinned(temp_store):
+    rec = record(compose("train.epochs=5000", "tracking.max_points=100", "tracking.plots=false"), experiment="thin", quiet=True)
+    h = rec.result.history
+    rows = history_rows(artifact(rec.run_id, "history.csv", temp_store))
+    assert list(rows[0]) == h.columns
+    assert [[float(v) for v in r.values()] for r in rows] == [[float(v) for v in row] for row in h.rows]
+    for key in ("train_loss", "val_loss", "grad_norm", "param.w", "param.b"):
+        steps = [m.step for m in client(temp_store).get_metric_history(rec.run_id, key)]
+        assert len(steps) <= 100 and min(steps) == 1 and max(steps) == 5000
+
+
+def test_rerun_reproduces_the_run(temp_store, monkeypatch, capsys):
+    from gradlab import cli
+
+    cfg = compose("optimizer.momentum=0.9", "train.batch_size=3", "train.shuffle=true", "train.epochs=200", "train.seed=5")
+    first = record(cfg, experiment="again", quiet=True)
+    monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", first.run_id])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 0
+    c = client(temp_store)
+    runs = c.search_runs([c.get_experiment_by_name("again").experiment_id], order_by=["start_time ASC"])
+    assert len(runs) == 2 and runs[1].data.tags["gradlab.rerun_of"] == first.run_id
+    texts = [artifact(r.info.run_id, "history.csv", temp_store) for r in runs]
+    assert texts[0] == texts[1]
+    assert len(history_rows(texts[0])) == 200
+
+
+def test_logged_config_round_trips_to_the_same_typed_config():
+    from omegaconf import OmegaConf
+
+    from gradlab.record import to_yaml
+
+    cfg = compose("experiment=mlp_sigmoid", "optimizer=adam", "optimizer.betas=[0.8,0.9]")
+    again = from_container(OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))))
+    assert again == cfg
+
+
+# --------------------------------------------------------------------------------- plots
+PLOTS = [
+    (["experiment=thermometer_sgd_split", "train.epochs=50"], {"loss_curves", "fit", "trajectory"}),
+    (["experiment=doubling_per_sample_quadratic", "train.epochs=5"], {"loss_curves", "fit"}),
+    (["experiment=mlp_sigmoid", "train.epochs=20"], {"loss_curves", "predicted_vs_true"}),
+    (["experiment=rosenbrock_gd", "train.epochs=50"], {"loss_curves", "trajectory"}),
+    (["experiment=bowl_gd"], {"loss_curves"}),
+    (["experiment=bias_column_numpy", "train.epochs=50"], {"loss_curves", "fit", "trajectory"}),
+    (["experiment=noisy_line_batches", "train.epochs=50"], {"loss_curves", "trajectory"}),
+    (["data=teacher", "model=linear", "train.epochs=5"], {"loss_curves", "predicted_vs_true"}),
+    (["experiment=thermometer_handgrad_raw", "optimizer.lr=1e-2", "train.epochs=500"], {"loss_curves", "trajectory"}),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", PLOTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_every_plot_is_produced_where_it_applies(overrides, expected):
+    s, result = run.train(compose(*overrides))
+    figs = plots.figures(run.plot_data(s, result, "title"))
+    assert {Path(k).stem for k in figs} == expected
+    ax = figs["plots/loss_curves.png"].axes[0]
+    if result.history.outcome == "diverged":  # the divergence point is marked
+        assert any(list(line.get_xdata()) == [result.history.stop_step] * 2 for line in ax.lines)
+    if "optimal_train_loss" in result.metrics and result.metrics["optimal_train_loss"] > 0:  # the optimum drawn
+        assert any(set(line.get_ydata()) == {result.metrics["optimal_train_loss"]} for line in ax.lines)
+    for fig in figs.values():
+        fig.savefig(io.BytesIO(), format="png")
+        assert all(a.get_xlabel() and a.get_ylabel() for a in fig.axes if a.get_label() != "<colorbar>")
