@@ -10,9 +10,10 @@ SWEEP ?= lr_scale_optimizer
 JOBS ?= 1
 EXPERIMENT ?=
 PORT ?= 5000
+STORE ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare ui test test-fast bench clean
+.PHONY: help install train sweep compare ui reap test test-fast bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,14 +29,23 @@ $(STAMP): pyproject.toml
 train: $(STAMP) ## one run of the default experiment into mlruns/ (ARGS="optimizer=adam optimizer.lr=0.1")
 	$(BIN)/gradlab $(ARGS)
 
+sweep: $(STAMP) ## run sweeps/SWEEP.yaml (default lr_scale_optimizer) as a multirun: one MLflow parent, a child per job; JOBS=2 in parallel
+	$(BIN)/gradlab -m -cd sweeps -cn $(SWEEP) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
+
+compare: $(STAMP) ## comparison report of a sweep (EXPERIMENT=name; default: the latest sweep)
+	$(BIN)/gradlab-compare $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+
+reap: $(STAMP) ## mark runs whose process died hard (kill -9, power loss) as KILLED
+	$(BIN)/gradlab reap
+
 test: $(STAMP) ## the whole test suite, slow tier included (what .ci/run calls)
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tier only
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-ui: $(STAMP) ## the MLflow UI on the embedded store, on 127.0.0.1 (PORT=5000)
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlruns/mlflow.db" --host 127.0.0.1 --port $(PORT)
+ui: $(STAMP) ## the MLflow UI on the embedded store, on 127.0.0.1 only (PORT=5000)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri "$(STORE)" --host 127.0.0.1 --port $(PORT)
 
 clean: ## remove the virtual environment (the store in mlruns/ is kept)
 	rm -rf $(VENV)

@@ -27,7 +27,7 @@ def test_console_script_records_a_complete_run(temp_store):
     assert len(df) == 1
     row = df.iloc[0]
     assert row["status"] == "FINISHED"
-    assert row["tags.mlflow.runName"] == "thermometer-x0.1-linear-autograd-sgd-lr0.01"
+    assert row["tags.mlflow.runName"] == "thermometer-x0.1-linear-autograd-sgd-m0.5-lr0.01"
     assert row["tags.gradlab.outcome"] == "completed"
     # params: the composed config, flattened, plus the sizes
     assert row["params.optimizer.momentum"] == "0.5" and row["params.optimizer.lr"] == "0.01"

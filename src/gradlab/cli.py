@@ -9,7 +9,6 @@ User mistakes print one line naming the field and the fix, and exit 2; nothing i
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -18,9 +17,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from gradlab.config import ConfigError, register_configs
+from gradlab.config import ConfigError, register_configs, to_typed
 from gradlab.data import DataError
 from gradlab.record import Killed, from_container, record
 from gradlab.tracking import TrackingError, project_root
@@ -34,40 +32,17 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _unknown_keys(node: DictConfig, prefix: str = "") -> None:
-    """Hydra's `+key=value` adds keys even to a schema; `to_object` would then drop them silently."""
-    schema = OmegaConf.get_type(node)
-    if dataclasses.is_dataclass(schema):
-        known = {f.name for f in dataclasses.fields(schema)}
-        for key in node.keys():
-            if key not in known:
-                where = f"{prefix}{key}"
-                option = f" of {prefix.rstrip('.')}={node.name}" if "name" in known and prefix else ""
-                raise ConfigError(where, node[key], f"not a key{option}; the keys are {sorted(known)}")
-    for key in node.keys():
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            _unknown_keys(child, f"{prefix}{key}.")
-
-
-def _typed(cfg: DictConfig):
-    _unknown_keys(cfg)
-    try:
-        return OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "config"
-        raise ConfigError(key, getattr(e, "value", None), str(e).splitlines()[0]) from None
-
-
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        typed = _typed(cfg)
-        experiment = typed.tracking.experiment or hc.runtime.choices.get("experiment") or "default"
         from gradlab import sweep
 
+        typed = to_typed(cfg)
+        # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
+        experiment = (sweep.sweep_experiment() or typed.tracking.experiment
+                      or hc.runtime.choices.get("experiment") or "default")
         rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task),
                      parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name())
         return rec.objective
@@ -110,7 +85,14 @@ def main() -> None:
             sys.exit(rerun(argv[1:]))
         if argv[:1] == ["reap"]:
             sys.exit(reap(argv[1:]))
-        _hydra_main()
+        from gradlab import sweep
+
+        try:
+            _hydra_main()
+        finally:  # also when Hydra exits 1 after a failed job: it skips on_multirun_end then
+            failed = sweep.finish()
+        if failed:
+            sys.exit(1)
     except (Killed, KeyboardInterrupt) as e:
         from gradlab import sweep
 

@@ -8,6 +8,7 @@ Hydra's own message. `validate` then checks ranges and pairings before anything 
 No `from __future__ import annotations` here: OmegaConf reads these annotations at runtime.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -266,6 +267,7 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
     "optimizer": {
         "gd": OptimizerConfig,
         "sgd": SGDConfig,
+        "sgd_momentum": SGDConfig,  # name: sgd, momentum 0.9
         "adam": AdamConfig,
         "adamw": AdamWConfig,
         "rmsprop": RMSpropConfig,
@@ -285,6 +287,36 @@ def register_configs() -> None:
     for group, options in SCHEMAS.items():
         for option, schema in options.items():
             cs.store(group=group, name=f"{option}_schema", node=schema)
+
+
+# --------------------------------------------------------------------- typed configs
+def _unknown_keys(node, prefix: str = "") -> None:
+    """Hydra's `+key=value` adds keys even to a schema; `to_object` would then drop them silently."""
+    from omegaconf import DictConfig, OmegaConf
+
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in node.keys():
+            if key not in known:
+                option = f" of {prefix.rstrip('.')}={node.name}" if "name" in known and prefix else ""
+                raise ConfigError(f"{prefix}{key}", node[key], f"not a key{option}; the keys are {sorted(known)}")
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _unknown_keys(child, f"{prefix}{key}.")
+
+
+def to_typed(cfg) -> "Config":
+    """A composed DictConfig (without its `hydra` node) as plain dataclasses; ConfigError if it can't be."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _unknown_keys(cfg)
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(getattr(e, "full_key", None) or "config", getattr(e, "value", None), str(e).splitlines()[0]) from None
 
 
 # ------------------------------------------------------------------------ validation

@@ -98,7 +98,13 @@ def run_name(cfg: Config) -> str:
         data.append(f"x{d.scale_factor:g}")
     elif d.scaling is not Scaling.none:
         data.append(d.scaling.value)
-    return "-".join([*data, cfg.model.name, cfg.grad.name, cfg.optimizer.name, f"lr{cfg.optimizer.lr:g}"])
+    opt = cfg.optimizer.name
+    if getattr(cfg.optimizer, "momentum", 0):
+        opt += f"-m{cfg.optimizer.momentum:g}"
+    device = [] if cfg.device.name == "cpu" else [cfg.device.name]
+    extra = [f"bs{cfg.train.batch_size}"] if cfg.train.batch_size else []
+    extra += [f"seed{cfg.train.seed}"] if cfg.train.seed else []
+    return "-".join([*data, cfg.model.name, cfg.grad.name, *device, opt, f"lr{cfg.optimizer.lr:g}", *extra])
 
 
 def title(cfg: Config) -> str:

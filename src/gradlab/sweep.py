@@ -1,11 +1,35 @@
-"""Multirun support: the parent MLflow run of a sweep (filled in by the sweep callback)."""
+"""Hydra multiruns in MLflow: one parent run per sweep, every job a nested child run.
+
+`SweepCallback` (registered under `hydra.callbacks` in conf/config.yaml) runs in the launching
+process before any job starts:
+1. with Hydra's basic sweeper, it expands the whole grid and checks every job's config
+   (composition, types, ranges, data files, devices): one bad value stops the sweep before any
+   job has run;
+2. it opens the store once (creating it under its lock) and the parent run;
+3. it tells the jobs which parent, sweep and experiment they belong to through environment
+   variables, which every launcher passes on to its worker processes.
+
+Hydra skips `on_multirun_end` when a job failed, so the end of a sweep is recorded by `finish`,
+which the CLI calls whatever happened.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
+import sys
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
 SWEEP_ENV = "GRADLAB_SWEEP"
+EXPERIMENT_ENV = "GRADLAB_SWEEP_EXPERIMENT"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+_parent: dict = {}  # the sweep this process launched: store, run, name, experiment
 
 
 def parent_run_id() -> str | None:
@@ -16,5 +40,149 @@ def sweep_name() -> str | None:
     return os.environ.get(SWEEP_ENV) or None
 
 
+def sweep_experiment() -> str | None:
+    return os.environ.get(EXPERIMENT_ENV) or None
+
+
+def _params(config: DictConfig) -> list[str]:
+    """The sweep as Hydra's basic sweeper sees it: hydra.sweeper.params, then the command line."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    return params + list(config.hydra.overrides.task)
+
+
+def grid(config: DictConfig) -> list[list[str]] | None:
+    """Every job's overrides, or None when the sweeper chooses them as it goes (Optuna)."""
+    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(_params(config))
+    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def check(config: DictConfig, jobs: list[list[str]]) -> list[tuple[list[str], str]]:
+    """(overrides, message) for each job whose config cannot run; builds nothing that lasts."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gradlab import run
+    from gradlab.config import validate, to_typed
+
+    loader = GlobalHydra.instance().config_loader()
+    bad = []
+    for job in jobs:
+        try:
+            cfg = loader.load_sweep_config(config, job)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            typed = to_typed(cfg)
+            validate(typed)
+            run.setup(typed)
+        except Exception as e:  # Hydra's composition errors, ConfigError, DataError alike
+            bad.append((job, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+    return bad
+
+
+def sweep_hash(config: DictConfig) -> str:
+    params = sorted(p for p in _params(config) if not p.startswith("tracking.skip_finished"))
+    return hashlib.sha256(json.dumps([config.hydra.job.config_name, params]).encode()).hexdigest()[:16]
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from gradlab.record import flatten, provenance
+        from gradlab.tracking import Store, TrackingError
+
+        name = config.hydra.job.config_name
+        name = "multirun" if name == "config" else name
+        jobs = grid(config)
+        if jobs is not None:
+            bad = check(config, jobs)
+            if bad:
+                print(f"gradlab: error: sweep {name!r}: {len(bad)} of {len(jobs)} jobs have bad values; "
+                      "nothing was run:", file=sys.stderr)
+                for overrides, message in bad:
+                    print(f"  [{' '.join(overrides)}]: {message}", file=sys.stderr)
+                sys.exit(2)
+        recipe = config.hydra.runtime.choices.get("experiment")
+        experiment = config.tracking.experiment or (name if name != "multirun" else recipe or "default")
+        try:
+            store = Store()
+            shash = sweep_hash(config)
+            parent = store.resumable_parent(experiment, name, shash) if config.tracking.skip_finished else None
+            if parent is None:
+                sweep_yaml = OmegaConf.to_yaml(OmegaConf.create({"sweeper": OmegaConf.to_container(config.hydra.sweeper),
+                                                                  "overrides": list(config.hydra.overrides.task)}))
+                params = {"sweep.params": json.dumps(_params(config)), "sweep.jobs": str(len(jobs)) if jobs else "unknown",
+                          "sweep.launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
+                          "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
+                tags = {**provenance(), "gradlab.sweep": name, "gradlab.role": "sweep", "gradlab.sweep_hash": shash,
+                        "gradlab.outcome": "running"}
+                parent = store.start_run(experiment, name, params, tags)
+                parent.log_artifacts({"sweep.yaml": sweep_yaml})
+                if jobs is not None:
+                    parent.log_artifacts({"jobs.txt": "\n".join(" ".join(j) for j in jobs) + "\n"})
+            else:
+                print(f"gradlab: resuming sweep {name!r} in parent run {parent.id}; FINISHED jobs are skipped")
+        except TrackingError as e:
+            print(f"gradlab: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        _parent.update(store=store, run=parent, name=name, experiment=experiment)
+        os.environ.update({PARENT_ENV: parent.id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment})
+
+
+def finish() -> int:
+    """Record the end of the sweep this process launched (if any); returns the failed-job count."""
+    if not _parent:
+        return 0
+    store, run, name, experiment = _parent["store"], _parent["run"], _parent["name"], _parent["experiment"]
+    _parent.clear()
+    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV):
+        os.environ.pop(key, None)
+    latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
+    for c in sorted(store.children(run.id), key=lambda c: c.info.start_time):
+        latest[c.data.tags.get("gradlab.config_hash", c.info.run_id)] = c
+    children = list(latest.values())
+    outcome = {}
+    for c in children:
+        outcome.setdefault(c.data.tags.get("gradlab.outcome", "unknown"), []).append(c)
+    failed = outcome.get("failed", []) + outcome.get("killed", []) + outcome.get("running", [])
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    best_run = min(finished, key=_objective) if finished else None
+    best = _objective(best_run) if best_run else math.inf
+    metrics = {"jobs": len(children), "jobs_finished": sum(len(outcome.get(k, [])) for k in ("completed", "converged")),
+               "jobs_diverged": len(outcome.get("diverged", [])), "jobs_failed": len(failed)}
+    if math.isfinite(best):
+        metrics["best_objective"] = best
+    run.log_metrics(metrics)
+    tags = {"gradlab.outcome": "failed" if failed else "completed"}
+    if best_run is not None:
+        tags.update({"gradlab.best_run": best_run.info.run_id, "gradlab.best_overrides": best_run.data.tags.get("gradlab.overrides", "")})
+    run.set_tags(tags)
+    run.end("FAILED" if failed else "FINISHED")
+    print(f"gradlab: sweep {name!r}: {len(children)} jobs: {metrics['jobs_finished']} finished, "
+          f"{metrics['jobs_diverged']} diverged, {len(failed)} failed  (parent run {run.id})")
+    for c in failed:
+        print(f"  FAILED [{c.data.tags.get('gradlab.overrides', '')}]: "
+              f"{c.data.tags.get('gradlab.error.type', '')} {c.data.tags.get('gradlab.error.message', '')}".rstrip())
+    if children:
+        print(f"  compare them: make compare EXPERIMENT={experiment}")
+    return len(failed)
+
+
+def _objective(run) -> float:
+    m = run.data.metrics
+    return m.get("final_val_loss", m.get("final_train_loss", math.inf))
+
+
 def abort(signum: int) -> None:
-    """Close this process's sweep parent run (if any) after a signal."""
+    """A signal stopped the sweep this process launched: its parent run is KILLED."""
+    if not _parent:
+        return
+    run = _parent["run"]
+    _parent.clear()
+    try:
+        run.set_tags({"gradlab.outcome": "killed", "gradlab.signal": str(signum)})
+        run.end("KILLED")
+    except Exception:  # the store may be the reason we are going down; reap can close it later
+        pass

@@ -200,6 +200,27 @@ class Store:
         )
         return runs[0] if runs else None
 
+    def children(self, parent_id: str) -> list:
+        """The nested runs of a parent run."""
+        exp_id = self.client.get_run(parent_id).info.experiment_id
+        return self.client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+                                       max_results=50000)
+
+    def resumable_parent(self, experiment: str, sweep: str, sweep_hash: str) -> "Run | None":
+        """The latest parent run of the same sweep (same grid), reopened, to resume into."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = self.client.search_runs(
+            [exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`gradlab.sweep_hash` = '{sweep_hash}' and tags.`gradlab.role` = 'sweep'")
+        if not runs:
+            return None
+        self.client.update_run(runs[0].info.run_id, status="RUNNING")
+        run = Run(self, runs[0].info.run_id)
+        run.set_tags({"gradlab.outcome": "running"})
+        return run
+
     def download_text(self, run_id: str, path: str) -> str:
         from mlflow.exceptions import MlflowException
 
@@ -345,6 +366,19 @@ class MetricStream:
         if self.last_row is not None and self.last_sent_step != int(self.last_row[0]):
             self._add(self.last_row)
         self.flush()
+
+
+def runs_frame(store: Store, experiment_ids: list[str], filter_string: str = ""):
+    """Runs as MLflow's own pandas DataFrame (params come back as strings)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store.uri)  # the fluent search reads the global URI
+    return mlflow.search_runs(experiment_ids, filter_string=filter_string, max_results=50000,
+                              output_format="pandas")
+
+
+def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in store.client.get_metric_history(run_id, key)]
 
 
 def find_runs(store: Store, filter_string: str, experiment_ids: list[str] | None = None) -> list:

@@ -1,0 +1,342 @@
+"""The comparison report of a sweep: runs read through MLflow -> a tidy DataFrame -> seaborn
+figures and a summary table (CSV and Markdown), written to a folder and logged to the sweep's
+parent run under `report/`.
+
+    gradlab-compare                         the latest sweep in the store
+    gradlab-compare --experiment NAME       the latest sweep of that experiment
+    gradlab-compare --parent RUN_ID         that sweep
+    gradlab-compare --experiment NAME --all every run of the experiment, whichever sweep
+    options: --out DIR (default reports/<experiment>), --threshold LOSS (time-to-threshold)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradlab.tracking import Store, TrackingError, metric_history, runs_frame
+
+# The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
+AXES = ["optimizer", "lr", "scaling", "batch", "seed", "method", "problem"]
+METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss",
+           "epochs_run", "train_seconds"]
+NOT_FINITE = {"diverged": "X", "failed": "s", "killed": "s"}
+
+
+class CompareError(RuntimeError):
+    """Nothing to compare, or no such sweep: the message says what there is."""
+
+
+# ----------------------------------------------------------------------------- reading
+def _typed(values: pd.Series) -> pd.Series:
+    """MLflow returns params as strings: numbers, booleans and None become what they were."""
+    v = values.replace({"None": np.nan, "True": True, "False": False})
+    numeric = pd.to_numeric(v, errors="coerce")
+    return numeric if numeric.notna().sum() == v.notna().sum() else v
+
+
+def tidy(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: typed params (dotted names), metrics, and the comparison axes."""
+    if raw.empty:
+        return pd.DataFrame()
+    # A resumed sweep may hold a config twice (an old FAILED try, then its re-run): keep the latest.
+    if "tags.gradlab.config_hash" in raw:
+        raw = raw.sort_values("start_time").drop_duplicates("tags.gradlab.config_hash", keep="last")
+    df = pd.DataFrame({"run_id": raw["run_id"], "run_name": raw.get("tags.mlflow.runName"),
+                       "status": raw["status"], "outcome": raw.get("tags.gradlab.outcome", "unknown"),
+                       "overrides": raw.get("tags.gradlab.overrides", "")})
+    for col in raw.columns:
+        if col.startswith("params."):
+            df[col[len("params."):]] = _typed(raw[col]).values
+    for m in METRICS:
+        df[m] = pd.to_numeric(raw.get(f"metrics.{m}", pd.Series(np.nan, index=raw.index)), errors="coerce").values
+    df["objective"] = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
+    df.loc[~df["outcome"].isin(["completed", "converged"]), "objective"] = np.nan
+    df["seconds_per_epoch"] = df["train_seconds"] / df["epochs_run"].where(df["epochs_run"] > 0)
+
+    def col(name, default):
+        return df[name] if name in df else pd.Series([default] * len(df), index=df.index)
+
+    momentum = col("optimizer.momentum", 0.0).fillna(0.0)
+    df["optimizer"] = [f"{n} m={m:g}" if m else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
+    df["lr"] = col("optimizer.lr", np.nan)
+    scaling, factor = col("data.scaling", "none"), col("data.scale_factor", 1.0)
+    df["scaling"] = [f"×{f:g}" if s == "factor" else str(s) for s, f in zip(scaling, factor)]
+    df["batch"] = ["full" if pd.isna(b) else str(int(b)) for b in col("train.batch_size", np.nan)]
+    df["seed"] = col("train.seed", 0)
+    df["method"] = [f"{g}@numpy" if d == "numpy" else str(g) for g, d in zip(col("grad.name", ""), col("device.name", ""))]
+    df["problem"] = [f"{d}/{m}" for d, m in zip(col("data.name", ""), col("model.name", ""))]
+    return df.reset_index(drop=True)
+
+
+def swept(df: pd.DataFrame) -> list[str]:
+    """The axes that take more than one value in these runs."""
+    return [a for a in AXES if a in df and df[a].nunique(dropna=False) > 1]
+
+
+def curves(store: Store, df: pd.DataFrame, keys=("train_loss", "val_loss")) -> pd.DataFrame:
+    """Long frame of logged loss curves: run_id, step, metric, value."""
+    rows = [(rid, step, key, value) for rid in df["run_id"] for key in keys for step, value in metric_history(store, rid, key)]
+    return pd.DataFrame(rows, columns=["run_id", "step", "metric", "value"])
+
+
+def select(store: Store, experiment: str | None, parent: str | None, everything: bool):
+    """(experiment name, parent run or None, tidy frame of the runs to compare)."""
+    client = store.client
+    if parent:
+        try:
+            prun = client.get_run(parent)
+        except Exception:
+            raise CompareError(f"no run {parent} in {store.uri}") from None
+        exp = client.get_experiment(prun.info.experiment_id)
+    else:
+        if experiment:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                names = sorted(e.name for e in client.search_experiments())
+                raise CompareError(f"no experiment {experiment!r} in {store.uri}; there are: {', '.join(names) or 'none'}")
+            exps = [exp]
+        else:
+            exps = client.search_experiments()
+        parents = client.search_runs([e.experiment_id for e in exps], "tags.`gradlab.role` = 'sweep'",
+                                     order_by=["attributes.start_time DESC"], max_results=1) if exps else []
+        prun = parents[0] if parents else None
+        if prun is None and not experiment:
+            raise CompareError(f"no sweep in {store.uri} yet: run one first, e.g. make sweep SWEEP=lr_scale_optimizer")
+        exp = client.get_experiment(prun.info.experiment_id) if prun else exp
+    if everything or prun is None:
+        raw = runs_frame(store, [exp.experiment_id], "tags.`gradlab.role` != 'sweep'")
+        raw = raw[raw.get("tags.gradlab.role", pd.Series(index=raw.index, dtype=object)).ne("sweep")] if not raw.empty else raw
+    else:
+        raw = runs_frame(store, [exp.experiment_id], f"tags.mlflow.parentRunId = '{prun.info.run_id}'")
+    df = tidy(raw)
+    if df.empty:
+        what = f"sweep run {prun.info.run_id}" if prun is not None and not everything else f"experiment {exp.name!r}"
+        raise CompareError(f"{what} has no runs to compare in {store.uri}; run a sweep first, "
+                           "e.g. make sweep SWEEP=lr_scale_optimizer")
+    return exp.name, prun, df
+
+
+# ------------------------------------------------------------------------------ tables
+def threshold_steps(df: pd.DataFrame, cur: pd.DataFrame, threshold: float) -> pd.Series:
+    """First logged step at which each run's training loss is <= threshold (NaN if never)."""
+    train = cur[cur["metric"] == "train_loss"]
+    hit = train[train["value"] <= threshold].groupby("run_id")["step"].min()
+    return df["run_id"].map(hit)
+
+
+def default_threshold(df: pd.DataFrame) -> float:
+    """5% above the best reachable loss: the closed-form optimum where known, else the best run's."""
+    opt = df["optimal_train_loss"].dropna()
+    base = opt.min() if len(opt) else df["final_train_loss"].min()
+    return float(base * 1.05) if pd.notna(base) and base > 0 else float("nan")
+
+
+def markdown(df: pd.DataFrame) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def best_group(axes: list[str]) -> list[str]:
+    """Best configuration per optimizer and scaling where they vary, else per the first axis."""
+    return [a for a in ("optimizer", "scaling") if a in axes] or axes[:1]
+
+
+def tables(df: pd.DataFrame, axes: list[str]) -> dict[str, pd.DataFrame]:
+    cols = ["run_name", *axes, "outcome", "objective", "final_train_loss", "final_val_loss", "excess_loss",
+            "epochs_run", "train_seconds", "epochs_to_threshold", "seconds_to_threshold"]
+    ranking = df.sort_values("objective", na_position="last")[[c for c in cols if c in df]].reset_index(drop=True)
+    ranking.insert(0, "rank", range(1, len(ranking) + 1))
+    group = best_group(axes)
+    ok = df[df["objective"].notna()]
+    best = (ok.loc[ok.groupby(group)["objective"].idxmin()] if group and len(ok) else ok.nsmallest(1, "objective"))
+    best = best[[c for c in cols if c in best]].sort_values("objective").reset_index(drop=True)
+    counts = df["outcome"].value_counts().rename_axis("outcome").reset_index(name="runs")
+    return {"ranking": ranking, "best": best, "counts": counts}
+
+
+# ----------------------------------------------------------------------------- figures
+SCALING_ORDER = ["none", "standardize", "minmax"]  # factors (×k) go between none and standardize
+
+
+def _order(values) -> list:
+    vals = sorted(set(values), key=str)
+    if any(str(v).startswith("×") or v in SCALING_ORDER for v in vals):
+        rank = {"none": 0, "standardize": 2, "minmax": 3}
+        return sorted(vals, key=lambda v: (rank.get(v, 1), str(v)))
+    return vals
+
+
+def _against_lr(df, y, ylabel, title, hue, col, axes):
+    import seaborn as sns
+
+    g = sns.relplot(data=df[df[y].notna()], x="lr", y=y, hue=hue, col=col, kind="line", marker="o", height=3.6,
+                    aspect=1.1, facet_kws={"sharey": True}, errorbar=("sd" if "seed" in axes else None),
+                    hue_order=_order(df[hue]) if hue else None, col_order=_order(df[col]) if col else None)
+    g.set(xscale="log", yscale="log")
+    panels = [(None, g.ax)] if col is None else list(zip(g.col_names, g.axes.flat))
+    for value, ax in panels:
+        sub = df[df[col] == value] if col else df
+        bottom, top = ax.get_ylim()
+        for outcome, marker in NOT_FINITE.items():
+            bad = sub[sub["outcome"] == outcome]
+            if len(bad):
+                ax.scatter(bad["lr"], [top] * len(bad), marker=marker, s=70, zorder=5, clip_on=False,
+                           color="#d62728" if outcome == "diverged" else "0.4", label=f"{outcome} (no final loss)")
+        ax.set_ylim(bottom, top)  # the markers sit on the top edge; they are not values
+        ax.set_xlabel("learning rate")
+    g.set_ylabels(ylabel)
+    extra = {}
+    for _, ax in panels:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            extra.setdefault(lab, h)
+    if extra:  # the diverged/failed markers join the hue legend
+        if g.legend is not None:
+            for h, t in zip(g.legend.legend_handles, g.legend.texts):
+                extra.setdefault(t.get_text(), h)
+            g.legend.remove()
+        g.figure.legend(list(extra.values()), list(extra), loc="center left", bbox_to_anchor=(1.0, 0.5), title=hue)
+    g.figure.suptitle(title, y=1.03)
+    return g.figure
+
+
+def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: float) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    out = {}
+    hue = "optimizer" if "optimizer" in axes else next((a for a in axes if a not in ("lr", "seed")), None)
+    col = "scaling" if "scaling" in axes and hue != "scaling" else None
+
+    if "lr" in axes:  # final loss against learning rate, log-log, diverged runs marked
+        out["final_loss_vs_lr.png"] = _against_lr(df, "objective", "final loss (validation, else training)",
+                                                  "Final loss against learning rate", hue, col, axes)
+        if df["excess_loss"].notna().any():
+            floor = 1e-9  # float rounding leaves |excess| ~ 1e-8 at the optimum; log axes need > 0
+            d = df.assign(excess=df["excess_loss"].clip(lower=floor).where(df["objective"].notna()))
+            out["excess_loss_vs_lr.png"] = _against_lr(
+                d, "excess", f"excess training loss (floor {floor:g})",
+                "Convergence: excess training loss against learning rate", hue, col, axes)
+
+    if len(axes) >= 2:  # best loss over the grid
+        rows, cols = (("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2]))
+        table = df.pivot_table(index=rows, columns=cols, values="objective", aggfunc="min")
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 1.2 + 0.6 * len(table.index)), layout="constrained")
+        shown = np.log10(table.where(table > 0))
+        sns.heatmap(shown, annot=table.map(lambda v: "diverged" if pd.isna(v) else f"{v:.3g}"), fmt="", cmap="viridis_r",
+                    mask=table.isna(), cbar_kws={"label": "log10 best loss"}, ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
+        ax.set_facecolor("#f2c4c4")
+        ax.set_title(f"Best loss over the grid (min over the other axes); red cells: no run finished")
+        out["best_loss_heatmap.png"] = fig
+
+    group = hue or (axes[0] if axes else None)
+    ok = df[df["objective"].notna()]
+    if len(ok) and len(cur):  # overlaid loss curves of the best run per group
+        best = ok.loc[ok.groupby(group)["objective"].idxmin()] if group else ok.nsmallest(1, "objective")
+        fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+        palette = sns.color_palette(n_colors=len(best))
+        for color, (_, r) in zip(palette, best.iterrows()):
+            for metric, ls in (("train_loss", "-"), ("val_loss", "--")):
+                c = cur[(cur["run_id"] == r["run_id"]) & (cur["metric"] == metric)]
+                if len(c):
+                    ax.plot(c["step"], c["value"], ls, color=color, lw=1.4,
+                            label=f"{r[group] if group else r['run_name']} ({metric.split('_')[0]})")
+        ax.set(yscale="log", xlabel="epoch", ylabel="loss", title=f"Best run per {group or 'sweep'}: training (solid) and validation (dashed)")
+        ax.legend(fontsize=8)
+        out["loss_curves_best.png"] = fig
+
+    if "seed" in axes:  # mean and spread across seeds
+        others = [a for a in axes if a != "seed"]
+        label = df.set_index("run_id")[others].astype(str).agg(" ".join, axis=1) if others else pd.Series("config", index=df["run_id"])
+        c = cur[cur["metric"] == "train_loss"].assign(config=lambda x: x["run_id"].map(label))
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+        sns.lineplot(data=c, x="step", y="value", hue="config" if others else None, errorbar="sd", ax=a1)
+        a1.set(yscale="log", xlabel="epoch", ylabel="training loss", title="Mean ± sd across seeds")
+        d = df.assign(config=df["run_id"].map(label))
+        sns.stripplot(data=d, x="config", y="objective", ax=a2, size=6, alpha=0.7)
+        sns.pointplot(data=d, x="config", y="objective", errorbar="sd", ax=a2, color="k", markers="_", linestyles="none")
+        a2.set(yscale="log", xlabel="", ylabel="final loss", title=f"Final loss over {df['seed'].nunique()} seeds (mean ± sd)")
+        out["seed_spread.png"] = fig
+
+    if "seconds_to_threshold" in df and df["seconds_to_threshold"].notna().any():
+        d = df[df["seconds_to_threshold"].notna()].nsmallest(25, "seconds_to_threshold")
+        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(d)), layout="constrained")
+        sns.barplot(data=d, y="run_name", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax)
+        ax.set(xlabel="seconds of training to reach it", ylabel="",
+               title=f"Time to a training loss <= {threshold:.4g} ({(df['seconds_to_threshold'].isna()).sum()} runs never did)")
+        out["time_to_threshold.png"] = fig
+
+    if "method" in axes:  # gradient methods: time per epoch on each problem
+        fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+        sns.barplot(data=df.assign(ms=df["seconds_per_epoch"] * 1e3), x="problem", y="ms", hue="method", ax=ax)
+        ax.set(yscale="log", ylabel="milliseconds per epoch", xlabel="", title="Time per epoch by gradient method")
+        out["time_per_epoch.png"] = fig
+    return out
+
+
+# --------------------------------------------------------------------------------- run
+def report(store: Store, experiment: str | None = None, parent: str | None = None, everything: bool = False,
+           out: str | Path | None = None, threshold: float | None = None) -> Path:
+    """Build the report, write it to `out`, log it to the parent run; returns the folder."""
+    name, prun, df = select(store, experiment, parent, everything)
+    axes = swept(df)
+    cur = curves(store, df)
+    threshold = default_threshold(df) if threshold is None else threshold
+    if math.isfinite(threshold):
+        df["epochs_to_threshold"] = threshold_steps(df, cur, threshold)
+        df["seconds_to_threshold"] = df["epochs_to_threshold"] * df["seconds_per_epoch"]
+    tabs = tables(df, axes)
+    figs = figures(df, cur, axes, threshold)
+
+    folder = Path(out) if out else Path("reports") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    source = f"sweep run {prun.info.run_id} ({prun.info.run_name})" if prun is not None and not everything else f"all runs of {name!r}"
+    counts = ", ".join(f"{r.runs} {r.outcome}" for r in tabs["counts"].itertuples())
+    md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
+          f"Swept: {', '.join(axes) or 'nothing'}. Objective: final validation loss (training loss without a split).",
+          f"Threshold for time-to-threshold: training loss <= {threshold:.4g}.", "",
+          "## Best configuration per " + (" and ".join(best_group(axes)) or "sweep"), "",
+          markdown(tabs["best"]), "## Ranking", "", markdown(tabs["ranking"]), "## Outcomes", "", markdown(tabs["counts"])]
+    files = {"summary.md": "\n".join(md), "summary.csv": tabs["ranking"].to_csv(index=False),
+             "best.csv": tabs["best"].to_csv(index=False), "runs.csv": df.to_csv(index=False)}
+    for rel, text in files.items():
+        (folder / rel).write_text(text)
+    for rel, fig in figs.items():
+        fig.savefig(folder / rel, dpi=110, bbox_inches="tight")
+    if prun is not None and not everything:
+        store.run(prun.info.run_id).log_artifacts({f"report/{k}": v for k, v in {**files, **figs}.items()})
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="gradlab-compare", description="Comparison report of a gradlab sweep.")
+    p.add_argument("--experiment", "-e", help="the experiment (default: the latest sweep's)")
+    p.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
+    p.add_argument("--all", action="store_true", help="every run of the experiment, not only the latest sweep's")
+    p.add_argument("--out", "-o", help="folder for the report (default: reports/<experiment>)")
+    p.add_argument("--threshold", type=float, help="training loss for time-to-threshold (default: 1.05 × the best reachable)")
+    a = p.parse_args(argv)
+    try:
+        store = Store()
+        folder = report(store, a.experiment, a.parent, a.all, a.out, a.threshold)
+    except (CompareError, TrackingError) as e:
+        print(f"gradlab-compare: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"gradlab-compare: report in {folder}/ (summary.md, summary.csv, figures)" +
+          ("" if a.all else "; also logged to the sweep's parent run under report/"))
+    print((folder / "summary.md").read_text().split("## Ranking")[0].strip())

@@ -1,0 +1,325 @@
+"""Sweeps in MLflow (parent and children, failures, resume, parallel jobs, launchers) and the
+comparison report. In-process multiruns use Hydra's basic launcher, which runs jobs in this
+process; real subprocess multiruns of every sweep file are in the slow tier."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, gradlab
+from gradlab import compare, optim, tracking
+
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+FAST = {"optuna_lr_momentum": ["hydra.sweeper.n_trials=3"]}
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """gradlab in-process, multirun bookkeeping in tmp; returns (exit code, stdout, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    import gradlab.cli
+
+    def call(*args):
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", ["gradlab", *args, f"hydra.sweep.dir={tmp_path}/multirun"])
+        code = 0
+        try:
+            gradlab.cli.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            GlobalHydra.instance().clear()
+            for key in ("GRADLAB_PARENT_RUN_ID", "GRADLAB_SWEEP", "GRADLAB_SWEEP_EXPERIMENT"):
+                os.environ.pop(key, None)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+def store_runs(uri: str, experiment: str):
+    c = mlflow.MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    parents = [r for r in runs if r.data.tags.get("gradlab.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+# ------------------------------------------------------------------------ sweep files
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_file_composes(cli, name):
+    code, out, err = cli("-cd", str(ROOT / "sweeps"), "-cn", name, "--cfg", "job")
+    assert code == 0, err
+    assert f"experiment: {name}" in out
+
+
+def test_the_design_sweeps_exist():
+    assert {"lr_scale_optimizer", "gradient_methods", "batch_size", "seeds"} <= set(SWEEPS)
+    assert any("optuna" in (ROOT / "sweeps" / f"{s}.yaml").read_text() for s in SWEEPS)
+
+
+def test_headline_sweep_covers_the_promised_grid():
+    text = (ROOT / "sweeps" / "lr_scale_optimizer.yaml").read_text()
+    assert "optimizer: gd,sgd_momentum,adam,rmsprop" in text
+    assert "data.scaling: none,factor,standardize" in text
+    assert "optimizer.lr: 1e-4,1e-3,1e-2,1e-1,1" in text  # five decades; raw inputs diverge from 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
+    out = gradlab("-cd", "sweeps", "-cn", name, "train.epochs=3", "tracking.plots=false", *FAST.get(name, []),
+                  f"hydra.sweep.dir={tmp_path}/multirun", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    parents, children = store_runs(temp_store, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert children and all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
+    assert parents[0].data.metrics["jobs"] == len(children)
+
+
+# ------------------------------------------------------------------- parent and children
+def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
+    code, out, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.01,0.1", "train.epochs=30", "tracking.plots=false")
+    assert code == 0, err
+    parents, children = store_runs(temp_store, "default")
+    (parent,) = parents
+    assert parent.info.run_name == "multirun" and parent.info.status == "FINISHED"
+    assert len(children) == 4
+    assert {c.data.tags["gradlab.overrides"] for c in children} == {
+        f"optimizer={o} optimizer.lr={lr} train.epochs=30 tracking.plots=False" for o in ("gd", "adam") for lr in ("0.01", "0.1")}
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert all(c.data.tags["gradlab.sweep"] == "multirun" for c in children)
+    # every child carries the params and final metrics that make the UI's comparison work
+    for c in children:
+        assert {"optimizer.lr", "optimizer.name", "data.scaling"} <= set(c.data.params)
+        assert {"final_train_loss", "final_val_loss", "epochs_run"} <= set(c.data.metrics)
+    assert "sweep.yaml" in {a.path for a in mlflow.MlflowClient(temp_store).list_artifacts(parent.info.run_id)}
+    best = min(children, key=lambda c: c.data.metrics["final_val_loss"])
+    assert parent.data.tags["gradlab.best_run"] == best.info.run_id
+    assert parent.data.metrics["best_objective"] == best.data.metrics["final_val_loss"]
+
+
+def test_named_sweep_lands_in_its_own_experiment(cli, temp_store):
+    code, _, err = cli("-cd", str(ROOT / "sweeps"), "-cn", "seeds", "train.seed=0,1", "train.epochs=5", "tracking.plots=false")
+    assert code == 0, err
+    parents, children = store_runs(temp_store, "seeds")
+    assert len(parents) == 1 and parents[0].info.run_name == "seeds" and len(children) == 2
+
+
+def test_a_bad_value_anywhere_in_the_grid_stops_the_sweep_before_any_job(cli, temp_store, runs):
+    code, _, err = cli("-m", "optimizer.lr=0.01,-1", "data.val_fraction=0.2,1.5", "train.epochs=5")
+    assert code == 2
+    assert "3 of 4 jobs have bad values; nothing was run" in err
+    assert "[optimizer.lr=-1 data.val_fraction=0.2 train.epochs=5]: optimizer.lr=-1.0 is not allowed" in err
+    assert "data.val_fraction=1.5 is not allowed" in err
+    assert runs() == []
+
+
+class Crashes:
+    """An optimizer that fails at its 5th step: a job that crashes mid-training."""
+
+    needs_closure = False
+
+    def __init__(self, inner, message):
+        self.inner, self.steps, self.message = inner, 0, message
+
+    def step(self, grads):
+        self.steps += 1
+        if self.steps == 5:
+            raise RuntimeError(self.message)
+        self.inner.step(grads)
+
+
+def crash_at(monkeypatch, lr: float, message: str) -> None:
+    real = optim.build
+    monkeypatch.setattr(optim, "build", lambda cfg, p: Crashes(real(cfg, p), message) if cfg.lr == lr else real(cfg, p))
+
+
+def test_crashing_and_diverging_jobs(cli, temp_store, monkeypatch):
+    crash_at(monkeypatch, 0.02, "optimizer state corrupted")
+    code, out, err = cli("-m", "optimizer.lr=0.01,0.02,1.0", "train.epochs=200", "tracking.plots=false")
+    assert code == 1  # a crash makes the sweep fail, after every other job ran
+    parents, children = store_runs(temp_store, "default")
+    by_lr = {c.data.params["optimizer.lr"]: c for c in children}
+    assert by_lr["0.01"].info.status == "FINISHED"
+    crashed, diverged = by_lr["0.02"], by_lr["1.0"]
+    assert crashed.info.status == "FAILED" and crashed.data.tags["gradlab.outcome"] == "failed"
+    assert crashed.data.tags["gradlab.error.message"] == "optimizer state corrupted"
+    assert diverged.info.status == "FAILED" and diverged.data.tags["gradlab.outcome"] == "diverged"
+    assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_failed"] == 1
+    assert parents[0].data.metrics["jobs_diverged"] == 1
+    assert "FAILED [optimizer.lr=0.02 train.epochs=200 tracking.plots=False]: RuntimeError optimizer state corrupted" in out
+
+
+def test_diverged_jobs_alone_do_not_fail_the_sweep(cli, temp_store):
+    code, out, _ = cli("-m", "optimizer.lr=0.01,1.0", "train.epochs=200", "tracking.plots=false")
+    assert code == 0
+    assert "2 jobs: 1 finished, 1 diverged, 0 failed" in out
+
+
+def test_resume_skips_finished_jobs_into_the_same_parent(cli, temp_store, monkeypatch):
+    real = optim.build
+    crash_at(monkeypatch, 0.02, "interrupted")
+    args = ["-m", "optimizer.lr=0.01,0.02,0.03", "train.epochs=20", "tracking.plots=false"]
+    assert cli(*args)[0] == 1
+    monkeypatch.setattr(optim, "build", real)
+    code, out, err = cli(*args, "tracking.skip_finished=true")
+    assert code == 0, err
+    assert out.count("already FINISHED with this config") == 2
+    parents, children = store_runs(temp_store, "default")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent, reopened
+    assert sorted((c.data.params["optimizer.lr"], c.info.status) for c in children) == [
+        ("0.01", "FINISHED"), ("0.02", "FAILED"), ("0.02", "FINISHED"), ("0.03", "FINISHED")]
+    # and the report keeps the latest try of each config
+    folder = compare.report(tracking.Store(), experiment="default", out=None)
+    ranking = pd.read_csv(folder / "summary.csv")
+    assert sorted(ranking["lr"]) == [0.01, 0.02, 0.03] and set(ranking["outcome"]) == {"completed"}
+
+
+@pytest.mark.slow
+def test_parallel_jobs_lose_nothing_and_match_sequential(temp_store, tmp_path):
+    grid = ["-m", "optimizer=sgd,adam,rmsprop", "optimizer.lr=0.001,0.01", "train.epochs=300", "tracking.plots=false"]
+    seq = gradlab(*grid, "tracking.experiment=sequential", f"hydra.sweep.dir={tmp_path}/a")
+    par = gradlab(*grid, "tracking.experiment=parallel", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                  f"hydra.sweep.dir={tmp_path}/b")
+    assert seq.returncode == 0 and par.returncode == 0, par.stderr[-2000:]
+    results = {}
+    client = mlflow.MlflowClient(temp_store)
+    for name in ("sequential", "parallel"):
+        parents, children = store_runs(temp_store, name)
+        assert len(parents) == 1 and len(children) == 6
+        assert all(c.info.status == "FINISHED" for c in children)
+        for c in children:
+            assert len(client.get_metric_history(c.info.run_id, "train_loss")) == 300
+        results[name] = {c.data.tags["gradlab.overrides"].replace(f" tracking.experiment={name}", ""): c.data.metrics["final_val_loss"]
+                         for c in children}
+    assert results["sequential"] == results["parallel"]
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(temp_store, tmp_path):
+    out = gradlab("-m", "hydra/launcher=submitit_local", "optimizer.lr=0.001,0.01", "train.epochs=20",
+                  "tracking.plots=false", "tracking.experiment=submitit", f"hydra.sweep.dir={tmp_path}/multirun", timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    parents, children = store_runs(temp_store, "submitit")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.tags["gradlab.pid"] != parents[0].data.tags["gradlab.pid"] for c in children)  # other processes
+
+
+# ------------------------------------------------------------------------------ report
+def _sweep_for_report(cli):
+    code, _, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.001,0.01,1.0", "data.scaling=none,factor",
+                       "train.epochs=100", "tracking.plots=false", "tracking.experiment=rep")
+    assert code == 0, err
+
+
+def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store, tmp_path):
+    _sweep_for_report(cli)
+    store = tracking.Store()
+    folder = compare.report(store, experiment="rep", out=tmp_path / "report")
+    ranking = pd.read_csv(folder / "summary.csv")
+    _, children = store_runs(temp_store, "rep")
+    assert len(ranking) == len(children) == 12
+    # the objective of each run, as MLflow has it, read here independently
+    expected = {}
+    for c in children:
+        finished = c.data.tags["gradlab.outcome"] in ("completed", "converged")
+        expected[c.data.tags["mlflow.runName"]] = c.data.metrics["final_val_loss"] if finished else math.nan
+    for row in ranking.itertuples():
+        assert (math.isnan(row.objective) and math.isnan(expected[row.run_name])) or row.objective == pytest.approx(expected[row.run_name])
+    finite = ranking["objective"].dropna().tolist()
+    assert finite == sorted(finite) and ranking["rank"].tolist() == list(range(1, 13))
+    assert ranking["objective"].isna().sum() == sum(c.data.tags["gradlab.outcome"] == "diverged" for c in children) > 0
+    best = pd.read_csv(folder / "best.csv")
+    for (opt, scaling), group in ranking.groupby(["optimizer", "scaling"]):
+        if group["objective"].notna().any():
+            row = best[(best["optimizer"] == opt) & (best["scaling"] == scaling)]
+            assert row["objective"].iloc[0] == pytest.approx(group["objective"].min())
+    md = (folder / "summary.md").read_text()
+    assert "12 runs" in md and "diverged" in md
+    for fig in ("final_loss_vs_lr.png", "excess_loss_vs_lr.png", "best_loss_heatmap.png", "loss_curves_best.png"):
+        assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    parent = mlflow.MlflowClient(temp_store).search_runs(
+        [mlflow.MlflowClient(temp_store).get_experiment_by_name("rep").experiment_id], "tags.`gradlab.role` = 'sweep'")[0]
+    logged = {a.path for a in mlflow.MlflowClient(temp_store).list_artifacts(parent.info.run_id, "report")}
+    assert {"report/summary.md", "report/summary.csv", "report/final_loss_vs_lr.png"} <= logged
+
+
+def test_params_come_back_typed():
+    raw = pd.DataFrame({"run_id": ["a", "b"], "status": ["FINISHED", "FAILED"], "start_time": [1, 2],
+                        "tags.gradlab.outcome": ["completed", "diverged"], "params.optimizer.lr": ["0.01", "1.0"],
+                        "params.optimizer.name": ["sgd", "sgd"], "params.optimizer.momentum": ["0.9", "0.0"],
+                        "params.train.batch_size": ["None", "16"], "params.optimizer.nesterov": ["False", "True"],
+                        "params.data.scaling": ["factor", "none"], "params.data.scale_factor": ["0.1", "0.1"],
+                        "metrics.final_train_loss": [1.5, np.nan]})
+    df = compare.tidy(raw)
+    assert df["optimizer.lr"].tolist() == [0.01, 1.0] and df["lr"].dtype.kind == "f"
+    assert df["batch"].tolist() == ["full", "16"] and df["train.batch_size"].isna().tolist() == [True, False]
+    assert df["optimizer.nesterov"].tolist() == [False, True]
+    assert df["optimizer"].tolist() == ["sgd m=0.9", "sgd"] and df["scaling"].tolist() == ["×0.1", "none"]
+    assert df["objective"].tolist()[0] == 1.5 and math.isnan(df["objective"].tolist()[1])
+
+
+def test_diverged_runs_are_drawn_distinctly_not_dropped():
+    df = pd.DataFrame({"run_id": list("abcd"), "run_name": list("abcd"), "optimizer": ["gd"] * 4, "scaling": ["none"] * 4,
+                       "lr": [1e-3, 1e-2, 1e-1, 1.0], "outcome": ["completed", "completed", "diverged", "diverged"],
+                       "objective": [3.0, 2.0, np.nan, np.nan], "excess_loss": [1.0, 0.1, np.nan, np.nan],
+                       "seconds_per_epoch": [1e-4] * 4, "final_train_loss": [3.0, 2.0, np.nan, np.nan]})
+    figs = compare.figures(df, pd.DataFrame(columns=["run_id", "step", "metric", "value"]), ["lr"], 1.0)
+    ax = figs["final_loss_vs_lr.png"].axes[0]
+    top = ax.get_ylim()[1]
+    marked = [c for c in ax.collections if c.get_label() == "diverged (no final loss)"]
+    assert len(marked) == 1 and sorted(marked[0].get_offsets()[:, 0]) == [0.1, 1.0]
+    assert all(y == pytest.approx(top) for y in marked[0].get_offsets()[:, 1])  # at the top, not at 1e30
+    assert max(ax.get_ylim()) < 100
+
+
+def test_report_on_nothing_says_so(temp_store, capsys):
+    tracking.Store().experiment_id("empty")
+    for args, words in ((["--experiment", "empty"], "has no runs to compare"),
+                        (["--experiment", "nope"], "no experiment 'nope'"),
+                        ([], "no sweep in")):
+        with pytest.raises(SystemExit) as e:
+            compare.main(args)
+        assert e.value.code == 2
+        assert words in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_make_ui_serves_the_store_on_loopback_only(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["make", "-s", "ui", f"PORT={port}", f"STORE=sqlite:///{tmp_path}/ui.db"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.read().strip() == b"OK"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.5)
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        assert listening.strip() and all("127.0.0.1:" in line for line in listening.strip().splitlines())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
