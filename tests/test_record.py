@@ -121,21 +121,37 @@ def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
     assert logged and max(m.step for m in logged) == epochs
 
 
-@pytest.mark.slow
-def test_sigkill_leaves_running_and_reap_closes_it(temp_store):
+def _start_and_wait_for_run(uri: str, **popen):
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
 
     def running():
         try:
-            exp = client(temp_store).get_experiment_by_name("default")
-            return exp and client(temp_store).search_runs([exp.experiment_id])
+            exp = client(uri).get_experiment_by_name("default")
+            return exp and client(uri).search_runs([exp.experiment_id])
         except Exception:
             return None
 
     wait_for(running, timeout=90)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_trainer_alone_is_closed_by_the_recorder(temp_store):
+    proc = _start_and_wait_for_run(temp_store)
     proc.kill()
     proc.wait(timeout=30)
+    r = wait_for(lambda: (x := only_run(temp_store)).info.status != "RUNNING" and x, timeout=60)
+    assert r.info.status == "KILLED" and r.data.tags["gradlab.outcome"] == "killed"
+    assert "ended before recording its end" in r.data.tags["gradlab.reason"]
+
+
+@pytest.mark.slow
+def test_hard_death_of_every_process_leaves_running_and_reap_closes_it(temp_store):
+    proc = _start_and_wait_for_run(temp_store, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its recorder at once, as a power loss would
+    proc.wait(timeout=30)
+    time.sleep(1)
     assert only_run(temp_store).info.status == "RUNNING"
     out = gradlab("reap")
     assert out.returncode == 0, out.stderr

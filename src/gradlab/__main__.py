@@ -1,3 +1,4 @@
 from gradlab.cli import main
 
-main()
+if __name__ == "__main__":  # the recorder process (spawned) imports this module too
+    main()

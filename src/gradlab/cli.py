@@ -18,10 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab.config import ConfigError, register_configs, to_typed
-from gradlab.data import DataError
+from gradlab.config import ConfigError, DataError, register_configs, to_typed
 from gradlab.record import Killed, from_container, record
-from gradlab.tracking import TrackingError, project_root
+from gradlab.tracking import Recorder, TrackingError, project_root
 
 register_configs()
 USER_ERRORS = (ConfigError, DataError, TrackingError)
@@ -43,8 +42,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
         experiment = (sweep.sweep_experiment() or typed.tracking.experiment
                       or hc.runtime.choices.get("experiment") or "default")
+        # Jobs run by this process's own sweep need not wait for their record: finish() does.
         rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task),
-                     parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name())
+                     parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name(), wait=not sweep.launched_here())
         return rec.objective
     except USER_ERRORS as e:
         if multirun:  # Hydra records this job as failed and goes on with the others
@@ -64,7 +64,7 @@ def rerun(args: list[str]) -> int:
     except TrackingError as e:
         _fail(str(e))
     cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
-    record(cfg, experiment=cfg.tracking.experiment, overrides=[], store=store, extra_tags={"gradlab.rerun_of": args[0]})
+    record(cfg, experiment=cfg.tracking.experiment, overrides=[], extra_tags={"gradlab.rerun_of": args[0]})
     return 0
 
 
@@ -91,6 +91,7 @@ def main() -> None:
             _hydra_main()
         finally:  # also when Hydra exits 1 after a failed job: it skips on_multirun_end then
             failed = sweep.finish()
+            Recorder.shutdown()
         if failed:
             sys.exit(1)
     except (Killed, KeyboardInterrupt) as e:

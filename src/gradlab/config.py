@@ -26,6 +26,10 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {expected}")
 
 
+class DataError(ValueError):
+    """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
+
+
 class Scaling(Enum):
     none = "none"
     factor = "factor"

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import torch
 
-from gradlab.config import ConfigError, Scaling
+from gradlab.config import ConfigError, DataError, Scaling
 
 THERMOMETER_X = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]  # t_u, unknown units
 THERMOMETER_Y = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]  # t_c, °C
-
-
-class DataError(ValueError):
-    """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
 
 
 @dataclass

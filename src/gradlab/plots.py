@@ -7,8 +7,6 @@ import cost is not paid.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -16,8 +14,10 @@ from matplotlib.figure import Figure
 TRAIN, VAL, OPT, BAD = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
 
 
-def _fig(width: float = 6.4, height: float = 4.2):
-    fig = Figure(figsize=(width, height), layout="constrained")
+def _fig(width: float = 6.4, height: float = 4.2, right: float = 0.96):
+    # Fixed margins: a constrained layout costs more than drawing the figure (~70 ms each here).
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.8 / width, right=right, bottom=0.55 / height, top=1 - 0.45 / height)
     return fig, fig.add_subplot()
 
 
@@ -65,14 +65,14 @@ def fit(d: dict) -> Figure:
 
 def trajectory(d: dict) -> Figure:
     """Loss contours over the plane of the two parameters, and the optimizer's path."""
-    fig, ax = _fig(6.4, 5.0)
+    fig, ax = _fig(6.8, 5.0, right=0.86)  # room for the colour bar and its label
     z = np.asarray(d["grid_loss"], dtype=float)
     finite = z[np.isfinite(z) & (z > 0)]
     if finite.size:
         lo, hi = finite.min(), finite.max()
         levels = np.geomspace(lo, hi, 25) if hi > lo else None
         cs = ax.contourf(d["grid_a"], d["grid_b"], np.clip(z, lo, hi), levels=levels, norm=LogNorm(lo, hi), cmap="viridis", alpha=0.85)
-        fig.colorbar(cs, ax=ax, label=f"loss ({d['loss_name']}, log scale)", format="%.3g")
+        fig.colorbar(cs, ax=ax, label=f"loss ({d['loss_name']}, log scale)", format="%.3g", fraction=0.05, pad=0.02)
     path = np.asarray(d["path"], dtype=float)
     ax.plot(path[:, 0], path[:, 1], color="w", lw=1.2, marker=".", ms=2.5, label="path")
     ax.plot(*path[0], "o", color="w", mec="k", ms=8, label="start")
@@ -113,13 +113,3 @@ def figures(data: dict) -> dict[str, Figure]:
         out["plots/predicted_vs_true.png"] = predicted_vs_true(data["predicted"])
     return out
 
-
-def span(values, pad: float = 0.15) -> tuple[float, float]:
-    """A padded range around values (never empty)."""
-    lo, hi = float(np.min(values)), float(np.max(values))
-    width = hi - lo if hi > lo else max(abs(hi), 1.0)
-    return lo - pad * width, hi + pad * width
-
-
-def finite(v) -> bool:
-    return v is not None and math.isfinite(v)

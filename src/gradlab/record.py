@@ -22,11 +22,14 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from gradlab.config import SCHEMAS, Config, Scaling, validate
-from gradlab.engine import History, columns
+
+if TYPE_CHECKING:  # torch is imported by the run itself, after the recorder process has started
+    from gradlab.engine import History
 
 CONFIG_HASH_EXCLUDES = ("tracking",)  # where a run is recorded does not change what it computes
 
@@ -224,25 +227,33 @@ def history_csv(h: History) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, store=None,
-           parent_run_id: str | None = None, sweep: str | None = None, extra_tags: dict | None = None,
-           quiet: bool = False) -> Recorded:
-    """Validate, build, then train and record one run. User mistakes raise before a run exists."""
-    from gradlab import run as run_mod
-    from gradlab.tracking import STATUS, Store
+def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
+           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False, wait: bool = True) -> Recorded:
+    """Validate, build, then train and record one run. User mistakes raise before a run exists.
+
+    The MLflow side runs in the recorder process (tracking.Recorder). With `wait=False` the call
+    returns once training is done and its record is queued; `Recorder.sync_shared()` waits.
+    """
+    from gradlab.tracking import STATUS, Recorder
 
     validate(cfg)
     cfg.tracking.experiment = experiment
+    recorder = Recorder.shared()
+    store = recorder.store()  # the child imports mlflow and opens the store while torch loads here
+    from gradlab import run as run_mod
+    from gradlab.engine import History, columns, fit
+
     s = run_mod.setup(cfg)  # ConfigError / DataError here leave nothing behind
-    store = store or Store()
     chash = config_hash(cfg)
     if cfg.tracking.skip_finished:
         done = store.finished_run(experiment, chash)
         if done is not None:
+            run_id, outcome, metrics = done
             if not quiet:
-                print(f"gradlab: skipped {run_name(cfg)}: run {done.info.run_id} already FINISHED with this config")
-            objective = done.data.metrics.get("final_val_loss", done.data.metrics.get("final_train_loss", math.inf))
-            return Recorded(done.info.run_id, done.data.tags.get("gradlab.outcome", "completed"), objective, None, True)
+                print(f"gradlab: skipped {run_name(cfg)}: run {run_id} already FINISHED with this config")
+            objective = metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
+            return Recorded(run_id, outcome, objective, None, True)
+    recorder.poll()  # a store that could not be opened stops us here, before training
 
     name = run_name(cfg)
     n_val = 0 if s.problem.val is None else len(s.problem.val[1])
@@ -263,7 +274,7 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
     expected = 1 + cfg.train.epochs // cfg.train.log_every
     stream = run.metric_stream(history.columns, expected, cfg.tracking.max_points)
     progress = Progress(cfg.train.epochs, history.columns, cfg.train.progress)
-    outcome, result, end_tags, killed = "failed", None, {}, None
+    outcome, result, end_tags, plot_data, failing = "failed", None, {}, None, False
 
     def on_log(row):
         stream(row)
@@ -272,8 +283,6 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
     try:
         with signals_as_exceptions():
             run.log_inputs(datasets(s))
-            from gradlab.engine import fit
-
             fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
                 stop_loss=cfg.train.stop_loss, on_log=on_log, history=history)
             progress.close()
@@ -283,18 +292,16 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
                 end_tags.update({"gradlab.diverged_step": str(history.stop_step), "gradlab.reason": history.reason})
             files["params.json"] = json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)
             if cfg.tracking.plots:
-                from gradlab.plots import figures
-
-                files.update(figures(run_mod.plot_data(s, result, title(cfg))))
+                plot_data = run_mod.plot_data(s, result, title(cfg))
     except (KeyboardInterrupt, Killed) as e:
+        failing = True
         progress.close()
-        killed = e.signum if isinstance(e, Killed) else signal.SIGINT
+        signum = e.signum if isinstance(e, Killed) else signal.SIGINT
         outcome = "killed"
-        end_tags["gradlab.signal"] = signal.Signals(killed).name
-        if not isinstance(e, Killed):
-            e = Killed(signal.SIGINT)
-        raise e from None
+        end_tags["gradlab.signal"] = signal.Signals(signum).name
+        raise Killed(signum) from None
     except Exception as e:
+        failing = True
         progress.close()
         outcome = "failed"
         end_tags.update({"gradlab.error.type": type(e).__name__, "gradlab.error.message": str(e) or repr(e)})
@@ -306,11 +313,13 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
                 stream.close()
                 files["history.csv"] = history_csv(history)
                 metrics = result.metrics if result is not None else {"epochs_run": float(history.epochs_run)}
-                run.log_metrics(metrics, step=history.epochs_run)
-                run.set_tags({"gradlab.outcome": outcome, **end_tags})
-                run.log_artifacts(files)
-            finally:
-                run.end(STATUS[outcome])
+                run.finish(STATUS[outcome], metrics, history.epochs_run, {"gradlab.outcome": outcome, **end_tags},
+                           files, plot_data)
+                if wait or outcome == "killed":
+                    recorder.sync()
+            except Exception:
+                if not failing:  # else the error that stopped the run is the one to report
+                    raise
     if not quiet:
         print(summary(name, run.id, experiment, store.uri, history, result))
     return Recorded(run.id, outcome, result.objective, result)

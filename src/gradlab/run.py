@@ -172,10 +172,15 @@ def _flat(values: dict) -> list[float]:
     return np.concatenate([np.ravel(np.asarray(v, dtype=np.float64)) for v in values.values()]).tolist()
 
 
-def plot_data(s: Setup, result: Result, title: str) -> dict:
-    """Plain arrays for `plots.figures`: which figures apply is decided here."""
-    from gradlab.plots import span
+def span(values, pad: float = 0.15) -> tuple[float, float]:
+    """A padded range around values (never empty)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    width = hi - lo if hi > lo else max(abs(hi), 1.0)
+    return lo - pad * width, hi + pad * width
 
+
+def plot_data(s: Setup, result: Result, title: str) -> dict:
+    """Plain arrays for `plots.figures` (drawn in the recorder process): which figures apply."""
     h, cfg = result.history, s.cfg
     kind = cfg.train.loss
     loss_name = "objective" if s.model.objective else kind.value

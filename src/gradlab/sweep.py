@@ -44,6 +44,11 @@ def sweep_experiment() -> str | None:
     return os.environ.get(EXPERIMENT_ENV) or None
 
 
+def launched_here() -> bool:
+    """True in the process whose callback opened the sweep (jobs of the basic launcher run in it)."""
+    return bool(_parent)
+
+
 def _params(config: DictConfig) -> list[str]:
     """The sweep as Hydra's basic sweeper sees it: hydra.sweeper.params, then the command line."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
@@ -135,6 +140,12 @@ def finish() -> int:
     """Record the end of the sweep this process launched (if any); returns the failed-job count."""
     if not _parent:
         return 0
+    from gradlab.tracking import Recorder
+
+    try:
+        Recorder.sync_shared()  # jobs run in this process queued their records: let them land
+    except Exception as e:  # noqa: BLE001 - the children's own status will show it; still close the parent
+        print(f"gradlab: error: {e}", file=sys.stderr)
     store, run, name, experiment = _parent["store"], _parent["run"], _parent["name"], _parent["experiment"]
     _parent.clear()
     for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV):

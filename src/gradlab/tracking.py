@@ -326,6 +326,24 @@ class Run:
     def end(self, status: str) -> None:
         self.client.set_terminated(self.id, status)
 
+    def finish(self, status: str, metrics: dict, step: int, tags: dict, files: dict, plot_data: dict | None = None) -> None:
+        """The end of a run in one go: metrics, tags, artifacts and figures, then the status,
+        which is set whatever failed before it. A figure that cannot be drawn is noted in a tag
+        (gradlab.plot_error) rather than failing a run whose results are sound."""
+        try:
+            self.log_metrics(metrics, step=step)
+            if plot_data:
+                try:
+                    from gradlab.plots import figures
+
+                    files = {**files, **figures(plot_data)}
+                except Exception as e:  # noqa: BLE001 - recorded, never lost
+                    tags = {**tags, "gradlab.plot_error": f"{type(e).__name__}: {e}"}
+            self.set_tags(tags)
+            self.log_artifacts(files)
+        finally:
+            self.end(status)
+
 
 class MetricStream:
     """Per-epoch rows -> thinned points, sent in batches at least every FLUSH_SECONDS.
@@ -379,6 +397,217 @@ def runs_frame(store: Store, experiment_ids: list[str], filter_string: str = "")
 
 def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in store.client.get_metric_history(run_id, key)]
+
+
+# --------------------------------------------------------------------- the recorder
+class Recorder:
+    """A background process that does this process's MLflow work: opening the store, logging,
+    drawing the figures. It starts before torch is imported, so importing mlflow and opening the
+    store overlap the import and the training on another core; runs stream to it through a pipe.
+
+    The child executes calls on its Store and Run objects in the order they were sent. Calls that
+    return nothing are not waited for; an error in one comes back and is raised as TrackingError
+    at the next call. The child ignores SIGINT/SIGTERM (the trainer handles them and sends the
+    end of its run); if the trainer dies without ending a run, the child marks it KILLED.
+    """
+
+    _shared: "Recorder | None" = None
+
+    def __init__(self):
+        import atexit
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        # A plain interpreter on two inherited pipes: nothing of this process crosses over (no
+        # SQLite handle, no start method of a launcher's worker pool, no __main__ re-import).
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", f"from gradlab.tracking import _serve; _serve({down_r}, {up_w})"],
+            pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL)
+        os.close(down_r)
+        os.close(up_w)
+        self._send = Connection(down_w, readable=False)
+        self._recv = Connection(up_r, writable=False)
+        self._keys = 0
+        self.run_ids: dict[int, str] = {}
+        atexit.register(Recorder.shutdown)
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    @classmethod
+    def shared(cls) -> "Recorder":
+        if cls._shared is None or not cls._shared.alive():
+            cls._shared = cls()
+        return cls._shared
+
+    @classmethod
+    def sync_shared(cls) -> None:
+        if cls._shared is not None:
+            cls._shared.sync()
+
+    @classmethod
+    def shutdown(cls, timeout: float = 300.0) -> None:
+        """Let the child finish what it was sent, then go."""
+        rec, cls._shared = cls._shared, None
+        if rec is not None:
+            try:
+                rec._send.send(None)
+            except OSError:
+                pass
+            try:
+                rec._proc.wait(timeout)
+            except Exception:  # noqa: BLE001 - a stuck recorder must not hang the exit forever
+                rec._proc.kill()
+
+    def key(self) -> int:
+        self._keys += 1
+        return self._keys
+
+    def _handle(self, message) -> tuple[bool, object]:
+        """(is the reply to a waited call, its value); raises what failed."""
+        if message[0] == "run":
+            self.run_ids[message[1]] = message[2]
+            return False, None
+        if message[0] == "error":
+            raise TrackingError(message[1])
+        return True, message[1]
+
+    def _receive(self):
+        try:
+            return self._recv.recv()
+        except (EOFError, OSError):
+            raise TrackingError("the gradlab recorder process stopped; a run it held may need `gradlab reap`") from None
+
+    def poll(self) -> None:
+        """Raise now if something sent earlier failed (never blocks)."""
+        while self._recv.poll():
+            self._handle(self._receive())
+
+    def call(self, target: int, method: str, *args, wait: bool = False, **kwargs):
+        self.poll()
+        try:
+            self._send.send((target, method, args, kwargs, wait))
+        except OSError:
+            raise TrackingError("the gradlab recorder process stopped; a run it held may need `gradlab reap`") from None
+        while wait:
+            done, value = self._handle(self._receive())
+            if done:
+                return value
+
+    def run_id(self, key: int) -> str:
+        while key not in self.run_ids:
+            self._handle(self._receive())
+        return self.run_ids[key]
+
+    def sync(self) -> None:
+        """Block until everything sent so far has been done; raise what failed."""
+        self.call(0, "sync", wait=True)
+
+    def store(self, uri: str | None = None) -> "RemoteStore":
+        uri = uri or tracking_uri()
+        preflight(uri)  # fail fast in this process: it needs no mlflow
+        key = self.key()
+        self.call(0, "open_store", key, uri)
+        return RemoteStore(self, key, uri)
+
+
+class RemoteStore:
+    """A Store living in the recorder process."""
+
+    def __init__(self, recorder: Recorder, key: int, uri: str):
+        self.recorder, self.key, self.uri = recorder, key, uri
+
+    def start_run(self, experiment, run_name, params, tags, parent_run_id=None) -> "RemoteRun":
+        key = self.recorder.key()
+        self.recorder.call(self.key, "start_run", experiment, run_name, params, tags, parent_run_id, _key=key)
+        return RemoteRun(self.recorder, key)
+
+    def finished_run(self, experiment: str, config_hash: str):
+        return self.recorder.call(self.key, "finished_run_summary", experiment, config_hash, wait=True)
+
+
+class RemoteRun:
+    """A Run living in the recorder process; the same methods, sent down the pipe."""
+
+    def __init__(self, recorder: Recorder, key: int):
+        self.recorder, self.key = recorder, key
+
+    @property
+    def id(self) -> str:
+        return self.recorder.run_id(self.key)
+
+    def metric_stream(self, columns, expected_rows, max_points) -> "MetricStream":
+        return MetricStream(self, columns, expected_rows, max_points)
+
+    def __getattr__(self, method):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args, **kwargs: self.recorder.call(self.key, method, *args, **kwargs)
+
+
+def _serve(read_fd: int, write_fd: int) -> None:
+    """The recorder process: execute calls in order until the pipe closes."""
+    import signal as _signal
+    from multiprocessing.connection import Connection
+
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
+    _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+    objects: dict[int, object] = {}
+    stores: dict[str, Store] = {}
+    open_runs: dict[int, Run] = {}
+    while True:
+        try:
+            message = inbox.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            break
+        target, method, args, kwargs, wait = message
+        try:
+            if method == "sync":
+                result = None
+            elif method == "open_store":
+                key, uri = args
+                if uri not in stores:
+                    stores[uri] = Store(uri)
+                objects[key] = stores[uri]
+                result = None
+                import gradlab.plots  # noqa: F401 - matplotlib loads now, while the trainer is busy
+            elif method == "start_run":
+                key = kwargs.pop("_key")
+                run = objects[target].start_run(*args, **kwargs)
+                objects[key] = open_runs[key] = run
+                outbox.send(("run", key, run.id))
+                result = None
+            elif method == "finished_run_summary":
+                r = objects[target].finished_run(*args)
+                result = None if r is None else (r.info.run_id, r.data.tags.get("gradlab.outcome", "completed"), dict(r.data.metrics))
+            else:
+                result = getattr(objects[target], method)(*args, **kwargs)
+                if method in ("end", "finish"):
+                    open_runs.pop(target, None)
+            if wait:
+                outbox.send(("ok", result, method, True))
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the trainer
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            try:
+                outbox.send(("error", text if isinstance(e, TrackingError) else f"{method}: {text}", method, wait))
+            except OSError:
+                pass
+    for run in open_runs.values():  # the trainer went away without ending these
+        try:
+            run.set_tags({"gradlab.outcome": "killed", "gradlab.reason": "the training process ended before recording its end"})
+            run.end("KILLED")
+        except Exception:  # noqa: BLE001 - nothing left to tell; reap can close it
+            pass
+    # Every write is committed; tearing down mlflow, SQLAlchemy and matplotlib only costs time.
+    outbox.close()
+    os._exit(0)
 
 
 def find_runs(store: Store, filter_string: str, experiment_ids: list[str] | None = None) -> list:
