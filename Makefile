@@ -11,6 +11,7 @@ JOBS ?= 1
 EXPERIMENT ?=
 PORT ?= 5000
 STORE ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
+BENCH_OUT ?= bench-results/bench.json
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep compare ui reap test test-fast bench clean
@@ -46,6 +47,9 @@ test-fast: $(STAMP) ## the fast tier only
 
 ui: $(STAMP) ## the MLflow UI on the embedded store, on 127.0.0.1 only (PORT=5000)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri "$(STORE)" --host 127.0.0.1 --port $(PORT)
+
+bench: $(STAMP) ## the benchmark, ratios measured side by side (~10 min; BENCH_ARGS=--quick for a smoke run)
+	BENCH_OUT=$(BENCH_OUT) $(BIN)/python -m gradlab.bench $(BENCH_ARGS)
 
 clean: ## remove the virtual environment (the store in mlruns/ is kept)
 	rm -rf $(VENV)

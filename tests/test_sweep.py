@@ -94,14 +94,14 @@ def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
 
 # ------------------------------------------------------------------- parent and children
 def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
-    code, out, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.01,0.1", "train.epochs=30", "tracking.plots=false")
+    code, out, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.001,0.01", "train.epochs=30", "tracking.plots=false")
     assert code == 0, err
     parents, children = store_runs(temp_store, "default")
     (parent,) = parents
     assert parent.info.run_name == "multirun" and parent.info.status == "FINISHED"
     assert len(children) == 4
     assert {c.data.tags["gradlab.overrides"] for c in children} == {
-        f"optimizer={o} optimizer.lr={lr} train.epochs=30 tracking.plots=False" for o in ("gd", "adam") for lr in ("0.01", "0.1")}
+        f"optimizer={o} optimizer.lr={lr} train.epochs=30 tracking.plots=False" for o in ("gd", "adam") for lr in ("0.001", "0.01")}
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.data.tags["gradlab.sweep"] == "multirun" for c in children)
     # every child carries the params and final metrics that make the UI's comparison work

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab.config import ConfigError, DataError, register_configs, to_typed
-from gradlab.record import Killed, from_container, record
+from gradlab.record import Killed, from_container, record, stamp
 from gradlab.tracking import Recorder, TrackingError, project_root
 
 register_configs()
@@ -79,6 +79,7 @@ def reap(args: list[str]) -> int:
 
 
 def main() -> None:
+    stamp("main")
     argv = sys.argv[1:]
     try:
         if argv[:1] == ["rerun"]:

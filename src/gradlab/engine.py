@@ -60,22 +60,38 @@ def columns(problem: Problem, params: dict) -> list[str]:
     return ["epoch", "train_loss", *val, "grad_norm", *(f"param.{n}" for n in scalar_names(params))]
 
 
+SMALL = 64  # up to this many values in all, the loop reads them out rather than calling torch ops
+
+
+def _values(t) -> list[float]:
+    """A tensor's or array's values as floats: .tolist() costs ~0.2 µs, a torch op ~2 µs."""
+    if t.ndim == 0:
+        return [t.item()]
+    return t.tolist() if t.ndim == 1 else t.reshape(-1).tolist()
+
+
 def _helpers(problem: Problem, plist: list, track: bool):
-    """The per-epoch measurements, specialised once for the backend."""
-    if problem.backend.numpy:
+    """The per-epoch measurements, chosen once: the gradient's 2-norm and the parameter values."""
+    if all(int(np.prod(p.shape)) == 1 for p in plist):  # scalars (w, b; x, y): one .item() each
         def norm(grads):
-            return math.sqrt(sum(float((g * g).sum()) for g in grads))
+            return math.hypot(*[g.item() for g in grads])
 
         def snapshot():
-            return np.concatenate([np.ravel(p) for p in plist]).tolist() if track else []
+            return [p.item() for p in plist] if track else []
 
         return norm, snapshot
-
-    def norm(grads):
-        return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
+    if sum(int(np.prod(p.shape)) for p in plist) <= SMALL:
+        def norm(grads):
+            return math.hypot(*[v for g in grads for v in _values(g)])
+    elif problem.backend.numpy:
+        def norm(grads):
+            return math.sqrt(sum(float((g * g).sum()) for g in grads))
+    else:
+        def norm(grads):
+            return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
 
     def snapshot():
-        return torch.cat([p.detach().reshape(-1) for p in plist]).tolist() if track else []
+        return [v for p in plist for v in _values(p)] if track else []
 
     return norm, snapshot
 
@@ -93,6 +109,25 @@ def fit(problem: Problem, params: dict, grad_fn, optimizer, *, epochs: int, log_
     norm, snapshot = _helpers(problem, plist, bool(tracked))
     closure_mode = optimizer.needs_closure
     mean = problem.mean
+
+    def one_batch(batch, record: bool) -> tuple[float, float]:
+        """A step on one batch: its loss (before the update) and gradient norm (if recording)."""
+        if closure_mode:  # L-BFGS updates inside; this is its first evaluation
+            loss, grads = _closure_step(grad_fn, optimizer, batch)
+        else:
+            loss, grads = grad_fn(batch)
+        lv = float(loss)
+        if not math.isfinite(lv):
+            raise _NonFinite("train_loss", lv)
+        g = 0.0
+        if record:
+            g = norm(grads)
+            if not math.isfinite(g):
+                raise _NonFinite("grad_norm", g)
+        if not closure_mode:
+            optimizer.step(grads)
+        return lv, g
+
     start = time.perf_counter()
     epoch = 0
     try:
@@ -106,30 +141,18 @@ def fit(problem: Problem, params: dict, grad_fn, optimizer, *, epochs: int, log_
                     if not math.isfinite(val):
                         raise _NonFinite("val_loss", val)
             batches = problem.batches()
-            total = weights = gnorm = 0.0
-            for batch in batches:
-                if closure_mode:  # L-BFGS updates inside; this is its first evaluation
-                    loss, grads = _closure_step(grad_fn, optimizer, batch)
-                else:
-                    loss, grads = grad_fn(batch)
-                lv = float(loss)
-                if not math.isfinite(lv):
-                    raise _NonFinite("train_loss", lv)
-                if record:
-                    g = norm(grads)
-                    if not math.isfinite(g):
-                        raise _NonFinite("grad_norm", g)
-                    gnorm += g
-                if not closure_mode:
-                    optimizer.step(grads)
-                w = len(batch[1]) if (mean and batch is not None) else 1.0
-                total += lv * w
-                weights += w
-            n = len(batches)
-            epoch_loss = lv if n == 1 else (total / weights if mean else total)
+            if len(batches) == 1:
+                epoch_loss, gnorm = one_batch(batches[0], record)
+            else:
+                total = weights = gsum = 0.0
+                for batch in batches:
+                    lv, g = one_batch(batch, record)
+                    w = batch[1].shape[0] if mean else 1.0
+                    total, weights, gsum = total + lv * w, weights + w, gsum + g
+                epoch_loss, gnorm = (total / weights if mean else total), gsum / len(batches)
             history.epochs_run = epoch
             if record:
-                row = [epoch, epoch_loss, *((val,) if has_val else ()), gnorm / n, *values]
+                row = [epoch, epoch_loss, val, gnorm, *values] if has_val else [epoch, epoch_loss, gnorm, *values]
                 history.rows.append(row)
                 if on_log is not None:
                     on_log(row)

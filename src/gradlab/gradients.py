@@ -51,31 +51,55 @@ def default_eps(dtype: torch.dtype) -> float:
 def finite_difference(problem: Problem, params: dict, eps: float | None = None) -> GradFn:
     """Central differences, one parameter element at a time: ∂L/∂θᵢ ≈ (L(θ+hεᵢ) − L(θ−hεᵢ)) / 2h.
 
-    The step is relative, h = eps·max(1, |θᵢ|), and the denominator uses the perturbed values as
-    stored, so the rounding of θᵢ ± h in the run's dtype does not bias the quotient.
+    The step is relative, h = eps·max(1, |θᵢ|), and the denominator uses θᵢ ± h as the dtype
+    stores them, so rounding does not bias the quotient.
     """
-    plist = list(params.values())
+    import numpy as np
 
-    @torch.no_grad()
+    plist = list(params.values())
+    as_stored = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+    # Per parameter: its flat view, a gradient buffer reused every step, the step size and how
+    # the dtype stores a value. Scalars take fill_ (one op) where vectors need indexing (two).
+    slots = [(p, p.view(-1), torch.empty_like(p), default_eps(p.dtype) if eps is None else eps,
+              as_stored.get(p.dtype, float)) for p in plist]
+    grads = [slot[2] for slot in slots]
+
+    def loss_at() -> float:
+        return problem.loss(params, batch_now[0]).item()
+
+    batch_now = [None]
+
     def step(batch):
+        batch_now[0] = batch
         loss = problem.loss(params, batch)
-        grads = []
-        for p in plist:
-            h0 = default_eps(p.dtype) if eps is None else eps
-            flat = p.view(-1)
-            g = torch.empty_like(flat)
-            for i in range(flat.numel()):
-                orig = flat[i].item()
+        for p, flat, buf, h0, stored in slots:
+            values = flat.tolist()
+            if len(values) == 1:
+                orig = values[0]
                 h = h0 * max(1.0, abs(orig))
-                flat[i] = orig + h
-                up, lp = flat[i].item(), problem.loss(params, batch).item()
-                flat[i] = orig - h
-                down, lm = flat[i].item(), problem.loss(params, batch).item()
+                up, down = float(stored(orig + h)), float(stored(orig - h))
+                p.fill_(up)
+                lp = loss_at()
+                p.fill_(down)
+                lm = loss_at()
+                p.fill_(orig)
+                buf.fill_((lp - lm) / (up - down))
+                continue
+            g = []
+            for i, orig in enumerate(values):
+                h = h0 * max(1.0, abs(orig))
+                up, down = float(stored(orig + h)), float(stored(orig - h))
+                flat[i] = up
+                lp = loss_at()
+                flat[i] = down
+                lm = loss_at()
                 flat[i] = orig
-                g[i] = (lp - lm) / (up - down)
-            grads.append(g.view(p.shape))
+                g.append((lp - lm) / (up - down))
+            buf.view(-1).copy_(torch.tensor(g, dtype=p.dtype))
         return loss, grads
 
+    if any(p.requires_grad for p in plist):  # perturbing a leaf that requires grad needs no_grad
+        return torch.no_grad()(step)
     return step
 
 

@@ -17,15 +17,21 @@ class GD:
 
     def __init__(self, params: list, lr: float):
         self.params, self.lr = params, lr
-
-    def step(self, grads) -> None:
-        if self.params and isinstance(self.params[0], torch.Tensor):
-            with torch.no_grad():
-                for p, g in zip(self.params, grads):
-                    p.sub_(g, alpha=self.lr)
+        torch_params = bool(params) and isinstance(params[0], torch.Tensor)
+        if not torch_params:
+            self.step = self._step_arrays
+        elif any(p.requires_grad for p in params):  # autograd would record the update otherwise
+            self.step = torch.no_grad()(self._step_tensors)
         else:
-            for p, g in zip(self.params, grads):
-                p -= self.lr * g
+            self.step = self._step_tensors
+
+    def _step_tensors(self, grads) -> None:
+        for p, g in zip(self.params, grads):
+            p.sub_(g, alpha=self.lr)
+
+    def _step_arrays(self, grads) -> None:
+        for p, g in zip(self.params, grads):
+            p -= self.lr * g
 
 
 class TorchOptimizer:

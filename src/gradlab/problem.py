@@ -13,7 +13,7 @@ import torch
 
 from gradlab.config import DType, Loss
 from gradlab.data import Prepared, Stream
-from gradlab.models import Model, squared_error, squared_error_grad
+from gradlab.models import REDUCTIONS, Model
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class Problem:
                  batch_size: int | None, shuffle: bool, gen: torch.Generator):
         self.model, self.kind, self.backend, self.gen = model, loss, backend, gen
         self.batch_size, self.shuffle = batch_size, shuffle
-        self.mean = loss in (Loss.mse, Loss.half_mse)  # epoch loss: size-weighted mean of batch losses
+        # The reduction, resolved once: looking an Enum up costs a Python-level __hash__ per call.
+        self.mean, self.factor = REDUCTIONS[loss]
         self.stream = data if isinstance(data, Stream) else None
         self.train = self.val = None
         if isinstance(data, Prepared):
@@ -75,11 +76,16 @@ class Problem:
         x, y = self.train
         return [(x[idx], y[idx]) for idx in (perm[i:i + self._bs] for i in range(0, self.n_train, self._bs))]
 
+    def _reduce(self, err):
+        """models.squared_error, with the reduction already resolved."""
+        s = (err * err).mean() if self.mean else (err * err).sum()
+        return s if self.factor == 1.0 else s * self.factor
+
     def loss(self, p, batch):
         if self.model.objective:
             return self.model.value(p)
         x, y = batch
-        return squared_error(self.model.forward(p, x) - y, self.kind)
+        return self._reduce(self.model.forward(p, x) - y)
 
     def analytic(self, p, batch):
         """(loss, gradients by name) from the hand-derived formulas."""
@@ -87,4 +93,5 @@ class Problem:
             return self.model.value(p), self.model.gradient(p)
         x, y = batch
         err = self.model.forward(p, x) - y
-        return squared_error(err, self.kind), self.model.backward(p, x, squared_error_grad(err, self.kind))
+        scale = 2.0 * self.factor / err.shape[0] if self.mean else 2.0 * self.factor  # ∂loss/∂prediction = scale·err
+        return self._reduce(err), self.model.backward(p, x, err * scale)

@@ -32,6 +32,26 @@ if TYPE_CHECKING:  # torch is imported by the run itself, after the recorder pro
     from gradlab.engine import History
 
 CONFIG_HASH_EXCLUDES = ("tracking",)  # where a run is recorded does not change what it computes
+TIMINGS_ENV = "GRADLAB_TIMINGS"  # a file: the benchmark's view of where a run's time goes
+_stamps: dict[str, float] = {}
+
+
+def stamp(name: str) -> None:
+    """Note the wall-clock time of a phase (only when the benchmark asks for it)."""
+    if os.environ.get(TIMINGS_ENV):
+        _stamps[name] = time.time()
+
+
+def _write_timings(recorder) -> None:
+    import resource
+
+    path = os.environ.get(TIMINGS_ENV)
+    if path:
+        child = recorder.call(0, "timings", wait=True)
+        data = {"stamps": dict(_stamps), "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "recorder": child}
+        with open(path, "w") as f:
+            json.dump(data, f)
 
 
 class Killed(BaseException):
@@ -236,6 +256,7 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
     """
     from gradlab.tracking import STATUS, Recorder
 
+    stamp("record")
     validate(cfg)
     cfg.tracking.experiment = experiment
     recorder = Recorder.shared()
@@ -244,6 +265,7 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
     from gradlab.engine import History, columns, fit
 
     s = run_mod.setup(cfg)  # ConfigError / DataError here leave nothing behind
+    stamp("setup")
     chash = config_hash(cfg)
     if cfg.tracking.skip_finished:
         done = store.finished_run(experiment, chash)
@@ -285,6 +307,7 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
             run.log_inputs(datasets(s))
             fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
                 stop_loss=cfg.train.stop_loss, on_log=on_log, history=history)
+            stamp("trained")
             progress.close()
             result = run_mod.evaluate(s, history)
             outcome = history.outcome
@@ -315,8 +338,11 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
                 metrics = result.metrics if result is not None else {"epochs_run": float(history.epochs_run)}
                 run.finish(STATUS[outcome], metrics, history.epochs_run, {"gradlab.outcome": outcome, **end_tags},
                            files, plot_data)
+                stamp("queued")
                 if wait or outcome == "killed":
                     recorder.sync()
+                    stamp("recorded")
+                _write_timings(recorder)
             except Exception:
                 if not failing:  # else the error that stopped the run is the one to report
                     raise

@@ -349,13 +349,14 @@ class MetricStream:
     """Per-epoch rows -> thinned points, sent in batches at least every FLUSH_SECONDS.
 
     Keeps every `stride`-th row so each metric has at most `max_points` points; the first row is
-    kept and the last one is added by `close`. history.csv has every row regardless.
+    kept and the last one is added by `close`. history.csv has every row regardless. Rows are
+    turned into points only when flushed: this is called every epoch, inside the training loop.
     """
 
-    def __init__(self, run: Run, columns: list[str], expected_rows: int, max_points: int):
+    def __init__(self, run, columns: list[str], expected_rows: int, max_points: int):
         self.run, self.columns = run, columns
         self.stride = max(1, math.ceil(expected_rows / (max_points - 1)))
-        self.pending: list[tuple[str, float, int]] = []
+        self.kept: list = []
         self.seen = 0
         self.last_sent_step = None
         self.last_row = None
@@ -364,25 +365,24 @@ class MetricStream:
     def __call__(self, row: list[float]) -> None:
         self.last_row = row
         if self.seen % self.stride == 0:
-            self._add(row)
+            self.kept.append(row)
         self.seen += 1
-        if len(self.pending) >= BATCH_METRICS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+        if self.seen % 256 == 0 and self.kept and (len(self.kept) * len(self.columns) >= BATCH_METRICS
+                                                    or time.monotonic() - self.last_flush > FLUSH_SECONDS):
             self.flush()
 
-    def _add(self, row) -> None:
-        step = int(row[0])
-        self.pending.extend((c, v, step) for c, v in zip(self.columns[1:], row[1:]))
-        self.last_sent_step = step
-
     def flush(self) -> None:
-        if self.pending:
-            self.run.log_points(self.pending)
-            self.pending = []
+        if self.kept:
+            keys = self.columns[1:]
+            self.run.log_points([(k, v, int(r[0])) for r in self.kept for k, v in zip(keys, r[1:])])
+            self.last_sent_step = int(self.kept[-1][0])
+            self.kept = []
         self.last_flush = time.monotonic()
 
     def close(self) -> None:
-        if self.last_row is not None and self.last_sent_step != int(self.last_row[0]):
-            self._add(self.last_row)
+        if self.last_row is not None and self.last_sent_step != int(self.last_row[0]) \
+                and not (self.kept and self.kept[-1] is self.last_row):
+            self.kept.append(self.last_row)
         self.flush()
 
 
@@ -560,6 +560,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
     objects: dict[int, object] = {}
     stores: dict[str, Store] = {}
     open_runs: dict[int, Run] = {}
+    spent: dict[str, float] = {}  # seconds per kind of call, for the benchmark's breakdown
     while True:
         try:
             message = inbox.recv()
@@ -568,15 +569,23 @@ def _serve(read_fd: int, write_fd: int) -> None:
         if message is None:
             break
         target, method, args, kwargs, wait = message
+        began = time.perf_counter()
         try:
             if method == "sync":
                 result = None
+            elif method == "timings":
+                import resource
+
+                result = {"seconds": dict(spent), "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
             elif method == "open_store":
                 key, uri = args
                 if uri not in stores:
                     stores[uri] = Store(uri)
                 objects[key] = stores[uri]
                 result = None
+                spent["open_store"] = spent.get("open_store", 0.0) + time.perf_counter() - began
+                began = time.perf_counter()
+                method = "preload_matplotlib"
                 import gradlab.plots  # noqa: F401 - matplotlib loads now, while the trainer is busy
             elif method == "start_run":
                 key = kwargs.pop("_key")
@@ -591,6 +600,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
                 result = getattr(objects[target], method)(*args, **kwargs)
                 if method in ("end", "finish"):
                     open_runs.pop(target, None)
+            spent[method] = spent.get(method, 0.0) + time.perf_counter() - began
             if wait:
                 outbox.send(("ok", result, method, True))
         except Exception as e:  # noqa: BLE001 - every failure goes back to the trainer
