@@ -112,12 +112,19 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["train.epochs=0"], 2, ["train.epochs=0", ">= 1"]),
     (["train.batch_size=0"], 2, ["train.batch_size=0", ">= 1"]),
     (["device=numpy"], 2, ["device='numpy'", "grad=analytic with optimizer=gd only", "device=cpu"]),
-    (["device=cuda"], 2, ["device='cuda'", "no CUDA device here", "device=cpu"]),
+    (["device=numpy", "grad=analytic", "optimizer=gd", "model=nn_linear"], 2, ["model=nn_linear is a torch.nn.Module"]),
     (["model=rosenbrock"], 2, ["use data=none"]),
     (["data=none"], 2, ["data=none has no samples"]),
     (["model.start.w=[1,2,3]"], 2, ["model.start.w", "needs a number or 1 numbers"]),
     (["data.scaling=standardize", "data=bias_column", "data.val_fraction=null"], None, None),  # fine: ones column is not scaled
 ]
+# An absent device is refused with what works; where the device exists, the case does not apply.
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    BAD.append((["device=cuda"], 2, ["device='cuda'", "no CUDA device here", "device=cpu"]))
+if not torch.backends.mps.is_available():
+    BAD.append((["device=mps"], 2, ["device='mps'", "no Apple MPS device here", "device=cpu"]))
 
 
 @pytest.mark.parametrize("args,code,words", [b for b in BAD if b[1] is not None], ids=lambda v: " ".join(v) if isinstance(v, list) else None)

@@ -110,3 +110,49 @@ def test_final_metrics_use_the_final_parameters():
     assert r.metrics["final_val_loss"] == pytest.approx(float(((w * xv + b - yv) ** 2).mean()), rel=1e-12)
     assert r.metrics["best_val_loss"] == min(r.history.column("val_loss") + [r.metrics["final_val_loss"]])
     assert r.objective == r.metrics["final_val_loss"]
+
+
+def test_progress_lines_on_a_terminal_and_silence_otherwise(monkeypatch, capsys):
+    from gradlab import record
+
+    clock = iter(range(0, 1000, 2))  # each call: two seconds later
+    monkeypatch.setattr(record.time, "monotonic", lambda: next(clock))
+    shown = record.Progress(10, ["epoch", "train_loss", "val_loss"], enabled=True)
+    for epoch in (1, 5, 10):
+        shown([epoch, 1.5, 2.5])
+    shown.close()
+    err = capsys.readouterr().err
+    assert "epoch 10/10 (100%)  train_loss 1.5  val_loss 2.5" in err
+    quiet = record.Progress(10, ["epoch", "train_loss"], enabled=None)  # None: only if stderr is a terminal
+    quiet([1, 1.0])
+    quiet.close()
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
+
+
+def test_metric_history_goes_in_batches_not_one_call_per_step():
+    from gradlab.tracking import BATCH_METRICS, MetricStream
+
+    calls = []
+
+    class Run:
+        def log_points(self, points):
+            calls.append(points)
+
+    columns = ["epoch", "train_loss", "val_loss", "grad_norm"]
+    stream = MetricStream(Run(), columns, expected_rows=5000, max_points=1000)
+    for epoch in range(1, 5001):
+        stream([epoch, 1.0 / epoch, 2.0 / epoch, 0.5])
+    stream.close()
+    points = [p for batch in calls for p in batch]
+    assert len(calls) <= 6 and all(len(batch) <= BATCH_METRICS + 3 * 64 for batch in calls)
+    for key in ("train_loss", "val_loss", "grad_norm"):
+        steps = [s for k, _, s in points if k == key]
+        assert len(steps) <= 1000 and steps[0] == 1 and steps[-1] == 5000 and steps == sorted(steps)
+
+
+def test_auto_device_picks_what_is_there():
+    import torch
+
+    s, _ = train("device=auto", "train.epochs=2")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert s.backend.device == expected

@@ -8,7 +8,8 @@ rep by rep, and reported as medians:
    runs) against the tutorial pattern (gradlab.bench.tutorial), each into a fresh SQLite store;
 3. inner loop: seconds per 1000 epochs of gradlab's loop for each gradient method and NumPy,
    against the same loops written bare (gradlab.bench.loops);
-4. memory: peak resident memory of a single run (trainer + recorder) and of the bare script.
+4. memory: peak resident memory of a single run (trainer + recorder, sampled together) and of
+   the bare script.
 """
 
 from __future__ import annotations
@@ -42,6 +43,49 @@ def timed(cmd: list[str], env: dict, timings: Path | None = None) -> tuple[float
     data = json.loads(timings.read_text()) if timings is not None and timings.exists() else {}
     data.update(start=start, end=end)
     return end - start, data
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants (Linux /proc)."""
+    out = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [q for child in f.read().split() for q in _tree(int(child))]
+    except OSError:
+        pass
+    return out
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                if key in ("Rss", "Pss"):
+                    out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def sampled_memory(cmd: list[str], env: dict) -> dict:
+    """Peak memory of a process tree, sampled every 20 ms: the resident sets summed at the same
+    instant (shared library pages counted once per process, so this errs high) and the
+    proportional sets (shared pages split between the processes that map them)."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **env}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rss = pss = processes = 0
+    while proc.poll() is None:
+        tree = _tree(proc.pid)
+        mem = [_memory_kib(p) for p in tree]
+        rss, pss = max(rss, sum(m.get("Rss", 0) for m in mem)), max(pss, sum(m.get("Pss", 0) for m in mem))
+        processes = max(processes, len(tree))
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode})")
+    return {"peak_rss_mib": rss / 1024, "peak_pss_mib": pss / 1024, "processes": processes}
 
 
 def median_rep(samples: list[tuple[float, dict]]) -> tuple[float, dict]:
@@ -85,13 +129,17 @@ def single_run(tmp: Path, epochs: int, reps: int) -> dict:
         "figures, artifacts, final metrics, status": rec.get("finish", 0.0),
     }
     rss_ours = (o["peak_rss_kib"] + o["recorder"]["peak_rss_kib"]) / 1024
+    sampled = {"gradlab": sampled_memory(ours_cmd, store), "bare": sampled_memory(bare_cmd, store)}
     return {
         "epochs": epochs, "repetitions": reps,
         "gradlab_seconds": t_ours, "bare_seconds": t_bare, "ratio": t_ours / t_bare,
         "gradlab_all": [round(x[0], 3) for x in ours], "bare_all": [round(x[0], 3) for x in bare],
         "breakdown_seconds": breakdown, "bare_breakdown_seconds": bare_breakdown, "recorder_seconds": background,
-        "memory_mib": {"trainer": o["peak_rss_kib"] / 1024, "recorder": o["recorder"]["peak_rss_kib"] / 1024,
-                       "gradlab_total": rss_ours, "bare": b["peak_rss_kib"] / 1024},
+        "memory_mib": {"gradlab_run_peak_rss": sampled["gradlab"]["peak_rss_mib"],
+                       "gradlab_run_peak_pss": sampled["gradlab"]["peak_pss_mib"],
+                       "trainer_peak_rss": o["peak_rss_kib"] / 1024, "recorder_peak_rss": o["recorder"]["peak_rss_kib"] / 1024,
+                       "sum_of_process_peaks": rss_ours,
+                       "bare_run_peak_rss": sampled["bare"]["peak_rss_mib"], "bare_peak_rss": b["peak_rss_kib"] / 1024},
     }
 
 
@@ -185,7 +233,7 @@ def verdicts(r: dict) -> dict:
         "single_run_ratio <= 1.5": r["single_run"]["ratio"] <= TARGETS["single_run_ratio_max"],
         "sweep_speedup >= 6": r["sweep"]["speedup"] >= TARGETS["sweep_speedup_min"],
         "inner_loop_ratio <= 1.15 (every gradient method)": all(v <= TARGETS["inner_loop_ratio_max"] for v in inner.values()),
-        "peak_rss < 600 MiB": r["single_run"]["memory_mib"]["gradlab_total"] < TARGETS["peak_rss_mib_max"],
+        "peak_rss < 600 MiB": r["single_run"]["memory_mib"]["gradlab_run_peak_rss"] < TARGETS["peak_rss_mib_max"],
     }
 
 
@@ -209,9 +257,15 @@ def table(r: dict) -> str:
               for m, v in i["methods"].items()]
     lines += ["   (target <= 1.15 for every gradient method; numpy is a device, reported alongside)"]
     m = s["memory_mib"]
-    lines += ["", f"4. peak memory of a single run: trainer {m['trainer']:.0f} MiB + recorder {m['recorder']:.0f} MiB = "
-              f"{m['gradlab_total']:.0f} MiB (target < 600); bare script {m['bare']:.0f} MiB", ""]
-    lines += [f"   {'PASS' if ok else 'MISS'}  {name}" for name, ok in r["verdicts"].items()]
+    lines += ["", f"4. peak memory of a single run (trainer + recorder, sampled every 20 ms):",
+              f"   resident {m['gradlab_run_peak_rss']:.0f} MiB (target < 600; shared libraries counted in both processes), "
+              f"proportional {m['gradlab_run_peak_pss']:.0f} MiB",
+              f"   per process: trainer {m['trainer_peak_rss']:.0f} + recorder {m['recorder_peak_rss']:.0f} = "
+              f"{m['sum_of_process_peaks']:.0f} MiB (peaks at different moments); bare script {m['bare_run_peak_rss']:.0f} MiB", ""]
+    if r["mode"] == "quick":
+        lines += ["   (quick mode: a smoke run; the targets apply to the full benchmark)"]
+    else:
+        lines += [f"   {'PASS' if ok else 'MISS'}  {name}" for name, ok in r["verdicts"].items()]
     return "\n".join(lines)
 
 

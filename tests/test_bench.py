@@ -1,0 +1,34 @@
+"""`make bench` in its reduced mode runs and writes well-formed JSON. No timing is asserted here:
+the benchmark itself reports ratios measured side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+
+from conftest import ROOT, gradlab  # noqa: F401 - conftest sets up the temporary store
+
+
+@pytest.mark.slow
+def test_bench_quick_mode_writes_well_formed_json(tmp_path):
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "gradlab.bench", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["mode"] == "quick"
+    single, sweep, inner = r["single_run"], r["sweep"], r["inner_loop"]
+    for value in (single["gradlab_seconds"], single["bare_seconds"], single["ratio"], sweep["gradlab_seconds"],
+                  sweep["tutorial_seconds"], sweep["speedup"], single["memory_mib"]["gradlab_run_peak_rss"]):
+        assert isinstance(value, float) and math.isfinite(value) and value > 0
+    assert set(inner["methods"]) == {"analytic", "autograd", "finite_difference", "numpy"}
+    assert all(v["ratio"] > 0 for v in inner["methods"].values())
+    assert set(single["breakdown_seconds"]) and set(single["recorder_seconds"])
+    assert set(r["verdicts"]) == {"single_run_ratio <= 1.5", "sweep_speedup >= 6",
+                                  "inner_loop_ratio <= 1.15 (every gradient method)", "peak_rss < 600 MiB"}
+    assert "1. single run" in proc.stdout and "3. inner loop" in proc.stdout
