@@ -259,13 +259,13 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
     stamp("record")
     validate(cfg)
     cfg.tracking.experiment = experiment
-    recorder = Recorder.shared()
-    store = recorder.store()  # the child imports mlflow and opens the store while torch loads here
+    recorder = Recorder.shared()  # the child imports mlflow while torch loads here
     from gradlab import run as run_mod
     from gradlab.engine import History, columns, fit
 
-    s = run_mod.setup(cfg)  # ConfigError / DataError here leave nothing behind
+    s = run_mod.setup(cfg)  # ConfigError / DataError here leave nothing behind, not even a store
     stamp("setup")
+    store = recorder.store()  # checked here, before training; opened by the child meanwhile
     chash = config_hash(cfg)
     if cfg.tracking.skip_finished:
         done = store.finished_run(experiment, chash)

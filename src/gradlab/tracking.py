@@ -432,6 +432,7 @@ class Recorder:
         self._recv = Connection(up_r, writable=False)
         self._keys = 0
         self.run_ids: dict[int, str] = {}
+        self.opened = False  # until a store is opened the child holds nothing worth waiting for
         atexit.register(Recorder.shutdown)
 
     def alive(self) -> bool:
@@ -452,7 +453,10 @@ class Recorder:
     def shutdown(cls, timeout: float = 300.0) -> None:
         """Let the child finish what it was sent, then go."""
         rec, cls._shared = cls._shared, None
-        if rec is not None:
+        if rec is not None and not rec.opened:  # it only imported modules: nothing to lose
+            rec._proc.kill()
+            rec._proc.wait()
+        elif rec is not None:
             try:
                 rec._send.send(None)
             except OSError:
@@ -510,6 +514,7 @@ class Recorder:
         uri = uri or tracking_uri()
         preflight(uri)  # fail fast in this process: it needs no mlflow
         key = self.key()
+        self.opened = True
         self.call(0, "open_store", key, uri)
         return RemoteStore(self, key, uri)
 
@@ -554,6 +559,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
     from multiprocessing.connection import Connection
 
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    import mlflow.tracking  # noqa: F401 - the slow import, done while the trainer imports torch
 
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
     _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
