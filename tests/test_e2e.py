@@ -42,6 +42,9 @@ def test_console_script_records_a_complete_run(temp_store):
 
     run_id = row["run_id"]
     client = mlflow.MlflowClient()
+    # the UI opens on the runs table for training experiments, and charts final metrics as bars
+    assert mlflow.get_experiment_by_name("default").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert [m.step for m in client.get_metric_history(run_id, "final_val_loss")] == [0]
     history = list(csv.DictReader(io.StringIO(read_artifact(run_id, "history.csv"))))
     assert [int(h["epoch"]) for h in history] == list(range(1, 41))
     logged = {m.step: m.value for m in client.get_metric_history(run_id, "train_loss")}

@@ -336,8 +336,8 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
                 stream.close()
                 files["history.csv"] = history_csv(history)
                 metrics = result.metrics if result is not None else {"epochs_run": float(history.epochs_run)}
-                run.finish(STATUS[outcome], metrics, history.epochs_run, {"gradlab.outcome": outcome, **end_tags},
-                           files, plot_data)
+                # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
+                run.finish(STATUS[outcome], metrics, 0, {"gradlab.outcome": outcome, **end_tags}, files, plot_data)
                 stamp("queued")
                 if wait or outcome == "killed":
                     recorder.sync()

@@ -37,6 +37,8 @@ _ENV_DEFAULTS = {
 for _k, _v in _ENV_DEFAULTS.items():
     os.environ.setdefault(_k, _v)
 
+# Tells the MLflow UI these are training runs, so it opens on the runs table, not its GenAI view.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 STATUS = {"completed": "FINISHED", "converged": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
 MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_TAG_VALUE = 8000  # MAX_TAG_VAL_LENGTH
@@ -160,13 +162,16 @@ class Store:
                     f"experiment {name!r} is deleted in {self.uri}; restore it in the UI, pick another "
                     "tracking.experiment, or purge it with `mlflow gc`"
                 )
+            for key, value in EXPERIMENT_TAGS.items():
+                if key not in exp.tags:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = None
         if self.db is not None:  # artifacts beside the database, as absolute paths
             safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "experiment"
             location = (self.db.parent / "artifacts" / safe).as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException:  # created meanwhile by a concurrent process
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
