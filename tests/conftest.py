@@ -6,6 +6,8 @@ write into the repository's own mlruns/.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import subprocess
 import sys
@@ -18,7 +20,13 @@ CONF = ROOT / "conf"
 
 
 def compose(*overrides: str):
-    """The typed Config for these Hydra overrides, composed from conf/ exactly as the CLI does."""
+    """The typed Config for these Hydra overrides, composed from conf/ exactly as the CLI does
+    (a fresh copy each call: callers may change it)."""
+    return copy.deepcopy(_compose(overrides))
+
+
+@functools.lru_cache(maxsize=None)
+def _compose(overrides: tuple[str, ...]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -63,3 +71,29 @@ def gradlab(*args: str, env: dict | None = None, timeout: float = 300, **kw) -> 
     """The console script in a subprocess (`python -m gradlab`), with the test's environment."""
     return subprocess.run([sys.executable, "-m", "gradlab", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """gradlab's console entry point, in-process (a multirun's jobs run in this process with
+    Hydra's basic launcher, its bookkeeping in tmp_path); returns (exit code, stdout, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    import gradlab.cli
+
+    def call(*args):
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", ["gradlab", *args, f"hydra.sweep.dir={tmp_path}/multirun"])
+        code = 0
+        try:
+            gradlab.cli.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            GlobalHydra.instance().clear()
+            for key in ("GRADLAB_PARENT_RUN_ID", "GRADLAB_SWEEP", "GRADLAB_SWEEP_EXPERIMENT"):
+                os.environ.pop(key, None)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call

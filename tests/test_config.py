@@ -62,29 +62,6 @@ def test_default_experiment_name():
 
 # ------------------------------------------------------------------------- bad input
 @pytest.fixture
-def cli(monkeypatch, capsys):
-    """gradlab's console entry point, in-process; returns (exit code, stdout, stderr)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    import gradlab.cli
-
-    def call(*args):
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(sys, "argv", ["gradlab", *args])
-        code = 0
-        try:
-            gradlab.cli.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            GlobalHydra.instance().clear()
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return call
-
-
-@pytest.fixture
 def csv_file(tmp_path):
     def write(text: str):
         path = tmp_path / "data.csv"
@@ -116,7 +93,10 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["model=rosenbrock"], 2, ["use data=none"]),
     (["data=none"], 2, ["data=none has no samples"]),
     (["model.start.w=[1,2,3]"], 2, ["model.start.w", "needs a number or 1 numbers"]),
-    (["data.scaling=standardize", "data=bias_column", "data.val_fraction=null"], None, None),  # fine: ones column is not scaled
+    (["data=noisy_line", "train.batch_size=8", "data.scaling=standardize"], 2, ["data.scaling='standardize'", "use none"]),
+    (["data=noisy_line"], 2, ["train.batch_size=None", "train.batch_size=8"]),
+    (["optimizer=adam", "optimizer.eps=-1"], 2, ["optimizer.eps=-1.0", "torch.optim.Adam refuses it"]),
+    (["optimizer=adagrad", "optimizer.lr_decay=-1"], 2, ["optimizer.lr_decay=-1.0", "refuses it"]),
 ]
 # An absent device is refused with what works; where the device exists, the case does not apply.
 import torch  # noqa: E402
@@ -127,7 +107,7 @@ if not torch.backends.mps.is_available():
     BAD.append((["device=mps"], 2, ["device='mps'", "no Apple MPS device here", "device=cpu"]))
 
 
-@pytest.mark.parametrize("args,code,words", [b for b in BAD if b[1] is not None], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize("args,code,words", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_bad_input_is_refused_clearly_and_records_nothing(cli, runs, args, code, words):
     extra = [] if any(a.startswith("train.epochs") for a in args) else ["train.epochs=2"]
     got, out, err = cli(*args, *extra)
@@ -185,6 +165,26 @@ def test_good_csv_trains_and_records_its_digest(cli, runs, csv_file):
     assert run.data.tags["gradlab.data.sha256"] == hashlib.sha256(GOOD_CSV.encode()).hexdigest()
     assert run.data.params["n_train"] == "3" and run.data.params["n_val"] == "2"
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"csv-training", "csv-validation"}
+
+
+@pytest.mark.parametrize("args", [
+    ["data=bias_column", "data.scaling=standardize"],  # the ones column is appended after scaling
+    ["model=rosenbrock", "data=none", "optimizer=gd", "optimizer.lr=1e-3"],  # no split or scaling to undo
+    ["data=noisy_line", "train.batch_size=8", "optimizer=gd", "optimizer.lr=1e-4"],
+    ["data=line", "model=quadratic", "optimizer=adam"],
+])
+def test_other_datasets_do_not_inherit_the_thermometers_settings(cli, runs, args):
+    code, _, err = cli(*args, "train.epochs=3", "tracking.plots=false")
+    assert code == 0, err
+    (run,) = runs()
+    if "data=line" in args:
+        assert run.data.params["data.scaling"] == "none" and run.data.params["data.val_fraction"] == "None"
+
+
+def test_csv_defaults_to_raw_inputs_and_no_split(csv_file):
+    cfg = compose("data=csv", f"data.path={csv_file(GOOD_CSV)}")
+    assert cfg.data.scaling.value == "none" and cfg.data.val_fraction is None
+    assert compose().data.scale_factor == 0.1 and compose().data.val_fraction == 0.2  # the thermometer's own
 
 
 def test_print_config(cli):

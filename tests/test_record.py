@@ -213,6 +213,19 @@ def test_unreachable_server_fails_fast_before_training():
     assert time.monotonic() - began < 30  # Python, torch and the check: seconds, not MLflow's minutes of retries
 
 
+def test_relative_sqlite_uri_is_read_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlflow.db")
+    rec = record(compose("train.epochs=3", "tracking.plots=false"), experiment="rel", quiet=True)
+    assert (tmp_path / "rel" / "mlflow.db").is_file()
+    assert client(f"sqlite:///{tmp_path}/rel/mlflow.db").get_run(rec.run_id).info.status == "FINISHED"
+    assert (tmp_path / "rel" / "artifacts" / "rel").is_dir()  # artifacts beside the database
+
+
+def test_databricks_is_not_mistaken_for_a_file_store():
+    tracking.preflight("databricks")  # no error: a URI scheme of its own, not a folder
+
+
 @pytest.mark.parametrize("uri", ["{tmp}/mlruns", "file://{tmp}/mlruns", "./mlruns"])
 def test_file_store_uri_is_refused_with_what_to_do(tmp_path, monkeypatch, uri):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(tmp=tmp_path))
@@ -350,6 +363,18 @@ def test_rerun_reproduces_the_run(temp_store, monkeypatch, capsys):
     texts = [artifact(r.info.run_id, "history.csv", temp_store) for r in runs]
     assert texts[0] == texts[1]
     assert len(history_rows(texts[0])) == 200
+
+
+def test_rerun_of_a_job_from_a_resumed_sweep_runs_again(temp_store, monkeypatch):
+    from gradlab import cli
+
+    first = record(compose("train.epochs=20", "tracking.skip_finished=true"), experiment="resumed", quiet=True)
+    monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", first.run_id])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 0
+    c = client(temp_store)
+    assert len(c.search_runs([c.get_experiment_by_name("resumed").experiment_id])) == 2  # not skipped
 
 
 def test_logged_config_round_trips_to_the_same_typed_config():

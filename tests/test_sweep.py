@@ -18,36 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, gradlab
+from conftest import ROOT, compose, gradlab
 from gradlab import compare, optim, tracking
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 FAST = {"optuna_lr_momentum": ["hydra.sweeper.n_trials=3"]}
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """gradlab in-process, multirun bookkeeping in tmp; returns (exit code, stdout, stderr)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    import gradlab.cli
-
-    def call(*args):
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(sys, "argv", ["gradlab", *args, f"hydra.sweep.dir={tmp_path}/multirun"])
-        code = 0
-        try:
-            gradlab.cli.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            GlobalHydra.instance().clear()
-            for key in ("GRADLAB_PARENT_RUN_ID", "GRADLAB_SWEEP", "GRADLAB_SWEEP_EXPERIMENT"):
-                os.environ.pop(key, None)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return call
+JOBS = {"lr_scale_optimizer": 60, "gradient_methods": 16, "batch_size": 9, "seeds": 8, "optuna_lr_momentum": 3,
+        "bench_grid": 12}  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
 
 
 def store_runs(uri: str, experiment: str):
@@ -89,7 +66,7 @@ def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert children and all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
-    assert parents[0].data.metrics["jobs"] == len(children)
+    assert parents[0].data.metrics["jobs"] == len(children) == JOBS[name]
 
 
 # ------------------------------------------------------------------- parent and children
@@ -180,7 +157,7 @@ def test_resume_skips_finished_jobs_into_the_same_parent(cli, temp_store, monkey
     monkeypatch.setattr(optim, "build", real)
     code, out, err = cli(*args, "tracking.skip_finished=true")
     assert code == 0, err
-    assert out.count("already FINISHED with this config") == 2
+    assert out.count("already completed with this config") == 2
     parents, children = store_runs(temp_store, "default")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent, reopened
     assert sorted((c.data.params["optimizer.lr"], c.info.status) for c in children) == [
@@ -260,6 +237,18 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
     logged = {a.path for a in mlflow.MlflowClient(temp_store).list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.md", "report/summary.csv", "report/final_loss_vs_lr.png"} <= logged
 
+    # --all: every run of the experiment, the sweep's children and single runs beside them, no parent
+    from gradlab.record import record
+
+    for lr in ("0.001", "0.002"):
+        record(compose(f"optimizer.lr={lr}", "train.epochs=20", "tracking.plots=false"), experiment="rep", quiet=True)
+    everything = pd.read_csv(compare.report(store, experiment="rep", everything=True, out=tmp_path / "all") / "summary.csv")
+    assert len(everything) == 12 + 2
+    assert len(pd.read_csv(compare.report(store, experiment="rep", out=tmp_path / "latest") / "summary.csv")) == 12
+    # an experiment without any sweep: its runs
+    record(compose("optimizer.lr=0.003", "train.epochs=20", "tracking.plots=false"), experiment="solo", quiet=True)
+    assert len(pd.read_csv(compare.report(store, experiment="solo", out=tmp_path / "solo") / "summary.csv")) == 1
+
 
 def test_params_come_back_typed():
     raw = pd.DataFrame({"run_id": ["a", "b"], "status": ["FINISHED", "FAILED"], "start_time": [1, 2],
@@ -323,3 +312,26 @@ def test_make_ui_serves_the_store_on_loopback_only(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_store, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "optimizer.lr=0.001,0.01", "train.epochs=100000000",
+                             "tracking.plots=false", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            _, children = store_runs(temp_store, "default")
+            if children and mlflow.MlflowClient(temp_store).get_metric_history(children[0].info.run_id, "train_loss"):
+                break
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGINT
+    parents, children = store_runs(temp_store, "default")
+    assert parents[0].info.status == "KILLED" and parents[0].data.tags["gradlab.outcome"] == "killed"
+    assert len(children) == 1 and children[0].info.status == "KILLED"  # the second job never started

@@ -1,4 +1,4 @@
 from gradlab.cli import main
 
-if __name__ == "__main__":  # the recorder process (spawned) imports this module too
+if __name__ == "__main__":  # `python -m gradlab`; importing this module runs nothing
     main()

@@ -17,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gradlab.config import ConfigError, DataError, register_configs, to_typed
 from gradlab.record import Killed, from_container, record, stamp
@@ -42,9 +43,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
         experiment = (sweep.sweep_experiment() or typed.tracking.experiment
                       or hc.runtime.choices.get("experiment") or "default")
-        # Jobs run by this process's own sweep need not wait for their record: finish() does.
         rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task),
-                     parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name(), wait=not sweep.launched_here())
+                     parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name())
         return rec.objective
     except USER_ERRORS as e:
         if multirun:  # Hydra records this job as failed and goes on with the others
@@ -63,7 +63,12 @@ def rerun(args: list[str]) -> int:
         text = store.download_text(args[0], "config.yaml")
     except TrackingError as e:
         _fail(str(e))
-    cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
+    try:
+        cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
+    except (OmegaConfBaseException, KeyError, TypeError) as e:
+        _fail(f"the config.yaml of run {args[0]} does not fit this version of gradlab ({e}); "
+              "check out the commit in its gradlab.git.commit tag and rerun from there")
+    cfg.tracking.skip_finished = False  # a rerun runs, even where the original had resumed a sweep
     record(cfg, experiment=cfg.tracking.experiment, overrides=[], extra_tags={"gradlab.rerun_of": args[0]})
     return 0
 
@@ -78,8 +83,15 @@ def reap(args: list[str]) -> int:
     return 0
 
 
+def _terminate(signum, frame):
+    raise Killed(signum)
+
+
 def main() -> None:
     stamp("main")
+    # SIGTERM unwinds like Ctrl-C wherever it lands (between a sweep's jobs too), so that what is
+    # open gets closed: a run, a sweep's parent run.
+    signal.signal(signal.SIGTERM, _terminate)
     argv = sys.argv[1:]
     try:
         if argv[:1] == ["rerun"]:
@@ -88,10 +100,14 @@ def main() -> None:
             sys.exit(reap(argv[1:]))
         from gradlab import sweep
 
+        stopped = False
         try:
             _hydra_main()
-        finally:  # also when Hydra exits 1 after a failed job: it skips on_multirun_end then
-            failed = sweep.finish()
+        except (Killed, KeyboardInterrupt):
+            stopped = True  # not finished: below, the sweep's parent run is marked KILLED
+            raise
+        finally:  # also after Hydra's exit 1 for a failed job, which skips on_multirun_end
+            failed = 0 if stopped else sweep.finish()
             Recorder.shutdown()
         if failed:
             sys.exit(1)

@@ -110,8 +110,10 @@ def select(store: Store, experiment: str | None, parent: str | None, everything:
             raise CompareError(f"no sweep in {store.uri} yet: run one first, e.g. make sweep SWEEP=lr_scale_optimizer")
         exp = client.get_experiment(prun.info.experiment_id) if prun else exp
     if everything or prun is None:
-        raw = runs_frame(store, [exp.experiment_id], "tags.`gradlab.role` != 'sweep'")
-        raw = raw[raw.get("tags.gradlab.role", pd.Series(index=raw.index, dtype=object)).ne("sweep")] if not raw.empty else raw
+        # Filtered here, not in MLflow: its `!=` on a tag drops the runs that lack the tag.
+        raw = runs_frame(store, [exp.experiment_id])
+        if not raw.empty and "tags.gradlab.role" in raw:
+            raw = raw[raw["tags.gradlab.role"].ne("sweep")]
     else:
         raw = runs_frame(store, [exp.experiment_id], f"tags.mlflow.parentRunId = '{prun.info.run_id}'")
     df = tidy(raw)
@@ -320,6 +322,10 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
         fig.savefig(folder / rel, dpi=110, bbox_inches="tight")
     if prun is not None and not everything:
         store.run(prun.info.run_id).log_artifacts({f"report/{k}": v for k, v in {**files, **figs}.items()})
+    import matplotlib.pyplot as plt
+
+    for fig in figs.values():  # seaborn draws through pyplot, which keeps every figure until closed
+        plt.close(fig)
     return folder
 
 

@@ -11,54 +11,12 @@ No `from __future__ import annotations` here: OmegaConf reads these annotations 
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING
 
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration: says which field, what value, and what would work."""
-
-    def __init__(self, key: str, value: Any, expected: str):
-        self.key, self.value, self.expected = key, value, expected
-        super().__init__(f"{key}={value!r} is not allowed: {expected}")
-
-
-class DataError(ValueError):
-    """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
-
-
-class Scaling(Enum):
-    none = "none"
-    factor = "factor"
-    standardize = "standardize"
-    minmax = "minmax"
-
-
-class Loss(Enum):
-    mse = "mse"  # mean of squared errors
-    sse = "sse"  # sum of squared errors
-    half_mse = "half_mse"  # (1/2n)·Σe², the "cost" of many course notes
-    half_sse = "half_sse"  # ½·Σe²
-
-
-class DType(Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-class Init(Enum):
-    normal = "normal"  # N(0, init_scale²)
-    uniform = "uniform"  # U(-1/√fan_in, 1/√fan_in), torch.nn.Linear's default
-    zeros = "zeros"
-
-
-class Activation(Enum):
-    sigmoid = "sigmoid"
-    tanh = "tanh"
-    identity = "identity"
+from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Scaling  # noqa: F401 - re-exported
 
 
 # ---------------------------------------------------------------------------- data
@@ -384,6 +342,10 @@ def validate(cfg: Config) -> None:
         )
     if d.name == "noisy_line" and t.shuffle:
         raise ConfigError("train.shuffle", True, "noisy_line draws fresh batches; there is nothing to shuffle")
+    if d.name == "noisy_line" and d.scaling is not Scaling.none:
+        raise ConfigError("data.scaling", d.scaling.value, "noisy_line has no fixed training set to fit a scaling on: use none")
+    if d.name == "noisy_line" and t.batch_size is None:
+        raise ConfigError("train.batch_size", None, "noisy_line draws a fresh batch each step: set its size, e.g. train.batch_size=8")
     if isinstance(d, LineDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
         if not d.x_low < d.x_high:

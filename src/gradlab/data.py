@@ -1,8 +1,8 @@
 """Datasets, CSV loading, the train/validation split and input scaling.
 
 Everything is generated in float64 on the CPU from seeded `torch.Generator`s, so a dataset is
-the same whatever device or dtype the run uses; `to_run` casts at the end. Scaling is fitted on
-the training split only and applied to both sides. Targets are never scaled.
+the same whatever device or dtype the run uses; the problem casts it to the run's backend.
+Scaling is fitted on the training split only and applied to both sides. Targets are never scaled.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from gradlab.config import ConfigError, DataError, Scaling
+from gradlab.options import ConfigError, DataError, Scaling
 
 THERMOMETER_X = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]  # t_u, unknown units
 THERMOMETER_Y = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]  # t_c, °C
@@ -216,19 +216,19 @@ class Prepared:
     scaler: Scaler
     dataset: Dataset
 
+    def features(self, raw: torch.Tensor) -> torch.Tensor:
+        """Inputs in original units -> what the model sees: scaled, then the bias column if any."""
+        x = self.scaler(raw)
+        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) if self.dataset.bias_column else x
+
 
 def prepare(dataset: Dataset, cfg) -> Prepared:
     tr, va = split(len(dataset.y), cfg.val_fraction, cfg.split_seed)
     raw_tr, raw_va = dataset.x[tr], dataset.x[va]
-    scaler = Scaler.fit(raw_tr, cfg.scaling, cfg.scale_factor, dataset.inputs)
-
-    def features(raw: torch.Tensor) -> torch.Tensor:
-        x = scaler(raw)
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) if dataset.bias_column else x
-
     has_val = len(va) > 0
-    return Prepared(
-        features(raw_tr), dataset.y[tr],
-        features(raw_va) if has_val else None, dataset.y[va] if has_val else None,
-        raw_tr, raw_va if has_val else None, scaler, dataset,
-    )
+    p = Prepared(raw_tr, dataset.y[tr], None, None, raw_tr, raw_va if has_val else None,
+                 Scaler.fit(raw_tr, cfg.scaling, cfg.scale_factor, dataset.inputs), dataset)
+    p.x_train = p.features(raw_tr)
+    if has_val:
+        p.x_val, p.y_val = p.features(raw_va), dataset.y[va]
+    return p

@@ -133,7 +133,9 @@ def fit(problem: Problem, params: dict, grad_fn, optimizer, *, epochs: int, log_
     try:
         for epoch in range(1, epochs + 1):
             record = epoch == 1 or epoch == epochs or epoch % log_every == 0
-            if record:
+            # With stop_loss any epoch may be the last, whose row is always kept: measure each one.
+            measure = record or stop_loss is not None
+            if measure:
                 values = snapshot()
                 if has_val:
                     with torch.no_grad():
@@ -142,21 +144,22 @@ def fit(problem: Problem, params: dict, grad_fn, optimizer, *, epochs: int, log_
                         raise _NonFinite("val_loss", val)
             batches = problem.batches()
             if len(batches) == 1:
-                epoch_loss, gnorm = one_batch(batches[0], record)
+                epoch_loss, gnorm = one_batch(batches[0], measure)
             else:
                 total = weights = gsum = 0.0
                 for batch in batches:
-                    lv, g = one_batch(batch, record)
+                    lv, g = one_batch(batch, measure)
                     w = batch[1].shape[0] if mean else 1.0
                     total, weights, gsum = total + lv * w, weights + w, gsum + g
                 epoch_loss, gnorm = (total / weights if mean else total), gsum / len(batches)
             history.epochs_run = epoch
-            if record:
+            converged = stop_loss is not None and epoch_loss <= stop_loss
+            if record or converged:
                 row = [epoch, epoch_loss, val, gnorm, *values] if has_val else [epoch, epoch_loss, gnorm, *values]
                 history.rows.append(row)
                 if on_log is not None:
                     on_log(row)
-            if stop_loss is not None and epoch_loss <= stop_loss:
+            if converged:
                 history.outcome = "converged"
                 break
         else:
@@ -178,8 +181,8 @@ def _closure_step(grad_fn, optimizer, batch):
         if not math.isfinite(lv):
             raise _NonFinite("train_loss", lv)
         optimizer.set_grads(grads)
-        if not first:
-            first.append((loss, list(grads)))
+        if not first:  # copies: a gradient method may reuse its buffers at the next evaluation
+            first.append((loss.detach().clone(), [g.detach().clone() for g in grads]))
         return loss
 
     optimizer.step_closure(closure)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradlab.config import Activation, ConfigError, Init, Loss
+from gradlab.options import Activation, ConfigError, Init, Loss  # noqa: F401 - Loss keys REDUCTIONS
 
 # ---------------------------------------------------------------------------- losses
 REDUCTIONS = {  # name: (mean over samples?, factor)
@@ -27,16 +27,15 @@ REDUCTIONS = {  # name: (mean over samples?, factor)
 }
 
 
-def squared_error(err, kind: Loss):
-    """The loss of residuals `err` (prediction − target) under one of the four reductions."""
-    mean, factor = REDUCTIONS[kind]
+def squared_error(err, mean: bool, factor: float):
+    """The loss of residuals `err` (prediction − target): factor·mean(err²) or factor·Σerr².
+    `REDUCTIONS[kind]` gives (mean, factor) for each of the four kinds."""
     s = (err * err).mean() if mean else (err * err).sum()
     return s if factor == 1.0 else s * factor
 
 
-def squared_error_grad(err, kind: Loss):
+def squared_error_grad(err, mean: bool, factor: float):
     """∂loss/∂prediction for `squared_error`."""
-    mean, factor = REDUCTIONS[kind]
     return err * (2.0 * factor / err.shape[0] if mean else 2.0 * factor)  # shape[0]: len() is slow on tensors
 
 
@@ -126,7 +125,12 @@ class Linear(Model):
         return {"w": x.T @ g, "b": g.sum()}
 
     def features(self, x):
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        return affine_features(x)
+
+
+def affine_features(x):
+    """The design matrix [x, 1] of every model x·w + b."""
+    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
 
 
 class LinearNoBias(Model):
@@ -193,7 +197,7 @@ class ParameterModule(Model):
         return {"a": x.T @ g, "b": g.sum()}
 
     def features(self, x):
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        return affine_features(x)
 
 
 class NNLinear(Model):
@@ -214,7 +218,7 @@ class NNLinear(Model):
         return {"weight": (x.T @ g)[None], "bias": g.sum().reshape(1)}
 
     def features(self, x):
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        return affine_features(x)
 
 
 class MLP(Model):

@@ -6,8 +6,11 @@ A registry, not `_target_`: a user picks a name; nothing they type is imported o
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import torch
+
+from gradlab.options import ConfigError
 
 
 class GD:
@@ -73,4 +76,11 @@ def build(cfg, params: list):
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    return TorchOptimizer(TORCH[cfg.name], params, kwargs)
+    try:
+        return TorchOptimizer(TORCH[cfg.name], params, kwargs)
+    except ValueError as e:  # torch.optim checks its hyperparameters: "Invalid epsilon value: -1.0"
+        m = re.match(r"Invalid (\w+)", str(e))
+        word = m.group(1) if m else ""
+        field = word if word in kwargs else {"epsilon": "eps", "beta": "betas", "learning": "lr"}.get(word)
+        key = f"optimizer.{field}" if field else "optimizer"
+        raise ConfigError(key, kwargs.get(field, cfg.name), f"torch.optim.{TORCH[cfg.name].__name__} refuses it: {e}") from None

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gradlab.config import DType, Loss
+from gradlab.options import DType, Loss
 from gradlab.data import Prepared, Stream
-from gradlab.models import REDUCTIONS, Model
+from gradlab.models import REDUCTIONS, Model, squared_error, squared_error_grad
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,6 @@ class Backend:
             return t.numpy().astype(self.dtype.value)
         return t.to(device=self.device, dtype=getattr(torch, self.dtype.value))
 
-    def to_list(self, v) -> list[float]:
-        if self.numpy:
-            return np.asarray(v, dtype=np.float64).ravel().tolist()
-        return v.detach().double().cpu().reshape(-1).tolist()
 
 
 class Problem:
@@ -76,16 +72,11 @@ class Problem:
         x, y = self.train
         return [(x[idx], y[idx]) for idx in (perm[i:i + self._bs] for i in range(0, self.n_train, self._bs))]
 
-    def _reduce(self, err):
-        """models.squared_error, with the reduction already resolved."""
-        s = (err * err).mean() if self.mean else (err * err).sum()
-        return s if self.factor == 1.0 else s * self.factor
-
     def loss(self, p, batch):
         if self.model.objective:
             return self.model.value(p)
         x, y = batch
-        return self._reduce(self.model.forward(p, x) - y)
+        return squared_error(self.model.forward(p, x) - y, self.mean, self.factor)
 
     def analytic(self, p, batch):
         """(loss, gradients by name) from the hand-derived formulas."""
@@ -93,5 +84,5 @@ class Problem:
             return self.model.value(p), self.model.gradient(p)
         x, y = batch
         err = self.model.forward(p, x) - y
-        scale = 2.0 * self.factor / err.shape[0] if self.mean else 2.0 * self.factor  # ∂loss/∂prediction = scale·err
-        return self._reduce(err), self.model.backward(p, x, err * scale)
+        return (squared_error(err, self.mean, self.factor),
+                self.model.backward(p, x, squared_error_grad(err, self.mean, self.factor)))

@@ -31,7 +31,8 @@ from gradlab.config import SCHEMAS, Config, Scaling, validate
 if TYPE_CHECKING:  # torch is imported by the run itself, after the recorder process has started
     from gradlab.engine import History
 
-CONFIG_HASH_EXCLUDES = ("tracking",)  # where a run is recorded does not change what it computes
+# Where a run is recorded, and whether progress is shown, do not change what it computes.
+CONFIG_HASH_EXCLUDES = ("tracking", "train.progress")
 TIMINGS_ENV = "GRADLAB_TIMINGS"  # a file: the benchmark's view of where a run's time goes
 _stamps: dict[str, float] = {}
 
@@ -107,8 +108,9 @@ def from_container(d: dict) -> Config:
 
 
 def config_hash(cfg: Config) -> str:
-    d = {k: v for k, v in container(cfg).items() if k not in CONFIG_HASH_EXCLUDES}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    flat = flatten(container(cfg))
+    kept = {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in CONFIG_HASH_EXCLUDES)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_name(cfg: Config) -> str:
@@ -237,8 +239,7 @@ class Recorded:
     run_id: str
     outcome: str
     objective: float
-    result: object  # run.Result, or None if the run ended before evaluation
-    skipped: bool = False
+    result: object  # run.Result, or None if skipped (an identical run already has a result)
 
 
 def history_csv(h: History) -> str:
@@ -248,34 +249,35 @@ def history_csv(h: History) -> str:
 
 
 def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
-           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False, wait: bool = True) -> Recorded:
+           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False) -> Recorded:
     """Validate, build, then train and record one run. User mistakes raise before a run exists.
 
-    The MLflow side runs in the recorder process (tracking.Recorder). With `wait=False` the call
-    returns once training is done and its record is queued; `Recorder.sync_shared()` waits.
+    The MLflow side runs in the recorder process (tracking.Recorder); this returns once the
+    run's record is complete, so an error in it is reported for this run and no other.
     """
     from gradlab.tracking import STATUS, Recorder
 
     stamp("record")
     validate(cfg)
     cfg.tracking.experiment = experiment
-    recorder = Recorder.shared()  # the child imports mlflow while torch loads here
+    recorder = Recorder.shared()
+    store = recorder.store()  # checked here; the child imports mlflow and opens it while torch loads
     from gradlab import run as run_mod
     from gradlab.engine import History, columns, fit
 
-    s = run_mod.setup(cfg)  # ConfigError / DataError here leave nothing behind, not even a store
+    s = run_mod.setup(cfg)  # ConfigError / DataError here leave no run behind
     stamp("setup")
-    store = recorder.store()  # checked here, before training; opened by the child meanwhile
     chash = config_hash(cfg)
     if cfg.tracking.skip_finished:
         done = store.finished_run(experiment, chash)
         if done is not None:
             run_id, outcome, metrics = done
             if not quiet:
-                print(f"gradlab: skipped {run_name(cfg)}: run {run_id} already FINISHED with this config")
-            objective = metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
-            return Recorded(run_id, outcome, objective, None, True)
-    recorder.poll()  # a store that could not be opened stops us here, before training
+                print(f"gradlab: skipped {run_name(cfg)}: run {run_id} already {outcome} with this config")
+            return Recorded(run_id, outcome, run_mod.objective(metrics, outcome), None)
+    # A store the child could not open by now stops us before training; one that fails later
+    # (an old schema takes a moment to find) stops training at the next metric flush.
+    recorder.poll()
 
     name = run_name(cfg)
     n_val = 0 if s.problem.val is None else len(s.problem.val[1])
@@ -315,7 +317,10 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
                 end_tags.update({"gradlab.diverged_step": str(history.stop_step), "gradlab.reason": history.reason})
             files["params.json"] = json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)
             if cfg.tracking.plots:
-                plot_data = run_mod.plot_data(s, result, title(cfg))
+                try:
+                    plot_data = run_mod.plot_data(s, result, title(cfg))
+                except Exception as e:  # noqa: BLE001 - a figure is no reason to fail a sound run
+                    end_tags["gradlab.plot_error"] = f"{type(e).__name__}: {e}"
     except (KeyboardInterrupt, Killed) as e:
         failing = True
         progress.close()
@@ -339,9 +344,8 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
                 # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
                 run.finish(STATUS[outcome], metrics, 0, {"gradlab.outcome": outcome, **end_tags}, files, plot_data)
                 stamp("queued")
-                if wait or outcome == "killed":
-                    recorder.sync()
-                    stamp("recorded")
+                recorder.sync()
+                stamp("recorded")
                 _write_timings(recorder)
             except Exception:
                 if not failing:  # else the error that stopped the run is the one to report

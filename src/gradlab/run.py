@@ -27,7 +27,7 @@ def resolve_device(name: str, dtype: DType) -> str:
         return "numpy"
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
+        name = "cuda" if cuda else "mps" if mps and dtype is not DType.float64 else "cpu"
     elif name == "cuda" and not cuda:
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
         raise ConfigError("device", "cuda", f"no CUDA device here (torch {torch.__version__}, {build}); use device=cpu or device=auto")
@@ -126,18 +126,22 @@ def evaluate(s: Setup, history: History) -> Result:
         theta = models.least_squares(s.model, x, y)
         if theta is not None:
             optimum = {k: _as_list(v) for k, v in theta.items()}
-            optimal_loss = float(models.squared_error(_predict_flat(s.model, theta, x) - y, s.cfg.train.loss))
+            optimal_loss = float(models.squared_error(_predict_flat(s.model, theta, x) - y, *models.REDUCTIONS[s.cfg.train.loss]))
     if optimal_loss is not None:
         metrics["optimal_train_loss"] = optimal_loss
         metrics["excess_loss"] = metrics["final_train_loss"] - optimal_loss
 
     metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-    if history.outcome == "diverged":
-        objective = math.inf
-    else:
-        objective = metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
     params = {k: _as_list(v) for k, v in s.params.items()}
-    return Result(history, metrics, params, optimum, objective)
+    return Result(history, metrics, params, optimum, objective(metrics, history.outcome))
+
+
+def objective(metrics: dict, outcome: str) -> float:
+    """What a sweeper minimises: the final validation loss, else the final training loss; +inf
+    for a run that diverged (a result, but the worst one)."""
+    if outcome == "diverged":
+        return math.inf
+    return metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
 
 
 def _predict_flat(model: models.Model, theta: dict, x: torch.Tensor) -> torch.Tensor:
@@ -198,10 +202,7 @@ def plot_data(s: Setup, result: Result, title: str) -> dict:
         ds = pr.dataset
 
         def features(raw):
-            x = pr.scaler(torch.as_tensor(raw, dtype=torch.float64))
-            if ds.bias_column:
-                x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-            return x.numpy()
+            return pr.features(torch.as_tensor(raw, dtype=torch.float64)).numpy()
 
         def label(column: str) -> str:
             return f"{column} ({ds.units[column]})" if column in ds.units else column

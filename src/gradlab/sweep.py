@@ -44,11 +44,6 @@ def sweep_experiment() -> str | None:
     return os.environ.get(EXPERIMENT_ENV) or None
 
 
-def launched_here() -> bool:
-    """True in the process whose callback opened the sweep (jobs of the basic launcher run in it)."""
-    return bool(_parent)
-
-
 def _params(config: DictConfig) -> list[str]:
     """The sweep as Hydra's basic sweeper sees it: hydra.sweeper.params, then the command line."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
@@ -128,11 +123,13 @@ class SweepCallback(Callback):
                 if jobs is not None:
                     parent.log_artifacts({"jobs.txt": "\n".join(" ".join(j) for j in jobs) + "\n"})
             else:
-                print(f"gradlab: resuming sweep {name!r} in parent run {parent.id}; FINISHED jobs are skipped")
+                print(f"gradlab: resuming sweep {name!r} in parent run {parent.id}; jobs that have a result are skipped")
         except TrackingError as e:
             print(f"gradlab: error: {e}", file=sys.stderr)
             sys.exit(2)
-        _parent.update(store=store, run=parent, name=name, experiment=experiment)
+        # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
+        expected = len(jobs) if jobs and not config.tracking.skip_finished else None
+        _parent.update(store=store, run=parent, name=name, experiment=experiment, jobs=expected)
         os.environ.update({PARENT_ENV: parent.id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment})
 
 
@@ -140,13 +137,8 @@ def finish() -> int:
     """Record the end of the sweep this process launched (if any); returns the failed-job count."""
     if not _parent:
         return 0
-    from gradlab.tracking import Recorder
-
-    try:
-        Recorder.sync_shared()  # jobs run in this process queued their records: let them land
-    except Exception as e:  # noqa: BLE001 - the children's own status will show it; still close the parent
-        print(f"gradlab: error: {e}", file=sys.stderr)
     store, run, name, experiment = _parent["store"], _parent["run"], _parent["name"], _parent["experiment"]
+    expected = _parent.get("jobs")
     _parent.clear()
     for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV):
         os.environ.pop(key, None)
@@ -158,32 +150,37 @@ def finish() -> int:
     for c in children:
         outcome.setdefault(c.data.tags.get("gradlab.outcome", "unknown"), []).append(c)
     failed = outcome.get("failed", []) + outcome.get("killed", []) + outcome.get("running", [])
+    # A job that failed before its run existed (its store broke, say) has no child to count.
+    missing = max(0, expected - len(children)) if expected else 0
     finished = [c for c in children if c.info.status == "FINISHED"]
     best_run = min(finished, key=_objective) if finished else None
     best = _objective(best_run) if best_run else math.inf
     metrics = {"jobs": len(children), "jobs_finished": sum(len(outcome.get(k, [])) for k in ("completed", "converged")),
-               "jobs_diverged": len(outcome.get("diverged", [])), "jobs_failed": len(failed)}
+               "jobs_diverged": len(outcome.get("diverged", [])), "jobs_failed": len(failed) + missing}
     if math.isfinite(best):
         metrics["best_objective"] = best
     run.log_metrics(metrics)
-    tags = {"gradlab.outcome": "failed" if failed else "completed"}
+    tags = {"gradlab.outcome": "failed" if failed or missing else "completed"}
     if best_run is not None:
         tags.update({"gradlab.best_run": best_run.info.run_id, "gradlab.best_overrides": best_run.data.tags.get("gradlab.overrides", "")})
     run.set_tags(tags)
-    run.end("FAILED" if failed else "FINISHED")
+    run.end("FAILED" if failed or missing else "FINISHED")
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {metrics['jobs_finished']} finished, "
           f"{metrics['jobs_diverged']} diverged, {len(failed)} failed  (parent run {run.id})")
+    if missing:
+        print(f"  {missing} job(s) ended before their run existed; their errors are above")
     for c in failed:
         print(f"  FAILED [{c.data.tags.get('gradlab.overrides', '')}]: "
               f"{c.data.tags.get('gradlab.error.type', '')} {c.data.tags.get('gradlab.error.message', '')}".rstrip())
     if children:
         print(f"  compare them: make compare EXPERIMENT={experiment}")
-    return len(failed)
+    return len(failed) + missing
 
 
 def _objective(run) -> float:
-    m = run.data.metrics
-    return m.get("final_val_loss", m.get("final_train_loss", math.inf))
+    from gradlab.run import objective
+
+    return objective(run.data.metrics, run.data.tags.get("gradlab.outcome", ""))
 
 
 def abort(signum: int) -> None:

@@ -61,19 +61,27 @@ def default_uri() -> str:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    """The store to use, a relative SQLite path made absolute against this working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    db = _sqlite_path(uri)
+    if db is not None:
+        query = uri.split("?", 1)[1] if "?" in uri else ""
+        uri = f"sqlite:///{db}" + (f"?{query}" if query else "")
+    return uri
 
 
 def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite URI, absolute (MLflow reads a relative one against the cwd)."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):].split("?")[0])
+    return Path(uri[len("sqlite:///"):].split("?")[0]).resolve()
 
 
 def preflight(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, before training, on a store that cannot work; never migrates anything."""
     scheme = urlparse(uri).scheme
-    if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+    a_path = scheme == "file" or (scheme == "" and (os.sep in uri or uri.startswith((".", "~")) or Path(uri).is_dir()))
+    if a_path and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
         raise TrackingError(
             f"tracking URI {uri!r} is an MLflow file store, which MLflow 3 refuses by default. Use a "
             "database instead (e.g. MLFLOW_TRACKING_URI=sqlite:////abs/path/mlflow.db, or unset it for "
@@ -131,7 +139,7 @@ class Store:
     """An opened tracking store: experiments and runs, through one MlflowClient."""
 
     def __init__(self, uri: str | None = None):
-        self.uri = uri or tracking_uri()
+        self.uri = uri or tracking_uri()  # the recorder passes the URI its trainer resolved
         preflight(self.uri)
         self.db = _sqlite_path(self.uri)
         from mlflow.exceptions import MlflowException
@@ -149,8 +157,12 @@ class Store:
                             con.close()
             self.client = MlflowClient(self.uri)
             self.client.search_experiments(max_results=1)
-        except MlflowException as e:
+        except (MlflowException, OSError, sqlite3.Error) as e:
             raise _translate(e, self.uri) from None
+        except Exception as e:  # SQLAlchemy's errors (unwritable folder, not a database) alike
+            if type(e).__module__.startswith("sqlalchemy"):
+                raise _translate(e, self.uri) from None
+            raise
 
     def experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -195,15 +207,15 @@ class Store:
         return Run(self, run_id)
 
     def finished_run(self, experiment: str, config_hash: str):
-        """A FINISHED run of `experiment` with this config hash, or None."""
+        """A run of `experiment` with this config hash that reached a result (completed, converged
+        or diverged: a diverged learning rate is a result too), or None."""
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             return None
-        runs = self.client.search_runs(
-            [exp.experiment_id], max_results=1,
-            filter_string=f"tags.`gradlab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
-        )
-        return runs[0] if runs else None
+        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`gradlab.config_hash` = '{config_hash}'",
+                                       order_by=["attributes.start_time DESC"], max_results=100)
+        done = [r for r in runs if r.data.tags.get("gradlab.outcome") in ("completed", "converged", "diverged")]
+        return done[0] if done else None
 
     def children(self, parent_id: str) -> list:
         """The nested runs of a parent run."""
@@ -293,9 +305,6 @@ class Run:
         for i in range(0, len(items), BATCH_METRICS):
             self.client.log_batch(self.id, metrics=items[i:i + BATCH_METRICS], synchronous=True)
 
-    def metric_stream(self, columns: list[str], expected_rows: int, max_points: int) -> "MetricStream":
-        return MetricStream(self, columns, expected_rows, max_points)
-
     def log_inputs(self, datasets: list[dict]) -> None:
         """datasets: dicts with name, context, features, targets (arrays), digest, and either
         path (a file) or origin (a dict describing how the data were generated)."""
@@ -372,8 +381,8 @@ class MetricStream:
         if self.seen % self.stride == 0:
             self.kept.append(row)
         self.seen += 1
-        if self.seen % 256 == 0 and self.kept and (len(self.kept) * len(self.columns) >= BATCH_METRICS
-                                                    or time.monotonic() - self.last_flush > FLUSH_SECONDS):
+        if self.kept and (time.monotonic() - self.last_flush > FLUSH_SECONDS
+                          or len(self.kept) * len(self.columns) >= BATCH_METRICS):
             self.flush()
 
     def flush(self) -> None:
@@ -408,7 +417,8 @@ def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float
 class Recorder:
     """A background process that does this process's MLflow work: opening the store, logging,
     drawing the figures. It starts before torch is imported, so importing mlflow and opening the
-    store overlap the import and the training on another core; runs stream to it through a pipe.
+    store overlap the import of torch, and logging overlaps training; runs stream to it through
+    a pipe. On two cores, the MLflow side costs the trainer little more than the final wait.
 
     The child executes calls on its Store and Run objects in the order they were sent. Calls that
     return nothing are not waited for; an error in one comes back and is raised as TrackingError
@@ -437,7 +447,8 @@ class Recorder:
         self._recv = Connection(up_r, writable=False)
         self._keys = 0
         self.run_ids: dict[int, str] = {}
-        self.opened = False  # until a store is opened the child holds nothing worth waiting for
+        self.runs_started = False  # until then the child holds nothing worth waiting for
+        self.uri: str | None = None
         atexit.register(Recorder.shutdown)
 
     def alive(self) -> bool:
@@ -450,26 +461,43 @@ class Recorder:
         return cls._shared
 
     @classmethod
-    def sync_shared(cls) -> None:
-        if cls._shared is not None:
-            cls._shared.sync()
-
-    @classmethod
     def shutdown(cls, timeout: float = 300.0) -> None:
         """Let the child finish what it was sent, then go."""
         rec, cls._shared = cls._shared, None
-        if rec is not None and not rec.opened:  # it only imported modules: nothing to lose
+        if rec is None:
+            return
+        if not rec.runs_started and rec._stop_idle():
+            return
+        try:
+            rec._send.send(None)
+        except OSError:
+            pass
+        if not rec.runs_started:  # it is creating a store: let it finish alone, nothing of ours waits on it
+            return
+        try:
+            rec._proc.wait(timeout)
+        except Exception:  # noqa: BLE001 - a stuck recorder must not hang the exit forever
             rec._proc.kill()
-            rec._proc.wait()
-        elif rec is not None:
+
+    def _stop_idle(self) -> bool:
+        """Kill a recorder that holds no run, unless it is creating a SQLite store (killing that
+        could leave a half-made database): holding the creation lock proves it is not."""
+        db = _sqlite_path(self.uri) if self.uri else None
+        if db is None or not db.parent.is_dir():
+            self._proc.kill()
+            self._proc.wait()
+            return True
+        with open(db.with_name(db.name + ".lock"), "a+") as f:
             try:
-                rec._send.send(None)
-            except OSError:
-                pass
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
             try:
-                rec._proc.wait(timeout)
-            except Exception:  # noqa: BLE001 - a stuck recorder must not hang the exit forever
-                rec._proc.kill()
+                self._proc.kill()
+                self._proc.wait()
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return True
 
     def key(self) -> int:
         self._keys += 1
@@ -519,7 +547,7 @@ class Recorder:
         uri = uri or tracking_uri()
         preflight(uri)  # fail fast in this process: it needs no mlflow
         key = self.key()
-        self.opened = True
+        self.uri = uri
         self.call(0, "open_store", key, uri)
         return RemoteStore(self, key, uri)
 
@@ -531,6 +559,7 @@ class RemoteStore:
         self.recorder, self.key, self.uri = recorder, key, uri
 
     def start_run(self, experiment, run_name, params, tags, parent_run_id=None) -> "RemoteRun":
+        self.recorder.runs_started = True
         key = self.recorder.key()
         self.recorder.call(self.key, "start_run", experiment, run_name, params, tags, parent_run_id, _key=key)
         return RemoteRun(self.recorder, key)

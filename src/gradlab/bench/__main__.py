@@ -169,7 +169,6 @@ def sweep(tmp: Path, epochs: int, reps: int, tutorial_reps: int, quick: bool) ->
 
 # ---------------------------------------------------------------------------------- 3
 def inner_loop(epochs: int, reps: int) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 

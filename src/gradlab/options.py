@@ -1,0 +1,50 @@
+"""The closed sets of choices (enums) and the user-error types, shared by the maths and the config.
+
+Kept apart from config.py so that the maths and the engine import neither Hydra nor OmegaConf.
+"""
+
+from enum import Enum
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration: says which field, what value, and what would work."""
+
+    def __init__(self, key: str, value: Any, expected: str):
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"{key}={value!r} is not allowed: {expected}")
+
+
+class DataError(ValueError):
+    """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
+
+
+class Scaling(Enum):
+    none = "none"
+    factor = "factor"
+    standardize = "standardize"
+    minmax = "minmax"
+
+
+class Loss(Enum):
+    mse = "mse"  # mean of squared errors
+    sse = "sse"  # sum of squared errors
+    half_mse = "half_mse"  # (1/2n)·Σe², the "cost" of many course notes
+    half_sse = "half_sse"  # ½·Σe²
+
+
+class DType(Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+class Init(Enum):
+    normal = "normal"  # N(0, init_scale²)
+    uniform = "uniform"  # U(-1/√fan_in, 1/√fan_in), torch.nn.Linear's default
+    zeros = "zeros"
+
+
+class Activation(Enum):
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    identity = "identity"
