@@ -46,6 +46,9 @@ test-fast: $(STAMP) ## the fast tier only
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP) ## the MLflow UI on the embedded store, on 127.0.0.1 only (PORT=5000)
+	@# gradlab opens (or creates) the store first, under its creation lock: a UI creating the same new
+	@# store beside a starting run would corrupt it, and a store that cannot work fails here, clearly.
+	@MLFLOW_TRACKING_URI="$(STORE)" $(BIN)/gradlab reap --dry-run > /dev/null
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri "$(STORE)" --host 127.0.0.1 --port $(PORT)
 
 bench: $(STAMP) ## the benchmark, ratios measured side by side (~10 min; BENCH_ARGS=--quick for a smoke run)

@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose, gradlab
+from conftest import ROOT, compose, gradlab, store_made
 from gradlab import plots, run, tracking
 from gradlab.record import from_container, provenance, record
 
@@ -45,12 +45,15 @@ def history_rows(text: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.25):
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
+    """Poll `predicate` until it is truthy; fail at once, with its exit status, if `proc` ends first."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit status {proc.returncode}) before the wait was over")
         time.sleep(every)
     raise AssertionError("timed out waiting")
 
@@ -92,9 +95,11 @@ def test_exception_marks_the_run_failed_and_keeps_what_was_logged(temp_store, mo
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=false"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def logging_started():
+            if not store_made(temp_store):
+                return None
             try:
                 c = client(temp_store)
                 exp = c.get_experiment_by_name("default")
@@ -103,7 +108,7 @@ def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
             except Exception:
                 return None
 
-        wait_for(logging_started, timeout=90)
+        wait_for(logging_started, timeout=90, proc=proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -126,13 +131,15 @@ def _start_and_wait_for_run(uri: str, **popen):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
 
     def running():
+        if not store_made(uri):
+            return None
         try:
             exp = client(uri).get_experiment_by_name("default")
             return exp and client(uri).search_runs([exp.experiment_id])
         except Exception:
             return None
 
-    wait_for(running, timeout=90)
+    wait_for(running, timeout=90, proc=proc)
     return proc
 
 
@@ -201,6 +208,20 @@ def test_concurrent_first_use_of_an_empty_store(tmp_path):
     runs = c.search_runs([c.get_experiment_by_name("race").experiment_id])
     assert sorted(r.data.params["i"] for r in runs) == ["0", "1", "2", "3"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_store_broken_while_being_created_says_what_happened_and_what_to_do(temp_store, monkeypatch):
+    from alembic.util import CommandError
+
+    def migrations_raced(self, *args, **kwargs):  # what a second, unlocked creator (mlflow ui) causes
+        raise CommandError("Online migration expected to match one row when updating 'a' to 'b'; 0 found")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", migrations_raced)
+    with pytest.raises(tracking.TrackingError) as e:
+        tracking.Store()
+    message = str(e.value)
+    assert "while creating it" in message and "0 found" in message
+    assert f"Delete {temp_store.removeprefix('sqlite:///')}" in message
 
 
 def test_unreachable_server_fails_fast_before_training():

@@ -145,24 +145,31 @@ class Store:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        creating = False
         try:
             if self.db is not None:
                 self.db.parent.mkdir(parents=True, exist_ok=True)
                 if not _store_ready(self.db):
                     with _file_lock(self.db.with_name(self.db.name + ".lock")):
                         if not _store_ready(self.db):
+                            creating = True
                             MlflowClient(self.uri).search_experiments(max_results=1)
                             con = sqlite3.connect(self.db)  # readers (the UI) never block the writer
                             con.execute("PRAGMA journal_mode=WAL")
                             con.close()
             self.client = MlflowClient(self.uri)
             self.client.search_experiments(max_results=1)
-        except (MlflowException, OSError, sqlite3.Error) as e:
-            raise _translate(e, self.uri) from None
-        except Exception as e:  # SQLAlchemy's errors (unwritable folder, not a database) alike
-            if type(e).__module__.startswith("sqlalchemy"):
-                raise _translate(e, self.uri) from None
-            raise
+        except Exception as e:  # MLflow's, SQLAlchemy's and Alembic's errors (unwritable folder, not a database)
+            if not isinstance(e, (MlflowException, OSError, sqlite3.Error)) and \
+                    not type(e).__module__.startswith(("sqlalchemy", "alembic")):
+                raise
+            error = _translate(e, self.uri)
+            if creating:  # programs that create one new SQLite store at once break each other's migrations
+                error = TrackingError(
+                    f"{error}, while creating it: another program (mlflow ui, a script) may have been "
+                    f"creating the same new store at that moment. Delete {self.db} and start again."
+                )
+            raise error from None
 
     def experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
