@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -43,17 +42,9 @@ def _compose(overrides: tuple[str, ...]):
 def store_made(uri: str) -> bool:
     """True once a process has finished creating the SQLite store at `uri`. Looks without creating:
     a client opened on a store that a gradlab process is still creating would race its migrations."""
-    db = Path(uri.removeprefix("sqlite:///"))
-    if not db.is_file():
-        return False
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
-        try:
-            return con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0").fetchone()[0] == 1
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
+    from gradlab.tracking import _store_ready
+
+    return _store_ready(Path(uri.removeprefix("sqlite:///")))
 
 
 @pytest.fixture(autouse=True)
