@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A harness may run the suite in the background, where the shell ignores SIGINT and children
+# inherit that; the tests that press Ctrl-C on a gradlab process need it delivered as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 CONF = ROOT / "conf"
 
 

@@ -597,13 +597,13 @@ class RemoteRun:
 def _serve(read_fd: int, write_fd: int) -> None:
     """The recorder process: execute calls in order until the pipe closes."""
     import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
+    _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
     from multiprocessing.connection import Connection
 
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     import mlflow.tracking  # noqa: F401 - the slow import, done while the trainer imports torch
-
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
-    _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
     objects: dict[int, object] = {}
     stores: dict[str, Store] = {}
     open_runs: dict[int, Run] = {}
