@@ -14,9 +14,8 @@ def _data():
     return 0.1 * torch.tensor(T_U), torch.tensor(T_C)
 
 
-def analytic(epochs: int) -> list[float]:
-    x, y = _data()
-    w, b = torch.tensor(1.0), torch.tensor(0.0)
+def _hand_derived(x, y, w, b, epochs: int) -> list[float]:
+    """The analytic loop; the same lines run on torch tensors and on NumPy arrays."""
     losses = []
     for _ in range(epochs):
         err = w * x + b - y
@@ -25,6 +24,11 @@ def analytic(epochs: int) -> list[float]:
         w = w - LR * (dloss * x).sum()
         b = b - LR * dloss.sum()
     return losses
+
+
+def analytic(epochs: int) -> list[float]:
+    x, y = _data()
+    return _hand_derived(x, y, torch.tensor(1.0), torch.tensor(0.0), epochs)
 
 
 def autograd(epochs: int) -> list[float]:
@@ -71,15 +75,7 @@ def finite_difference(epochs: int) -> list[float]:
 def numpy(epochs: int) -> list[float]:
     x = 0.1 * np.array(T_U, dtype=np.float32)
     y = np.array(T_C, dtype=np.float32)
-    w, b = np.float32(1.0), np.float32(0.0)
-    losses = []
-    for _ in range(epochs):
-        err = w * x + b - y
-        losses.append(float((err * err).mean()))
-        dloss = 2 * err / len(x)
-        w = w - LR * (dloss * x).sum()
-        b = b - LR * dloss.sum()
-    return losses
+    return _hand_derived(x, y, np.float32(1.0), np.float32(0.0), epochs)
 
 
 LOOPS = {"analytic": analytic, "autograd": autograd, "finite_difference": finite_difference, "numpy": numpy}
