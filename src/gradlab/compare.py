@@ -243,7 +243,7 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
         sns.heatmap(shown, annot=table.map(lambda v: "diverged" if pd.isna(v) else f"{v:.3g}"), fmt="", cmap="viridis_r",
                     mask=table.isna(), cbar_kws={"label": "log10 best loss"}, ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
         ax.set_facecolor("#f2c4c4")
-        ax.set_title(f"Best loss over the grid (min over the other axes); red cells: no run finished")
+        ax.set_title("Best loss over the grid (min over the other axes); red cells: no run finished")
         out["best_loss_heatmap.png"] = fig
 
     group = hue or (axes[0] if axes else None)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from gradlab.options import DType, Loss
@@ -38,7 +37,7 @@ class Problem:
 
     def __init__(self, model: Model, loss: Loss, backend: Backend, data: Prepared | Stream | None,
                  batch_size: int | None, shuffle: bool, gen: torch.Generator):
-        self.model, self.kind, self.backend, self.gen = model, loss, backend, gen
+        self.model, self.backend, self.gen = model, backend, gen
         self.batch_size, self.shuffle = batch_size, shuffle
         # The reduction, resolved once: looking an Enum up costs a Python-level __hash__ per call.
         self.mean, self.factor = REDUCTIONS[loss]

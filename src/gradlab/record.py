@@ -12,7 +12,6 @@ import getpass
 import hashlib
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import signal
@@ -107,8 +106,8 @@ def from_container(d: dict) -> Config:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
 
 
-def config_hash(cfg: Config) -> str:
-    flat = flatten(container(cfg))
+def config_hash(flat: dict[str, str]) -> str:
+    """Of the flattened config, less what does not change the result (CONFIG_HASH_EXCLUDES)."""
     kept = {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in CONFIG_HASH_EXCLUDES)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -193,13 +192,13 @@ def _digest(*arrays) -> str:
     return h.hexdigest()[:32]  # MLflow keeps at most 36 characters
 
 
-def datasets(s) -> list[dict]:
+def datasets(s, flat: dict[str, str]) -> list[dict]:
     """Train and validation sets as MLflow inputs, with a digest of all of their values."""
     pr = s.prepared
     if pr is None:
         return []
     ds = pr.dataset
-    origin = {f"gradlab.data.{k}": str(v) for k, v in flatten(container(s.cfg)["data"]).items()}
+    origin = {f"gradlab.{k}": v for k, v in flat.items() if k.startswith("data.")}
     out = []
     for context, x, y in (("training", pr.raw_train, pr.y_train), ("validation", pr.raw_val, pr.y_val)):
         if x is None:
@@ -267,7 +266,8 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
 
     s = run_mod.setup(cfg)  # ConfigError / DataError here leave no run behind
     stamp("setup")
-    chash = config_hash(cfg)
+    flat = flatten(container(cfg))
+    chash = config_hash(flat)
     if cfg.tracking.skip_finished:
         done = store.finished_run(experiment, chash)
         if done is not None:
@@ -282,7 +282,7 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
     name = run_name(cfg)
     n_val = 0 if s.problem.val is None else len(s.problem.val[1])
     n_train = s.problem.n_train if s.problem.stream is None else (cfg.train.batch_size or 1) * cfg.train.epochs
-    params = {**flatten(container(cfg)), "n_train": str(n_train), "n_val": str(n_val), "n_params": str(s.n_params)}
+    params = {**flat, "n_train": str(n_train), "n_val": str(n_val), "n_params": str(s.n_params)}
     tags = {**provenance(), "gradlab.outcome": "running", "gradlab.config_hash": chash,
             "gradlab.device": _device_name(s.backend.device), "gradlab.seed": str(cfg.train.seed),
             "gradlab.overrides": " ".join(overrides or []), **(extra_tags or {})}
@@ -306,7 +306,7 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
 
     try:
         with signals_as_exceptions():
-            run.log_inputs(datasets(s))
+            run.log_inputs(datasets(s, flat))
             fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
                 stop_loss=cfg.train.stop_loss, on_log=on_log, history=history)
             stamp("trained")
@@ -383,9 +383,8 @@ def summary(name: str, run_id: str, experiment: str, uri: str, h: History, resul
              + (f" ({h.reason})" if h.reason else "")]
     keys = ("final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss")
     lines.append("  " + "  ".join(f"{k} {m[k]:.6g}" for k in keys if k in m))
-    flat = {k: v for k, v in result.params.items()}
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in flat.items())
-    lines.append(f"  params {shown}" if len(shown) < 200 else f"  params: {len(flat)} tensors (params.json)")
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in result.params.items())
+    lines.append(f"  params {shown}" if len(shown) < 200 else f"  params: {len(result.params)} tensors (params.json)")
     lines.append(f"  run {run_id} in experiment {experiment!r} at {uri}")
     return "\n".join(lines)
 

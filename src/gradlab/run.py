@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -95,7 +95,6 @@ class Result:
     params: dict[str, list]  # final parameters, by name, as nested lists
     optimum: dict[str, list] | None  # closed-form optimum, where there is one
     objective: float  # what a sweeper minimises: final val loss, else final train loss; inf if diverged
-    plot_data: dict = field(default_factory=dict)
 
 
 def _loss(s: Setup, batch) -> float:
@@ -114,7 +113,7 @@ def evaluate(s: Setup, history: History) -> Result:
                "train_seconds": history.seconds}
     if s.problem.val is not None:
         metrics["final_val_loss"] = _loss(s, s.problem.val)
-        vals = [v for v in history.column("val_loss")] + [metrics["final_val_loss"]]
+        vals = history.column("val_loss") + [metrics["final_val_loss"]]
         metrics["best_val_loss"] = min(v for v in vals if math.isfinite(v)) if any(map(math.isfinite, vals)) else math.nan
 
     optimum, optimal_loss = None, None
@@ -162,14 +161,10 @@ def train(cfg: Config, on_log=None, history: History | None = None) -> tuple[Set
 GRID = 60  # contour resolution per axis
 
 
-def _numpy_params(s: Setup, flat) -> dict:
-    """Parameters as float64 arrays from a flat vector, in the model's order and shapes."""
-    out, i = {}, 0
-    for name, shape in s.model.shapes.items():
-        n = int(np.prod(shape))
-        out[name] = np.asarray(flat[i:i + n], dtype=np.float64).reshape(shape)
-        i += n
-    return out
+def _numpy_params(s: Setup, values: dict) -> dict:
+    """Parameters by name as float64 arrays of the model's shapes (an objective's optimum stores a
+    scalar as [x])."""
+    return {k: np.asarray(v, dtype=np.float64).reshape(s.model.shapes[k]) for k, v in values.items()}
 
 
 def _flat(values: dict) -> list[float]:
@@ -195,8 +190,8 @@ def plot_data(s: Setup, result: Result, title: str) -> dict:
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step,
         "loss_name": loss_name, "title": title, "stream": isinstance(s.dataset, data_mod.Stream),
     }}
-    final = _numpy_params(s, _flat(result.params))
-    optimum = _numpy_params(s, _flat(result.optimum)) if result.optimum else None
+    final = _numpy_params(s, result.params)
+    optimum = _numpy_params(s, result.optimum) if result.optimum else None
     pr = s.prepared
     if pr is not None and not diverged:  # a diverged model has no curve worth drawing
         ds = pr.dataset

@@ -90,7 +90,7 @@ def sweep_hash(config: DictConfig) -> str:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from gradlab.record import flatten, provenance
+        from gradlab.record import provenance
         from gradlab.tracking import Store, TrackingError
 
         name = config.hydra.job.config_name

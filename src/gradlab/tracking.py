@@ -115,9 +115,10 @@ def _store_ready(db: Path) -> bool:
 
 
 @contextmanager
-def _file_lock(path: Path):
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+def _creation_lock(db: Path, blocking: bool = True):
+    """The lock held while a store is created; not blocking, BlockingIOError if someone holds it."""
+    with open(db.with_name(db.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:
@@ -150,7 +151,7 @@ class Store:
             if self.db is not None:
                 self.db.parent.mkdir(parents=True, exist_ok=True)
                 if not _store_ready(self.db):
-                    with _file_lock(self.db.with_name(self.db.name + ".lock")):
+                    with _creation_lock(self.db):
                         if not _store_ready(self.db):
                             creating = True
                             MlflowClient(self.uri).search_experiments(max_results=1)
@@ -213,16 +214,20 @@ class Store:
     def run(self, run_id: str) -> "Run":
         return Run(self, run_id)
 
-    def finished_run(self, experiment: str, config_hash: str):
-        """A run of `experiment` with this config hash that reached a result (completed, converged
-        or diverged: a diverged learning rate is a result too), or None."""
+    def finished_run(self, experiment: str, config_hash: str) -> tuple[str, str, dict] | None:
+        """(run id, outcome, metrics) of the latest run of `experiment` with this config hash that
+        reached a result (completed, converged or diverged: a diverged learning rate is a result
+        too), or None."""
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             return None
         runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`gradlab.config_hash` = '{config_hash}'",
                                        order_by=["attributes.start_time DESC"], max_results=100)
-        done = [r for r in runs if r.data.tags.get("gradlab.outcome") in ("completed", "converged", "diverged")]
-        return done[0] if done else None
+        for r in runs:
+            outcome = r.data.tags.get("gradlab.outcome")
+            if outcome in ("completed", "converged", "diverged"):
+                return r.info.run_id, outcome, dict(r.data.metrics)
+        return None
 
     def children(self, parent_id: str) -> list:
         """The nested runs of a parent run."""
@@ -494,16 +499,12 @@ class Recorder:
             self._proc.kill()
             self._proc.wait()
             return True
-        with open(db.with_name(db.name + ".lock"), "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            try:
+        try:
+            with _creation_lock(db, blocking=False):
                 self._proc.kill()
                 self._proc.wait()
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return False
         return True
 
     def key(self) -> int:
@@ -572,7 +573,7 @@ class RemoteStore:
         return RemoteRun(self.recorder, key)
 
     def finished_run(self, experiment: str, config_hash: str):
-        return self.recorder.call(self.key, "finished_run_summary", experiment, config_hash, wait=True)
+        return self.recorder.call(self.key, "finished_run", experiment, config_hash, wait=True)
 
 
 class RemoteRun:
@@ -640,9 +641,6 @@ def _serve(read_fd: int, write_fd: int) -> None:
                 objects[key] = open_runs[key] = run
                 outbox.send(("run", key, run.id))
                 result = None
-            elif method == "finished_run_summary":
-                r = objects[target].finished_run(*args)
-                result = None if r is None else (r.info.run_id, r.data.tags.get("gradlab.outcome", "completed"), dict(r.data.metrics))
             else:
                 result = getattr(objects[target], method)(*args, **kwargs)
                 if method in ("end", "finish"):

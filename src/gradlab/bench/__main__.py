@@ -256,7 +256,7 @@ def table(r: dict) -> str:
               for m, v in i["methods"].items()]
     lines += ["   (target <= 1.15 for every gradient method; numpy is a device, reported alongside)"]
     m = s["memory_mib"]
-    lines += ["", f"4. peak memory of a single run (trainer + recorder, sampled every 20 ms):",
+    lines += ["", "4. peak memory of a single run (trainer + recorder, sampled every 20 ms):",
               f"   resident {m['gradlab_run_peak_rss']:.0f} MiB (target < 600; shared libraries counted in both processes), "
               f"proportional {m['gradlab_run_peak_pss']:.0f} MiB",
               f"   per process: trainer {m['trainer_peak_rss']:.0f} + recorder {m['recorder_peak_rss']:.0f} = "
