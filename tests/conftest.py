@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,19 @@ def _compose(overrides: tuple[str, ...]):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = hydra_compose("config", overrides=list(overrides))
     return OmegaConf.to_object(cfg)
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
+    """Poll `predicate` until it is truthy; fail at once, with its exit status, if `proc` ends first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit status {proc.returncode}) before the wait was over")
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
 
 
 def store_made(uri: str) -> bool:

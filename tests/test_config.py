@@ -6,7 +6,6 @@ run behind in the store.
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 

@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose, gradlab, store_made
+from conftest import ROOT, compose, gradlab, store_made, wait_for
 from gradlab import plots, run, tracking
 from gradlab.record import from_container, provenance, record
 
@@ -43,19 +43,6 @@ def artifact(run_id: str, path: str, uri: str) -> str:
 
 def history_rows(text: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
-
-
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
-    """Poll `predicate` until it is truthy; fail at once, with its exit status, if `proc` ends first."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended (exit status {proc.returncode}) before the wait was over")
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def free_port() -> int:

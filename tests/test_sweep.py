@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import mlflow
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, compose, gradlab, store_made
+from conftest import ROOT, compose, gradlab, store_made, wait_for
 from gradlab import compare, optim, tracking
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -297,16 +296,15 @@ def test_make_ui_serves_the_store_on_loopback_only(tmp_path):
         port = s.getsockname()[1]
     proc = subprocess.Popen(["make", "-s", "ui", f"PORT={port}", f"STORE=sqlite:///{tmp_path}/ui.db"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def health():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                return r.read().strip()
+        except OSError:
+            return None
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.read().strip() == b"OK"
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.5)
+        assert wait_for(health, timeout=120, every=0.5, proc=proc) == b"OK"
         listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
         assert listening.strip() and all("127.0.0.1:" in line for line in listening.strip().splitlines())
     finally:
@@ -319,14 +317,12 @@ def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "optimizer.lr=0.001,0.01", "train.epochs=100000000",
                              "tracking.plots=false", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def first_job_logging():
+        _, children = store_runs(temp_store, "default") if store_made(temp_store) else ([], [])
+        return children and mlflow.MlflowClient(temp_store).get_metric_history(children[0].info.run_id, "train_loss")
+
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            _, children = store_runs(temp_store, "default") if store_made(temp_store) else ([], [])
-            if children and mlflow.MlflowClient(temp_store).get_metric_history(children[0].info.run_id, "train_loss"):
-                break
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.5)
+        wait_for(first_job_logging, timeout=90, every=0.5, proc=proc)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     finally:
