@@ -61,9 +61,9 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
 def store_made(uri: str) -> bool:
     """True once a process has finished creating the SQLite store at `uri`. Looks without creating:
     a client opened on a store that a gradlab process is still creating would race its migrations."""
-    from gradlab.tracking import _store_ready
+    from gradlab.tracking.store import store_ready
 
-    return _store_ready(Path(uri.removeprefix("sqlite:///")))
+    return store_ready(Path(uri.removeprefix("sqlite:///")))
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import CONF, compose
-from gradlab import gradients, models, optim
+from gradlab import data, devices, gradients, models, optim
 from gradlab.config import SCHEMAS
 
 GROUPS = ["data", "model", "grad", "optimizer", "device"]
@@ -30,9 +30,10 @@ def options(group: str) -> set[str]:
 @pytest.mark.parametrize("group", GROUPS)
 def test_yaml_options_schemas_and_registries_match(group):
     assert options(group) == set(SCHEMAS[group]) >= DESIGN_OPTIONS[group]
-    registry = {"optimizer": set(optim.NAMES), "grad": set(gradients.METHODS)}.get(group)
-    if registry is not None:  # every option's `name` is a registry key, and every key has an option
-        assert {getattr(compose(f"{group}={o}"), group).name for o in options(group)} == registry
+    registry = {"data": data.DATASETS, "model": models.MODELS, "grad": gradients.METHODS,
+                "optimizer": optim.OPTIMIZERS, "device": devices.DEVICES}[group]
+    # every option's `name` is a builder's key, and every builder has an option
+    assert {getattr(compose(f"{group}={o}"), group).name for o in options(group)} == set(registry)
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in sorted(options(g))])
@@ -51,7 +52,7 @@ def test_every_model_builds_and_lists_its_parameters_in_start(name):
 
 
 def test_default_experiment_name():
-    from gradlab.record import run_name
+    from gradlab.describe import run_name
 
     cfg = compose()
     assert cfg.tracking.experiment is None  # resolved to "default" by the CLI

@@ -21,7 +21,7 @@ def train(*overrides):
 
 def test_first_row_is_the_state_before_any_update():
     s, r = train("experiment=thermometer_handgrad_raw", "train.dtype=float64", "train.epochs=2")
-    row = dict(zip(r.history.columns, r.history.rows[0]))
+    row = next(r.history.records())
     err = 1.0 * T_U + 0.0 - T_C
     assert row["param.w"] == 1.0 and row["param.b"] == 0.0
     assert row["train_loss"] == pytest.approx(float((err**2).mean()), rel=1e-15)
@@ -36,7 +36,7 @@ def test_divergence_stops_at_once_and_logs_nothing_non_finite():
     assert h.stop_step is not None and h.stop_step < 5000
     assert h.epochs_run == h.stop_step - 1
     assert "train_loss is inf" in h.reason or "train_loss is nan" in h.reason or "grad_norm" in h.reason
-    assert all(math.isfinite(v) for row in h.rows for v in row)
+    assert all(math.isfinite(v) for row in h.records() for v in row.values())
     assert all(math.isfinite(v) for v in r.metrics.values())
     assert r.objective == math.inf
 
@@ -45,12 +45,12 @@ def test_stop_loss_converges_early():
     s, r = train("experiment=thermometer_handgrad_scaled", "train.stop_loss=3.0")
     h = r.history
     assert h.outcome == "converged" and h.epochs_run < 5000
-    assert h.rows[-1][1] <= 3.0 < h.rows[-2][1]  # stopped after the first epoch at or below it
+    assert h.column("train_loss")[-1] <= 3.0 < h.column("train_loss")[-2]  # stopped after the first epoch at or below it
 
 
 def test_log_every_records_first_multiples_and_last():
     s, r = train("train.epochs=23", "train.log_every=5")
-    assert [row[0] for row in r.history.rows] == [1, 5, 10, 15, 20, 23]
+    assert r.history.column("epoch") == [1, 5, 10, 15, 20, 23]
 
 
 @pytest.mark.parametrize("overrides", [
@@ -61,7 +61,7 @@ def test_log_every_records_first_multiples_and_last():
 def test_same_seed_gives_bit_identical_histories(overrides):
     _, a = train(*overrides, "train.epochs=300" if "experiment" not in overrides[0] else "train.seed=3")
     _, b = train(*overrides, "train.epochs=300" if "experiment" not in overrides[0] else "train.seed=3")
-    assert a.history.rows == b.history.rows
+    assert list(a.history.records()) == list(b.history.records())
     assert a.params == b.params
 
 
@@ -76,7 +76,7 @@ def test_minibatch_epoch_loss_is_the_size_weighted_mean_of_batch_losses():
         e = w * xb + b - yb
         total += float((e**2).mean()) * len(xb)
         w, b = w - lr * float((2 * e * xb).mean()), b - lr * float((2 * e).mean())
-    assert r.history.rows[0][1] == pytest.approx(total / 9, rel=1e-12)
+    assert r.history.column("train_loss")[0] == pytest.approx(total / 9, rel=1e-12)
     assert r.params["w"][0] == pytest.approx(w, rel=1e-12) and r.params["b"] == pytest.approx(b, rel=1e-12)
 
 
@@ -103,7 +103,7 @@ def test_lbfgs_reaches_the_least_squares_line(grad):
     slope, intercept = np.linalg.lstsq(np.stack([x, np.ones(11)], 1), T_C.numpy(), rcond=None)[0]  # numpy's, not gradlab's
     tol = 1e-5 if grad == "autograd" else 1e-4  # L-BFGS stops at its own tolerance_grad
     assert r.params["w"][0] == pytest.approx(slope, abs=tol) and r.params["b"] == pytest.approx(intercept, abs=tol)
-    row = dict(zip(r.history.columns, r.history.rows[0]))
+    row = next(r.history.records())
     w0, b0 = row["param.w"], row["param.b"]
     e = w0 * torch.tensor(x) + b0 - T_C
     start_grad = float(torch.stack([(2 * e * torch.tensor(x)).mean(), (2 * e).mean()]).norm())
@@ -122,35 +122,31 @@ def test_final_metrics_use_the_final_parameters():
 
 
 def test_progress_lines_on_a_terminal_and_silence_otherwise(monkeypatch, capsys):
-    from gradlab import record
+    from gradlab import progress
 
     clock = iter(range(0, 1000, 2))  # each call: two seconds later
-    monkeypatch.setattr(record.time, "monotonic", lambda: next(clock))
-    shown = record.Progress(10, ["epoch", "train_loss", "val_loss"], enabled=True)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    shown = progress.Progress(10, ["train_loss", "val_loss"], enabled=True)
     for epoch in (1, 5, 10):
-        shown([epoch, 1.5, 2.5])
+        shown(epoch, [0], [[1.5, 2.5]])
     shown.close()
     err = capsys.readouterr().err
     assert "epoch 10/10 (100%)  train_loss 1.5  val_loss 2.5" in err
-    quiet = record.Progress(10, ["epoch", "train_loss"], enabled=None)  # None: only if stderr is a terminal
-    quiet([1, 1.0])
+    quiet = progress.Progress(10, ["train_loss"], enabled=None)  # None: only if stderr is a terminal
+    quiet(1, [0], [[1.0]])
     quiet.close()
     assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
 
 
 def test_metric_history_goes_in_batches_not_one_call_per_step():
-    from gradlab.tracking import BATCH_METRICS, MetricStream
+    from gradlab.tracking.stream import FLUSH_VALUES as BATCH_METRICS
+    from gradlab.tracking.stream import MetricStream
 
     calls = []
-
-    class Run:
-        def log_points(self, points):
-            calls.append(points)
-
     columns = ["epoch", "train_loss", "val_loss", "grad_norm"]
-    stream = MetricStream(Run(), columns, expected_rows=5000, max_points=1000)
+    stream = MetricStream(lambda points: calls.append(points[7]), [7], columns, expected_rows=5000, max_points=1000)
     for epoch in range(1, 5001):
-        stream([epoch, 1.0 / epoch, 2.0 / epoch, 0.5])
+        stream(epoch, [0], [[1.0 / epoch, 2.0 / epoch, 0.5]])
     stream.close()
     points = [p for batch in calls for p in batch]
     assert len(calls) <= 6 and all(len(batch) <= BATCH_METRICS + 3 * 64 for batch in calls)
@@ -168,15 +164,17 @@ def test_auto_device_picks_the_best_that_works(monkeypatch, cuda, mps, dtype, ex
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-    assert run.resolve_device("auto", DType(dtype)) == expected
+    from gradlab.devices import DEVICES
+
+    assert DEVICES["auto"](DType(dtype)) == expected
 
 
 def test_stop_loss_between_logged_epochs_still_records_the_last_step():
     _, r = train("experiment=thermometer_handgrad_scaled", "train.stop_loss=3.0", "train.log_every=100")
     h = r.history
     assert h.outcome == "converged" and h.epochs_run % 100 != 0
-    assert h.rows[-1][0] == h.epochs_run and h.rows[-1][1] <= 3.0
-    assert [row[0] for row in h.rows[:-1]] == [1] + list(range(100, h.epochs_run, 100))
+    assert h.column("epoch")[-1] == h.epochs_run and h.column("train_loss")[-1] <= 3.0
+    assert h.column("epoch")[:-1] == [1] + list(range(100, h.epochs_run, 100))
 
 
 def test_maths_and_engine_import_no_hydra_omegaconf_or_mlflow():

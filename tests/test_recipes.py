@@ -47,7 +47,7 @@ def test_every_design_recipe_has_a_file():
 def test_recipe_composes_and_runs_fast(recipe):
     s, result = train(recipe, "train.epochs=3")
     assert result.history.outcome in ("completed", "converged")
-    assert [r[0] for r in result.history.rows] == list(range(1, result.history.epochs_run + 1))
+    assert result.history.column("epoch") == list(range(1, result.history.epochs_run + 1))
     assert math.isfinite(result.objective)
 
 
@@ -116,7 +116,7 @@ def test_thermometer_sgd_split_matches_plain_loop():
     np.testing.assert_allclose(h.column("train_loss"), train_losses, rtol=1e-4)
     np.testing.assert_allclose(h.column("val_loss"), val_losses, rtol=1e-4)
     np.testing.assert_allclose([final(result, "w")[0], final(result, "b")], params.detach().numpy(), rtol=1e-4)
-    assert len(result.history.rows) == 3000
+    assert len(result.history) == 3000
 
 
 def test_thermometer_adam_raw_reaches_the_optimum():

@@ -23,7 +23,10 @@ import pytest
 
 from conftest import ROOT, compose, gradlab, store_made, wait_for
 from gradlab import plots, run, tracking
-from gradlab.record import from_container, provenance, record
+from gradlab.config import from_container
+from gradlab.describe import provenance
+from gradlab.record import record
+from gradlab.tracking import RunSpec, reap
 
 
 def client(uri: str) -> mlflow.MlflowClient:
@@ -158,18 +161,18 @@ def test_hard_death_of_every_process_leaves_running_and_reap_closes_it(temp_stor
 def test_reap_leaves_live_and_foreign_runs_alone(temp_store):
     store = tracking.Store()
     me, host = str(os.getpid()), socket.gethostname()
-    live = store.start_run("reap", "live", {}, {"gradlab.host": host, "gradlab.pid": me,
-                                                "gradlab.pid_start": tracking.process_start(os.getpid())})
-    reused = store.start_run("reap", "reused-pid", {}, {"gradlab.host": host, "gradlab.pid": me, "gradlab.pid_start": "1"})
+    live = store.start(RunSpec("reap", "live", {}, {"gradlab.host": host, "gradlab.pid": me,
+                                                    "gradlab.pid_start": reap.process_start(os.getpid())}))
+    reused = store.start(RunSpec("reap", "reused-pid", {}, {"gradlab.host": host, "gradlab.pid": me, "gradlab.pid_start": "1"}))
     dead = subprocess.Popen(["true"])
     dead.wait()
-    gone = store.start_run("reap", "gone", {}, {"gradlab.host": host, "gradlab.pid": str(dead.pid), "gradlab.pid_start": "5"})
-    foreign = store.start_run("reap", "foreign", {}, {"gradlab.host": "elsewhere", "gradlab.pid": "1"})
-    assert any("would mark" in line for line in tracking.reap_runs(store, dry_run=True))
-    assert client(temp_store).get_run(gone.id).info.status == "RUNNING"  # dry run changed nothing
-    lines = tracking.reap_runs(store)
-    status = {r.id: client(temp_store).get_run(r.id).info.status for r in (live, reused, gone, foreign)}
-    assert status == {live.id: "RUNNING", reused.id: "KILLED", gone.id: "KILLED", foreign.id: "RUNNING"}
+    gone = store.start(RunSpec("reap", "gone", {}, {"gradlab.host": host, "gradlab.pid": str(dead.pid), "gradlab.pid_start": "5"}))
+    foreign = store.start(RunSpec("reap", "foreign", {}, {"gradlab.host": "elsewhere", "gradlab.pid": "1"}))
+    assert any("would mark" in line for line in reap.reap(store, dry_run=True))
+    assert client(temp_store).get_run(gone).info.status == "RUNNING"  # dry run changed nothing
+    lines = reap.reap(store)
+    status = {r: client(temp_store).get_run(r).info.status for r in (live, reused, gone, foreign)}
+    assert status == {live: "RUNNING", reused: "KILLED", gone: "KILLED", foreign: "RUNNING"}
     assert any("host 'elsewhere'" in line for line in lines)
 
 
@@ -180,9 +183,9 @@ def test_concurrent_first_use_of_an_empty_store(tmp_path):
     uri = f"sqlite:///{db}"
     start = time.time() + 6  # every process imports first, then they all open the store at once
     code = (
-        "import sys, time; from gradlab.tracking import Store\n"
+        "import sys, time; from gradlab.tracking import RunSpec, Store\n"
         f"time.sleep(max(0, {start} - time.time()))\n"
-        "s = Store(); r = s.start_run('race', 'r' + sys.argv[1], {'i': sys.argv[1]}, {}); r.log_metrics({'x': 1.0}); r.end('FINISHED')\n"
+        "s = Store(); r = s.start(RunSpec('race', 'r' + sys.argv[1], {'i': sys.argv[1]}, {})); s.log_points(r, [('x', 1.0, 0)]); s.end(r, 'FINISHED')\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stderr=subprocess.PIPE, text=True) for i in range(4)]
@@ -289,16 +292,15 @@ def test_real_tracking_server_round_trip(tmp_path):
 def test_long_values_and_odd_keys_lose_nothing(temp_store, tmp_path):
     store = tracking.Store()
     long_value = "v" * 7000
-    r = store.start_run("odd", "odd", {"a[0]": "x", "long": long_value, "fine.key": "1"}, {"note": "n" * 9000})
-    r.log_artifacts({})
-    r.end("FINISHED")
-    got = client(temp_store).get_run(r.id).data
+    r = store.start(RunSpec("odd", "odd", {"a[0]": "x", "long": long_value, "fine.key": "1"}, {"note": "n" * 9000}))
+    store.end(r, "FINISHED")
+    got = client(temp_store).get_run(r).data
     assert got.params["a_0_"] == "x" and got.params["fine.key"] == "1"
-    assert len(got.params["long"]) <= tracking.MAX_PARAM_VALUE and got.params["long"].endswith("full value in artifact]")
-    assert len(got.tags["note"]) <= tracking.MAX_TAG_VALUE
-    full = json.loads(artifact(r.id, "params_full.json", temp_store))
+    assert len(got.params["long"]) <= tracking.store.MAX_PARAM_VALUE and got.params["long"].endswith("full value in artifact]")
+    assert len(got.tags["note"]) <= tracking.store.MAX_TAG_VALUE
+    full = json.loads(artifact(r, "params_full.json", temp_store))
     assert full == {"a[0]": "x", "long": long_value}
-    assert json.loads(artifact(r.id, "tags_full.json", temp_store)) == {"note": "n" * 9000}
+    assert json.loads(artifact(r, "tags_full.json", temp_store)) == {"note": "n" * 9000}
 
 
 def test_a_csv_with_many_columns_keeps_the_full_input_list(temp_store, tmp_path):
@@ -310,7 +312,7 @@ def test_a_csv_with_many_columns_keeps_the_full_input_list(temp_store, tmp_path)
     rec = record(compose("data=csv", f"data.path={path}", f"data.inputs=[{','.join(names)}]", "data.val_fraction=null",
                          "train.epochs=3", "tracking.plots=false"), experiment="wide", quiet=True)
     r = client(temp_store).get_run(rec.run_id)
-    assert len(r.data.params["data.inputs"]) <= tracking.MAX_PARAM_VALUE
+    assert len(r.data.params["data.inputs"]) <= tracking.store.MAX_PARAM_VALUE
     assert json.loads(json.loads(artifact(rec.run_id, "params_full.json", temp_store))["data.inputs"]) == names
 
 
@@ -340,7 +342,9 @@ def test_provenance_is_complete(temp_store):
 
 
 def test_provenance_outside_git_says_unknown(monkeypatch, tmp_path):
-    monkeypatch.setattr(tracking, "project_root", lambda: tmp_path)
+    from gradlab import describe
+
+    monkeypatch.setattr(describe, "project_root", lambda: tmp_path)
     tags = provenance()
     assert tags["gradlab.git.commit"] == "unknown" and tags["gradlab.git.dirty"] == "unknown"
 
@@ -350,7 +354,7 @@ def test_history_csv_equals_the_in_memory_history_and_metrics_are_thinned(temp_s
     h = rec.result.history
     rows = history_rows(artifact(rec.run_id, "history.csv", temp_store))
     assert list(rows[0]) == h.columns
-    assert [[float(v) for v in r.values()] for r in rows] == [[float(v) for v in row] for row in h.rows]
+    assert [[float(v) for v in r.values()] for r in rows] == [[float(v) for v in row.values()] for row in h.records()]
     for key in ("train_loss", "val_loss", "grad_norm", "param.w", "param.b"):
         steps = [m.step for m in client(temp_store).get_metric_history(rec.run_id, key)]
         assert len(steps) <= 100 and min(steps) == 1 and max(steps) == 5000
@@ -388,7 +392,7 @@ def test_rerun_of_a_job_from_a_resumed_sweep_runs_again(temp_store, monkeypatch)
 def test_logged_config_round_trips_to_the_same_typed_config():
     from omegaconf import OmegaConf
 
-    from gradlab.record import to_yaml
+    from gradlab.config import to_yaml
 
     cfg = compose("experiment=mlp_sigmoid", "optimizer=adam", "optimizer.betas=[0.8,0.9]")
     again = from_container(OmegaConf.to_container(OmegaConf.create(to_yaml(cfg))))

@@ -250,13 +250,16 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
 
 
 def test_params_come_back_typed():
-    raw = pd.DataFrame({"run_id": ["a", "b"], "status": ["FINISHED", "FAILED"], "start_time": [1, 2],
-                        "tags.gradlab.outcome": ["completed", "diverged"], "params.optimizer.lr": ["0.01", "1.0"],
-                        "params.optimizer.name": ["sgd", "sgd"], "params.optimizer.momentum": ["0.9", "0.0"],
-                        "params.train.batch_size": ["None", "16"], "params.optimizer.nesterov": ["False", "True"],
-                        "params.data.scaling": ["factor", "none"], "params.data.scale_factor": ["0.1", "0.1"],
-                        "metrics.final_train_loss": [1.5, np.nan]})
-    df = compare.tidy(raw)
+    from gradlab.tracking.query import RunRecord, typed
+
+    raw = {"optimizer.lr": ["0.01", "1.0"], "optimizer.name": ["sgd", "sgd"], "optimizer.momentum": ["0.9", "0.0"],
+           "train.batch_size": ["None", "16"], "optimizer.nesterov": ["False", "True"],
+           "data.scaling": ["factor", "none"], "data.scale_factor": ["0.1", "0.1"]}  # as MLflow returns them
+    records = [RunRecord(rid, rid, "1", status, start, {k: typed(v[i]) for k, v in raw.items()}, metrics,
+                         {"gradlab.outcome": outcome})
+               for i, (rid, status, start, outcome, metrics) in enumerate(
+                   [("a", "FINISHED", 1, "completed", {"final_train_loss": 1.5}), ("b", "FAILED", 2, "diverged", {})])]
+    df = compare.tidy(records)
     assert df["optimizer.lr"].tolist() == [0.01, 1.0] and df["lr"].dtype.kind == "f"
     assert df["batch"].tolist() == ["full", "16"] and df["train.batch_size"].isna().tolist() == [True, False]
     assert df["optimizer.nesterov"].tolist() == [False, True]

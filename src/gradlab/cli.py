@@ -9,8 +9,6 @@ User mistakes print one line naming the field and the fix, and exit 2; nothing i
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
 import hydra
@@ -19,8 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gradlab.config import ConfigError, DataError, register_configs, to_typed
-from gradlab.record import Killed, from_container, record, stamp
+from gradlab import signals, timings
+from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
+from gradlab.record import record
 from gradlab.tracking import Recorder, TrackingError, project_root
 
 register_configs()
@@ -34,35 +33,48 @@ def _fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    try:
-        from gradlab import sweep
+    from gradlab import sweep
+    from gradlab.describe import experiment_name
 
+    hc = HydraConfig.get()
+    try:
         typed = to_typed(cfg)
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
-        experiment = (sweep.sweep_experiment() or typed.tracking.experiment
-                      or hc.runtime.choices.get("experiment") or "default")
+        experiment = sweep.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
         rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task),
                      parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name())
         return rec.objective
     except USER_ERRORS as e:
-        if multirun:  # Hydra records this job as failed and goes on with the others
+        if hc.mode == RunMode.MULTIRUN:  # Hydra records this job as failed and goes on with the others
             raise
         _fail(str(e))
+
+
+def train(args: list[str]) -> int:
+    """One run, or a multirun (-m): Hydra composes each job's config and `record` runs it."""
+    from gradlab import sweep
+
+    code = 0
+    try:
+        _hydra_main()
+    except signals.Killed as e:
+        sweep.abort(e.signum)
+        raise
+    except SystemExit as e:  # Hydra exits 1 after a failed job, skipping on_multirun_end
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        failed = sweep.finish()  # a no-op once abort closed the sweep
+        Recorder.shutdown()
+    return code or (1 if failed else 0)
 
 
 def rerun(args: list[str]) -> int:
     """Run a logged run's resolved config.yaml again, into the same experiment."""
     if len(args) != 1 or args[0].startswith("-"):
         _fail("usage: gradlab rerun RUN_ID   (the run id is on the run's page in the UI, or in the summary)")
-    from gradlab.tracking import Store
+    from gradlab.tracking import Store, query
 
-    store = Store()
-    try:
-        text = store.download_text(args[0], "config.yaml")
-    except TrackingError as e:
-        _fail(str(e))
+    text = query.artifact_text(Store(), args[0], "config.yaml")
     try:
         cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
     except (OmegaConfBaseException, KeyError, TypeError) as e:
@@ -75,49 +87,28 @@ def rerun(args: list[str]) -> int:
 
 def reap(args: list[str]) -> int:
     """Close runs left RUNNING by a process that no longer exists on this host."""
-    from gradlab.tracking import Store, reap_runs
+    from gradlab.tracking import Store
+    from gradlab.tracking.reap import reap as reap_runs
 
-    dry = "--dry-run" in args
-    for line in reap_runs(Store(), dry_run=dry):
+    for line in reap_runs(Store(), dry_run="--dry-run" in args):
         print(line)
     return 0
 
 
-def _terminate(signum, frame):
-    raise Killed(signum)
+COMMANDS = {"rerun": rerun, "reap": reap}
 
 
 def main() -> None:
-    stamp("main")
-    # SIGTERM unwinds like Ctrl-C wherever it lands (between a sweep's jobs too), so that what is
-    # open gets closed: a run, a sweep's parent run.
-    signal.signal(signal.SIGTERM, _terminate)
+    timings.stamp("main")
     argv = sys.argv[1:]
+    command = COMMANDS.get(argv[0]) if argv else None
     try:
-        if argv[:1] == ["rerun"]:
-            sys.exit(rerun(argv[1:]))
-        if argv[:1] == ["reap"]:
-            sys.exit(reap(argv[1:]))
-        from gradlab import sweep
-
-        stopped = False
-        try:
-            _hydra_main()
-        except (Killed, KeyboardInterrupt):
-            stopped = True  # not finished: below, the sweep's parent run is marked KILLED
-            raise
-        finally:  # also after Hydra's exit 1 for a failed job, which skips on_multirun_end
-            failed = 0 if stopped else sweep.finish()
-            Recorder.shutdown()
-        if failed:
-            sys.exit(1)
-    except (Killed, KeyboardInterrupt) as e:
-        from gradlab import sweep
-
-        signum = e.signum if isinstance(e, Killed) else signal.SIGINT
-        sweep.abort(signum)
-        # Die by the signal, as a killed process does (exit status 128 + signum in a shell).
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        with signals.as_exceptions():
+            code = command(argv[1:]) if command else train(argv)
+    except signals.Killed as e:
+        timings.write()
+        signals.die(e.signum)
     except USER_ERRORS as e:
         _fail(str(e))
+    timings.write()
+    sys.exit(code)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradlab.tracking import Store, TrackingError, metric_history, runs_frame
+from gradlab.tracking import Store, TrackingError, query
+from gradlab.tracking.query import RunRecord
 
 # The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
 AXES = ["optimizer", "lr", "scaling", "batch", "seed", "method", "problem"]
@@ -33,28 +34,15 @@ class CompareError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- reading
-def _typed(values: pd.Series) -> pd.Series:
-    """MLflow returns params as strings: numbers, booleans and None become what they were."""
-    v = values.replace({"None": np.nan, "True": True, "False": False})
-    numeric = pd.to_numeric(v, errors="coerce")
-    return numeric if numeric.notna().sum() == v.notna().sum() else v
-
-
-def tidy(raw: pd.DataFrame) -> pd.DataFrame:
+def tidy(records: list[RunRecord]) -> pd.DataFrame:
     """One row per run: typed params (dotted names), metrics, and the comparison axes."""
-    if raw.empty:
+    if not records:
         return pd.DataFrame()
     # A resumed sweep may hold a config twice (an old FAILED try, then its re-run): keep the latest.
-    if "tags.gradlab.config_hash" in raw:
-        raw = raw.sort_values("start_time").drop_duplicates("tags.gradlab.config_hash", keep="last")
-    df = pd.DataFrame({"run_id": raw["run_id"], "run_name": raw.get("tags.mlflow.runName"),
-                       "status": raw["status"], "outcome": raw.get("tags.gradlab.outcome", "unknown"),
-                       "overrides": raw.get("tags.gradlab.overrides", "")})
-    for col in raw.columns:
-        if col.startswith("params."):
-            df[col[len("params."):]] = _typed(raw[col]).values
-    for m in METRICS:
-        df[m] = pd.to_numeric(raw.get(f"metrics.{m}", pd.Series(np.nan, index=raw.index)), errors="coerce").values
+    latest = {r.tag("config_hash", r.id): r for r in sorted(records, key=lambda r: r.start_time)}
+    df = pd.DataFrame([{"run_id": r.id, "run_name": r.name, "status": r.status, "outcome": r.outcome,
+                        "overrides": r.tag("overrides"), **r.params,
+                        **{m: r.metrics.get(m, np.nan) for m in METRICS}} for r in latest.values()])
     df["objective"] = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
     df.loc[~df["outcome"].isin(["completed", "converged"]), "objective"] = np.nan
     df["seconds_per_epoch"] = df["train_seconds"] / df["epochs_run"].where(df["epochs_run"] > 0)
@@ -64,7 +52,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
 
     momentum = col("optimizer.momentum", 0.0).fillna(0.0)
     df["optimizer"] = [f"{n} m={m:g}" if m else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
-    df["lr"] = col("optimizer.lr", np.nan)
+    df["lr"] = col("optimizer.lr", np.nan).astype(float)
     scaling, factor = col("data.scaling", "none"), col("data.scale_factor", 1.0)
     df["scaling"] = [f"×{f:g}" if s == "factor" else str(s) for s, f in zip(scaling, factor)]
     df["batch"] = ["full" if pd.isna(b) else str(int(b)) for b in col("train.batch_size", np.nan)]
@@ -81,47 +69,32 @@ def swept(df: pd.DataFrame) -> list[str]:
 
 def curves(store: Store, df: pd.DataFrame, keys=("train_loss", "val_loss")) -> pd.DataFrame:
     """Long frame of logged loss curves: run_id, step, metric, value."""
-    rows = [(rid, step, key, value) for rid in df["run_id"] for key in keys for step, value in metric_history(store, rid, key)]
+    rows = [(rid, step, key, value) for rid in df["run_id"] for key in keys
+            for step, value in query.metric_history(store, rid, key)]
     return pd.DataFrame(rows, columns=["run_id", "step", "metric", "value"])
 
 
 def select(store: Store, experiment: str | None, parent: str | None, everything: bool):
-    """(experiment name, parent run or None, tidy frame of the runs to compare)."""
-    client = store.client
+    """(experiment name, parent RunRecord or None, tidy frame of the runs to compare)."""
     if parent:
-        try:
-            prun = client.get_run(parent)
-        except Exception:
-            raise CompareError(f"no run {parent} in {store.uri}") from None
-        exp = client.get_experiment(prun.info.experiment_id)
+        prun = query.run(store, parent)
+        exp_id = prun.experiment_id
     else:
-        if experiment:
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                names = sorted(e.name for e in client.search_experiments())
-                raise CompareError(f"no experiment {experiment!r} in {store.uri}; there are: {', '.join(names) or 'none'}")
-            exps = [exp]
-        else:
-            exps = client.search_experiments()
-        parents = client.search_runs([e.experiment_id for e in exps], "tags.`gradlab.role` = 'sweep'",
-                                     order_by=["attributes.start_time DESC"], max_results=1) if exps else []
-        prun = parents[0] if parents else None
+        if experiment and query.experiment_id(store, experiment) is None:
+            names = query.experiment_names(store)
+            raise CompareError(f"no experiment {experiment!r} in {store.uri}; there are: {', '.join(names) or 'none'}")
+        prun = query.latest_sweep(store, experiment)
         if prun is None and not experiment:
             raise CompareError(f"no sweep in {store.uri} yet: run one first, e.g. make sweep SWEEP=lr_scale_optimizer")
-        exp = client.get_experiment(prun.info.experiment_id) if prun else exp
-    if everything or prun is None:
-        # Filtered here, not in MLflow: its `!=` on a tag drops the runs that lack the tag.
-        raw = runs_frame(store, [exp.experiment_id])
-        if not raw.empty and "tags.gradlab.role" in raw:
-            raw = raw[raw["tags.gradlab.role"].ne("sweep")]
-    else:
-        raw = runs_frame(store, [exp.experiment_id], f"tags.mlflow.parentRunId = '{prun.info.run_id}'")
-    df = tidy(raw)
+        exp_id = prun.experiment_id if prun else query.experiment_id(store, experiment)
+    name = query.experiment_name(store, exp_id)
+    records = query.experiment_runs(store, exp_id) if everything or prun is None else query.children(store, prun.id)
+    df = tidy(records)
     if df.empty:
-        what = f"sweep run {prun.info.run_id}" if prun is not None and not everything else f"experiment {exp.name!r}"
+        what = f"sweep run {prun.id}" if prun is not None and not everything else f"experiment {name!r}"
         raise CompareError(f"{what} has no runs to compare in {store.uri}; run a sweep first, "
                            "e.g. make sweep SWEEP=lr_scale_optimizer")
-    return exp.name, prun, df
+    return name, prun, df
 
 
 # ------------------------------------------------------------------------------ tables
@@ -307,7 +280,7 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
 
     folder = Path(out) if out else Path("reports") / name
     folder.mkdir(parents=True, exist_ok=True)
-    source = f"sweep run {prun.info.run_id} ({prun.info.run_name})" if prun is not None and not everything else f"all runs of {name!r}"
+    source = f"sweep run {prun.id} ({prun.name})" if prun is not None and not everything else f"all runs of {name!r}"
     counts = ", ".join(f"{r.runs} {r.outcome}" for r in tabs["counts"].itertuples())
     md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
           f"Swept: {', '.join(axes) or 'nothing'}. Objective: final validation loss (training loss without a split).",
@@ -321,7 +294,7 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     for rel, fig in figs.items():
         fig.savefig(folder / rel, dpi=110, bbox_inches="tight")
     if prun is not None and not everything:
-        store.run(prun.info.run_id).log_artifacts({f"report/{k}": v for k, v in {**files, **figs}.items()})
+        store.log_artifacts(prun.id, {f"report/{k}": v for k, v in {**files, **figs}.items()})
     import matplotlib.pyplot as plt
 
     for fig in figs.values():  # seaborn draws through pyplot, which keeps every figure until closed

@@ -9,12 +9,14 @@ No `from __future__ import annotations` here: OmegaConf reads these annotations 
 """
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Scaling  # noqa: F401 - re-exported
 
@@ -292,60 +294,54 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise ConfigError(key, value, f"must be an integer >= {low}")
 
 
-OBJECTIVES = {"rosenbrock", "bowl"}  # models that are functions of their parameters, no data
-
-
 def validate(cfg: Config) -> None:
-    """Range and pairing checks that the schema types cannot express; raises ConfigError."""
-    d, m, t, o = cfg.data, cfg.model, cfg.train, cfg.optimizer
-    _finite_positive("optimizer.lr", o.lr)
+    """Range and pairing checks that the schema types cannot express; raises ConfigError. What
+    depends on the objects (a model without data, a device that cannot run a method) is checked
+    where they are built (run.setup)."""
+    _validate_train(cfg.train, cfg.tracking)
+    _validate_optimizer(cfg.optimizer)
+    _validate_model(cfg.model, cfg.grad)
+    _validate_data(cfg.data, cfg.train)
+
+
+def _validate_train(t: TrainConfig, tracking: TrackingConfig) -> None:
     _at_least("train.epochs", t.epochs, 1)
     _at_least("train.log_every", t.log_every, 1)
-    _at_least("tracking.max_points", cfg.tracking.max_points, 2)
+    _at_least("tracking.max_points", tracking.max_points, 2)
     if t.batch_size is not None:
         _at_least("train.batch_size", t.batch_size, 1)
     if t.stop_loss is not None and not math.isfinite(t.stop_loss):
         raise ConfigError("train.stop_loss", t.stop_loss, "must be a finite number, or null")
-    if d.val_fraction is not None and not (0.0 < d.val_fraction < 1.0):
-        raise ConfigError(
-            "data.val_fraction", d.val_fraction, "must be in (0, 1), or null for no validation split"
-        )
-    if d.scaling is Scaling.factor:
-        _finite_positive("data.scale_factor", d.scale_factor)
+
+
+def _validate_optimizer(o: OptimizerConfig) -> None:
+    _finite_positive("optimizer.lr", o.lr)
     if isinstance(o, (SGDConfig, RMSpropConfig)) and o.momentum < 0:
         raise ConfigError("optimizer.momentum", o.momentum, "must be >= 0")
     if isinstance(o, SGDConfig) and o.nesterov and (o.momentum <= 0 or o.dampening != 0):
-        raise ConfigError(
-            "optimizer.nesterov", True, "needs optimizer.momentum > 0 and optimizer.dampening=0"
-        )
+        raise ConfigError("optimizer.nesterov", True, "needs optimizer.momentum > 0 and optimizer.dampening=0")
     if isinstance(o, AdamConfig) and not all(0.0 <= b < 1.0 for b in o.betas):
         raise ConfigError("optimizer.betas", list(o.betas), "each beta must be in [0, 1)")
     if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
         raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
-    if isinstance(cfg.grad, FiniteDifferenceConfig) and cfg.grad.eps is not None:
-        _finite_positive("grad.eps", cfg.grad.eps)
+
+
+def _validate_model(m: ModelConfig, grad: GradConfig) -> None:
+    if isinstance(grad, FiniteDifferenceConfig) and grad.eps is not None:
+        _finite_positive("grad.eps", grad.eps)
     if isinstance(m, MLPConfig):
         _at_least("model.hidden", m.hidden, 1)
     if m.init is Init.normal:
         _finite_positive("model.init_scale", m.init_scale)
 
-    objective = m.name in OBJECTIVES
-    if objective and d.name != "none":
-        raise ConfigError("data", d.name, f"model={m.name} is a function of its parameters: use data=none")
-    if not objective and d.name == "none":
-        raise ConfigError(
-            "model", m.name, f"data=none has no samples: pick a dataset, or model={'|'.join(sorted(OBJECTIVES))}"
-        )
-    if d.name == "noisy_line" and d.val_fraction is not None:
-        raise ConfigError(
-            "data.val_fraction", d.val_fraction, "noisy_line streams fresh batches and has no fixed set to split: use null"
-        )
-    if d.name == "noisy_line" and t.shuffle:
-        raise ConfigError("train.shuffle", True, "noisy_line draws fresh batches; there is nothing to shuffle")
-    if d.name == "noisy_line" and d.scaling is not Scaling.none:
-        raise ConfigError("data.scaling", d.scaling.value, "noisy_line has no fixed training set to fit a scaling on: use none")
-    if d.name == "noisy_line" and t.batch_size is None:
-        raise ConfigError("train.batch_size", None, "noisy_line draws a fresh batch each step: set its size, e.g. train.batch_size=8")
+
+def _validate_data(d: DataConfig, t: TrainConfig) -> None:
+    if d.val_fraction is not None and not (0.0 < d.val_fraction < 1.0):
+        raise ConfigError("data.val_fraction", d.val_fraction, "must be in (0, 1), or null for no validation split")
+    if d.scaling is Scaling.factor:
+        _finite_positive("data.scale_factor", d.scale_factor)
+    if isinstance(d, StreamDataConfig):
+        _validate_stream(d, t)
     if isinstance(d, LineDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
         if not d.x_low < d.x_high:
@@ -362,12 +358,51 @@ def validate(cfg: Config) -> None:
     if d.name == "none" and (d.val_fraction is not None or d.scaling is not Scaling.none):
         raise ConfigError("data", "none", "data=none has no samples to split or scale")
 
-    device = cfg.device.name
-    if device == "numpy":
-        if cfg.grad.name != "analytic" or o.name != "gd":
-            raise ConfigError(
-                "device", "numpy", f"runs grad=analytic with optimizer=gd only (got grad={cfg.grad.name}, "
-                f"optimizer={o.name}); use device=cpu for other pairings",
-            )
-        if m.name in ("parameter_module", "nn_linear"):
-            raise ConfigError("device", "numpy", f"model={m.name} is a torch.nn.Module; use device=cpu")
+
+def _validate_stream(d: StreamDataConfig, t: TrainConfig) -> None:
+    """A stream draws a fresh batch every step: nothing fixed to split, shuffle or scale."""
+    if d.val_fraction is not None:
+        raise ConfigError("data.val_fraction", d.val_fraction, f"{d.name} streams fresh batches and has no fixed set to split: use null")
+    if t.shuffle:
+        raise ConfigError("train.shuffle", True, f"{d.name} draws fresh batches; there is nothing to shuffle")
+    if d.scaling is not Scaling.none:
+        raise ConfigError("data.scaling", d.scaling.value, f"{d.name} has no fixed training set to fit a scaling on: use none")
+    if t.batch_size is None:
+        raise ConfigError("train.batch_size", None, f"{d.name} draws a fresh batch each step: set its size, e.g. train.batch_size=8")
+
+
+# ------------------------------------------------------------------- config as a record
+# Where a run is recorded, and whether progress is shown, do not change what it computes.
+CONFIG_HASH_EXCLUDES = ("tracking", "train.progress")
+
+
+def container(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def flatten(d: dict, prefix: str = "") -> Dict[str, str]:
+    """{"optimizer": {"lr": 0.01}} -> {"optimizer.lr": "0.01"}; lists and empty dicts as JSON."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return out
+
+
+def from_container(d: dict) -> Config:
+    """A typed Config from a plain dict such as a logged config.yaml (each option's own schema)."""
+    base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
+
+
+def config_hash(flat: Dict[str, str]) -> str:
+    """Of the flattened config, less what does not change the result (CONFIG_HASH_EXCLUDES)."""
+    kept = {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in CONFIG_HASH_EXCLUDES)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]

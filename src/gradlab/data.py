@@ -130,28 +130,33 @@ def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | No
     return Dataset(t[:, :-1], t[:, -1], inputs, target, source=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
 
 
+def _thermometer(cfg) -> Dataset:
+    x = torch.tensor(THERMOMETER_X, dtype=torch.float64)[:, None]
+    y = torch.tensor(THERMOMETER_Y, dtype=torch.float64)
+    return Dataset(x, y, ["t_u"], "t_c", units={"t_u": "unknown units", "t_c": "°C"})
+
+
+def _doubling(cfg) -> Dataset:
+    return Dataset(torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64), torch.tensor([2.0, 4.0, 6.0], dtype=torch.float64),
+                   ["x"], "y")
+
+
+# Option name -> the dataset it loads (None for `data=none`: objective functions have no samples).
+DATASETS = {
+    "thermometer": _thermometer,
+    "doubling": _doubling,
+    "noisy_line": lambda cfg: Stream(cfg.slope, cfg.intercept, cfg.noise, cfg.x_std),
+    "line": _line,
+    "bias_column": _bias_column,
+    "teacher": _teacher,
+    "csv": lambda cfg: load_csv(cfg.path, cfg.inputs, cfg.target),
+    "none": lambda cfg: None,
+}
+
+
 def load(cfg) -> Dataset | Stream | None:
-    """The dataset a `data` config names; None for `data=none` (objective functions)."""
-    name = cfg.name
-    if name == "thermometer":
-        x = torch.tensor(THERMOMETER_X, dtype=torch.float64)[:, None]
-        y = torch.tensor(THERMOMETER_Y, dtype=torch.float64)
-        return Dataset(x, y, ["t_u"], "t_c", units={"t_u": "unknown units", "t_c": "°C"})
-    if name == "doubling":
-        return Dataset(torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64), torch.tensor([2.0, 4.0, 6.0], dtype=torch.float64), ["x"], "y")
-    if name == "noisy_line":
-        return Stream(cfg.slope, cfg.intercept, cfg.noise, cfg.x_std)
-    if name == "line":
-        return _line(cfg)
-    if name == "bias_column":
-        return _bias_column(cfg)
-    if name == "teacher":
-        return _teacher(cfg)
-    if name == "csv":
-        return load_csv(cfg.path, cfg.inputs, cfg.target)
-    if name == "none":
-        return None
-    raise ConfigError("data", name, "unknown dataset")  # unreachable after composition
+    """The dataset a `data` config names."""
+    return DATASETS[cfg.name](cfg)
 
 
 def split(n: int, val_fraction: float | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

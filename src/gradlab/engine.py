@@ -1,4 +1,5 @@
-"""The training loop. It knows nothing of Hydra or MLflow: it calls `on_log(row)` per recorded epoch.
+"""The training loop. It knows nothing of Hydra or MLflow: it fills a `History` and calls
+`on_log(epoch, configs, rows)` per recorded epoch.
 
 Conventions, the classic loops':
 - Epoch k's row describes the state at its start: the parameters θₖ₋₁, the validation loss at θₖ₋₁
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -26,18 +27,55 @@ MAX_TRACKED_SCALARS = 8  # parameters are recorded element by element up to this
 
 
 @dataclass
+class Schedule:
+    """How long to train and what to record: the same for every configuration of a batch."""
+
+    epochs: int
+    log_every: int = 1
+    stop_loss: float | None = None
+
+    def expected_rows(self) -> int:
+        return 1 + self.epochs // self.log_every
+
+
 class History:
-    columns: list[str]
-    rows: list[list[float]] = field(default_factory=list)
-    outcome: str = "running"  # completed | converged | diverged (the caller adds failed | killed)
-    epochs_run: int = 0  # epochs whose updates all happened
-    stop_step: int | None = None  # the step at which the run diverged
-    reason: str | None = None
-    seconds: float = 0.0
+    """What one configuration's training recorded: a row per recorded epoch, read by column name.
+    Rows are kept as lists inside (cheap to append in the loop); nothing outside reads positions."""
+
+    def __init__(self, columns: list[str]):
+        if columns[:1] != ["epoch"]:
+            raise ValueError("a history's first column is the epoch")
+        self.columns = list(columns)
+        self.metrics = self.columns[1:]
+        self._epochs: list[int] = []
+        self._rows: list[list[float]] = []  # the metrics of each recorded epoch, in column order
+        self.outcome = "running"  # completed | converged | diverged (the caller adds failed | killed)
+        self.epochs_run = 0  # epochs whose updates all happened
+        self.stop_step: int | None = None  # the step at which the run diverged
+        self.reason: str | None = None
+        self.seconds = 0.0
+
+    def append(self, epoch: int, row: list[float]) -> None:
+        self._epochs.append(epoch)
+        self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._epochs)
 
     def column(self, name: str) -> list[float]:
-        i = self.columns.index(name)
-        return [r[i] for r in self.rows]
+        if name == "epoch":
+            return list(self._epochs)
+        i = self.metrics.index(name)
+        return [r[i] for r in self._rows]
+
+    def records(self):
+        """Each recorded epoch as {column: value}."""
+        for epoch, row in zip(self._epochs, self._rows):
+            yield {"epoch": epoch, **dict(zip(self.metrics, row))}
+
+    def table(self) -> dict:
+        """As plain lists: {"columns", "epochs", "rows"} (what crosses to the recorder)."""
+        return {"columns": self.columns, "epochs": self._epochs, "rows": self._rows}
 
 
 class _NonFinite(Exception):
@@ -96,16 +134,17 @@ def _helpers(problem: Problem, plist: list, track: bool):
     return norm, snapshot
 
 
-def fit(problem: Problem, params: dict, grad_fn, optimizer, *, epochs: int, log_every: int = 1,
-        stop_loss: float | None = None, on_log: Callable[[list[float]], None] | None = None,
-        history: History | None = None) -> History:
-    """Train in place. Pass `history` to keep what was recorded if the loop is interrupted."""
+OnLog = Callable[[int, list[int], list[list[float]]], None]  # epoch, configurations, their rows
+ONLY = [0]  # the configurations of a batch of one
+
+
+def fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, history: History,
+        on_log: OnLog | None = None) -> History:
+    """Train in place, filling `history` (the caller's: what was recorded survives an interrupt)."""
+    epochs, log_every, stop_loss = schedule.epochs, schedule.log_every, schedule.stop_loss
     plist = list(params.values())
     tracked = scalar_names(params)
     has_val = problem.val is not None
-    if history is None:
-        history = History([])
-    history.columns = columns(problem, params)
     norm, snapshot = _helpers(problem, plist, bool(tracked))
     closure_mode = optimizer.needs_closure
     mean = problem.mean
@@ -155,10 +194,10 @@ def fit(problem: Problem, params: dict, grad_fn, optimizer, *, epochs: int, log_
             history.epochs_run = epoch
             converged = stop_loss is not None and epoch_loss <= stop_loss
             if record or converged:
-                row = [epoch, epoch_loss, val, gnorm, *values] if has_val else [epoch, epoch_loss, gnorm, *values]
-                history.rows.append(row)
+                row = [epoch_loss, val, gnorm, *values] if has_val else [epoch_loss, gnorm, *values]
+                history.append(epoch, row)
                 if on_log is not None:
-                    on_log(row)
+                    on_log(epoch, ONLY, [row])
             if converged:
                 history.outcome = "converged"
                 break

@@ -15,7 +15,7 @@ from gradlab.problem import Problem
 GradFn = Callable[[object], tuple[object, list]]
 
 
-def analytic(problem: Problem, params: dict) -> GradFn:
+def analytic(problem: Problem, params: dict, cfg=None) -> GradFn:
     """The hand-derived formulas of the model (and of the loss, by the chain rule)."""
     names = list(params)
 
@@ -29,7 +29,7 @@ def analytic(problem: Problem, params: dict) -> GradFn:
     return step
 
 
-def autograd(problem: Problem, params: dict) -> GradFn:
+def autograd(problem: Problem, params: dict, cfg=None) -> GradFn:
     """`loss.backward()`: torch records the forward pass and differentiates it."""
     plist = list(params.values())
 
@@ -48,7 +48,7 @@ def default_eps(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps ** (1.0 / 3.0)
 
 
-def finite_difference(problem: Problem, params: dict, eps: float | None = None) -> GradFn:
+def finite_difference(problem: Problem, params: dict, cfg=None) -> GradFn:
     """Central differences, one parameter element at a time: ∂L/∂θᵢ ≈ (L(θ+hεᵢ) − L(θ−hεᵢ)) / 2h.
 
     The step is relative, h = eps·max(1, |θᵢ|), and the denominator uses θᵢ ± h as the dtype
@@ -56,6 +56,7 @@ def finite_difference(problem: Problem, params: dict, eps: float | None = None) 
     """
     import numpy as np
 
+    eps = getattr(cfg, "eps", None)
     plist = list(params.values())
     as_stored = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
     # Per parameter: its flat view, a gradient buffer reused every step, the step size and how
@@ -103,10 +104,14 @@ def finite_difference(problem: Problem, params: dict, eps: float | None = None) 
     return step
 
 
+# What each method needs of the parameters: a graph (they require grad), torch tensors.
+analytic.needs_graph, analytic.on_numpy = False, True  # the same formulas run on NumPy arrays
+autograd.needs_graph, autograd.on_numpy = True, False
+finite_difference.needs_graph, finite_difference.on_numpy = False, False
+
+# Option name -> the gradient method it builds.
 METHODS = {"analytic": analytic, "autograd": autograd, "finite_difference": finite_difference}
 
 
 def build(cfg, problem: Problem, params: dict) -> GradFn:
-    if cfg.name == "finite_difference":
-        return finite_difference(problem, params, cfg.eps)
-    return METHODS[cfg.name](problem, params)
+    return METHODS[cfg.name](problem, params, cfg)

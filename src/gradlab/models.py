@@ -62,8 +62,13 @@ def activation_slope(a, kind: Activation):
 class Model:
     """Base class: parameter shapes, initialisation, and the optional closed-form optimum."""
 
-    objective = False
-    module: nn.Module | None = None  # the torch.nn.Module that owns the parameters, if any
+    objective = False  # a function of its parameters alone (no data)
+    torch_module = False  # its parameters belong to a torch.nn.Module (`self.module`)
+    module: nn.Module | None = None
+
+    @classmethod
+    def from_config(cls, cfg, n_inputs: int) -> "Model":
+        return cls(n_inputs)
 
     def __init__(self, n_inputs: int):
         self.n_inputs = n_inputs
@@ -182,6 +187,8 @@ class _AB(nn.Module):
 
 
 class ParameterModule(Model):
+    torch_module = True
+
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.module = _AB(n_inputs)
@@ -203,6 +210,8 @@ class ParameterModule(Model):
 class NNLinear(Model):
     """torch.nn.Linear(d, 1): weight (1, d), bias (1,)."""
 
+    torch_module = True
+
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.module = nn.Linear(n_inputs, 1)
@@ -223,6 +232,10 @@ class NNLinear(Model):
 
 class MLP(Model):
     """d inputs -> `hidden` units -> 1 output; backpropagation written out by hand."""
+
+    @classmethod
+    def from_config(cls, cfg, n_inputs: int) -> "MLP":
+        return cls(n_inputs, cfg.hidden, cfg.activation, cfg.output_activation)
 
     def __init__(self, n_inputs: int, hidden: int, activation: Activation, output: Activation):
         super().__init__(n_inputs)
@@ -247,6 +260,10 @@ class Rosenbrock(Model):
 
     objective = True
 
+    @classmethod
+    def from_config(cls, cfg, n_inputs: int) -> "Rosenbrock":
+        return cls(cfg.a, cfg.b)
+
     def __init__(self, a: float, b: float):
         super().__init__(0)
         self.a, self.b = a, b
@@ -270,6 +287,10 @@ class Bowl(Model):
 
     objective = True
 
+    @classmethod
+    def from_config(cls, cfg, n_inputs: int) -> "Bowl":
+        return cls()
+
     def __init__(self):
         super().__init__(0)
         self.shapes = {"x": ()}
@@ -286,19 +307,16 @@ class Bowl(Model):
         return {"x": -1.0}, 0.0
 
 
+# Option name -> the model class; `from_config(cfg, n_inputs)` builds it for data with n_inputs columns.
+MODELS: dict[str, type[Model]] = {
+    "linear": Linear, "linear_nobias": LinearNoBias, "quadratic": Quadratic, "parameter_module": ParameterModule,
+    "nn_linear": NNLinear, "mlp": MLP, "rosenbrock": Rosenbrock, "bowl": Bowl,
+}
+
+
 def build(cfg, n_inputs: int) -> Model:
-    """The model a `model` config names, for data with `n_inputs` input columns."""
-    simple = {"linear": Linear, "linear_nobias": LinearNoBias, "quadratic": Quadratic,
-              "parameter_module": ParameterModule, "nn_linear": NNLinear}
-    if cfg.name in simple:
-        return simple[cfg.name](n_inputs)
-    if cfg.name == "mlp":
-        return MLP(n_inputs, cfg.hidden, cfg.activation, cfg.output_activation)
-    if cfg.name == "rosenbrock":
-        return Rosenbrock(cfg.a, cfg.b)
-    if cfg.name == "bowl":
-        return Bowl()
-    raise ConfigError("model", cfg.name, "unknown model")  # unreachable after composition
+    """The model a `model` config names."""
+    return MODELS[cfg.name].from_config(cfg, n_inputs)
 
 
 def least_squares(model: Model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:

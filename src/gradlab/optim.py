@@ -58,29 +58,49 @@ class TorchOptimizer:
         self.opt.step(closure)
 
 
-TORCH = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-    "lbfgs": torch.optim.LBFGS,
-}
-NAMES = ["gd", *TORCH]
-
-
-def build(cfg, params: list):
-    """The optimizer an `optimizer` config names; its fields (but `name`) are the keyword arguments."""
-    if cfg.name == "gd":
-        return GD(params, cfg.lr)
+def _kwargs(cfg) -> dict:
+    """An optimizer config's fields but `name`: torch.optim's keyword arguments."""
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
-    try:
-        return TorchOptimizer(TORCH[cfg.name], params, kwargs)
-    except ValueError as e:  # torch.optim checks its hyperparameters: "Invalid epsilon value: -1.0"
-        m = re.match(r"Invalid (\w+)", str(e))
-        word = m.group(1) if m else ""
-        field = word if word in kwargs else {"epsilon": "eps", "beta": "betas", "learning": "lr"}.get(word)
-        key = f"optimizer.{field}" if field else "optimizer"
-        raise ConfigError(key, kwargs.get(field, cfg.name), f"torch.optim.{TORCH[cfg.name].__name__} refuses it: {e}") from None
+    return kwargs
+
+
+def _gd(cfg, params: list) -> GD:
+    return GD(params, cfg.lr)
+
+
+def _torch(cls: type):
+    def build(cfg, params: list) -> TorchOptimizer:
+        kwargs = _kwargs(cfg)
+        try:
+            return TorchOptimizer(cls, params, kwargs)
+        except ValueError as e:  # torch.optim checks its hyperparameters: "Invalid epsilon value: -1.0"
+            m = re.match(r"Invalid (\w+)", str(e))
+            word = m.group(1) if m else ""
+            field = word if word in kwargs else {"epsilon": "eps", "beta": "betas", "learning": "lr"}.get(word)
+            key = f"optimizer.{field}" if field else "optimizer"
+            raise ConfigError(key, kwargs.get(field, cfg.name), f"torch.optim.{cls.__name__} refuses it: {e}") from None
+
+    build.on_numpy = False
+    return build
+
+
+_gd.on_numpy = True  # the hand-written update runs on NumPy arrays too
+
+
+# Option name (the config's `name`) -> the optimizer it builds for a list of parameters.
+OPTIMIZERS = {
+    "gd": _gd,
+    "sgd": _torch(torch.optim.SGD),
+    "adam": _torch(torch.optim.Adam),
+    "adamw": _torch(torch.optim.AdamW),
+    "rmsprop": _torch(torch.optim.RMSprop),
+    "adagrad": _torch(torch.optim.Adagrad),
+    "lbfgs": _torch(torch.optim.LBFGS),
+}
+
+
+def build(cfg, params: list):
+    """The optimizer an `optimizer` config names."""
+    return OPTIMIZERS[cfg.name](cfg, params)

@@ -6,30 +6,12 @@ backend once; batches are slices of it, or fresh draws for a stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from gradlab.options import DType, Loss
 from gradlab.data import Prepared, Stream
+from gradlab.devices import Backend
+from gradlab.options import Loss
 from gradlab.models import REDUCTIONS, Model, squared_error, squared_error_grad
-
-
-@dataclass(frozen=True)
-class Backend:
-    device: str  # a torch device string, or "numpy"
-    dtype: DType
-
-    @property
-    def numpy(self) -> bool:
-        return self.device == "numpy"
-
-    def put(self, t: torch.Tensor):
-        """A float64 CPU tensor onto the backend."""
-        if self.numpy:
-            return t.numpy().astype(self.dtype.value)
-        return t.to(device=self.device, dtype=getattr(torch, self.dtype.value))
-
 
 
 class Problem:

@@ -1,238 +1,33 @@
-"""A tracked run: validate, build, open the run, fit while streaming metrics, then record the end.
+"""A tracked run: validate → set up → describe → start → fit → evaluate → finish.
 
-Whatever happens after the MLflow run is created, it ends with a status that tells the truth:
-completed/converged -> FINISHED, diverged -> FAILED (with step and reason), an exception ->
-FAILED (with its type and message), SIGINT/SIGTERM -> KILLED. Metrics logged so far and the
-history up to that point are kept in every case.
+Whatever happens once its MLflow run exists, a run ends with a status that tells the truth
+(`RunGroup` owns that end): completed/converged -> FINISHED, diverged -> FAILED (with step and
+reason), an exception -> FAILED (with its type and message), SIGINT/SIGTERM -> KILLED. The
+metrics logged so far and the history up to that point are kept in every case. User mistakes
+raise before any run exists.
 """
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import importlib.metadata
 import json
-import os
-import platform
 import signal
-import socket
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
 
-from omegaconf import OmegaConf
-
-from gradlab.config import SCHEMAS, Config, Scaling, validate
-
-if TYPE_CHECKING:  # torch is imported by the run itself, after the recorder process has started
-    from gradlab.engine import History
-
-# Where a run is recorded, and whether progress is shown, do not change what it computes.
-CONFIG_HASH_EXCLUDES = ("tracking", "train.progress")
-TIMINGS_ENV = "GRADLAB_TIMINGS"  # a file: the benchmark's view of where a run's time goes
-_stamps: dict[str, float] = {}
+from gradlab import describe, signals, timings
+from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
+from gradlab.progress import Progress
+from gradlab.tracking import MetricStream, Recorder, RunEnd, RunSpec
 
 
-def stamp(name: str) -> None:
-    """Note the wall-clock time of a phase (only when the benchmark asks for it)."""
-    if os.environ.get(TIMINGS_ENV):
-        _stamps[name] = time.time()
+@dataclass
+class Job:
+    """One configuration to run, with what the record says about where it came from."""
+
+    cfg: Config
+    overrides: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
-def _write_timings(recorder) -> None:
-    import resource
-
-    path = os.environ.get(TIMINGS_ENV)
-    if path:
-        child = recorder.call(0, "timings", wait=True)
-        data = {"stamps": dict(_stamps), "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                "recorder": child}
-        with open(path, "w") as f:
-            json.dump(data, f)
-
-
-class Killed(BaseException):
-    """SIGTERM or SIGINT arrived: unwinds like KeyboardInterrupt so `finally` blocks record the end."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def signals_as_exceptions():
-    """SIGTERM raises Killed in the main thread (SIGINT already raises KeyboardInterrupt)."""
-    def handler(signum, frame):
-        raise Killed(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-# ----------------------------------------------------------------- config as a record
-def container(cfg: Config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
-
-
-def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    """{"optimizer": {"lr": 0.01}} -> {"optimizer.lr": "0.01"}; lists and empty dicts as JSON."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-    return out
-
-
-def from_container(d: dict) -> Config:
-    """A typed Config from a plain dict such as a logged config.yaml (each option's own schema)."""
-    base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
-
-
-def config_hash(flat: dict[str, str]) -> str:
-    """Of the flattened config, less what does not change the result (CONFIG_HASH_EXCLUDES)."""
-    kept = {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in CONFIG_HASH_EXCLUDES)}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def run_name(cfg: Config) -> str:
-    """Readable from the choices: thermometer-x0.1-linear-autograd-sgd-lr0.01."""
-    if cfg.tracking.run_name:
-        return cfg.tracking.run_name
-    d = cfg.data
-    data = [] if d.name == "none" else [d.name]
-    if d.scaling is Scaling.factor:
-        data.append(f"x{d.scale_factor:g}")
-    elif d.scaling is not Scaling.none:
-        data.append(d.scaling.value)
-    opt = cfg.optimizer.name
-    if getattr(cfg.optimizer, "momentum", 0):
-        opt += f"-m{cfg.optimizer.momentum:g}"
-    device = [] if cfg.device.name == "cpu" else [cfg.device.name]
-    extra = [f"bs{cfg.train.batch_size}"] if cfg.train.batch_size else []
-    extra += [f"seed{cfg.train.seed}"] if cfg.train.seed else []
-    return "-".join([*data, cfg.model.name, cfg.grad.name, *device, opt, f"lr{cfg.optimizer.lr:g}", *extra])
-
-
-def title(cfg: Config) -> str:
-    d, t = cfg.data, cfg.train
-    scaling = {"none": "raw inputs", "factor": f"inputs ×{d.scale_factor:g}"}.get(d.scaling.value, f"{d.scaling.value}d inputs")
-    data = "" if d.name == "none" else f"{d.name}, {scaling} · "
-    batch = "full batch" if t.batch_size is None else f"batch {t.batch_size}"
-    return f"{data}{cfg.model.name} · {cfg.grad.name} · {cfg.optimizer.name} lr={cfg.optimizer.lr:g} · {batch}"
-
-
-# ----------------------------------------------------------------------- provenance
-def _git(*args: str) -> str | None:
-    from gradlab.tracking import project_root
-
-    try:
-        r = subprocess.run(["git", "-C", str(project_root()), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-def provenance() -> dict[str, str]:
-    from gradlab.tracking import process_start
-
-    commit = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    tags = {
-        "mlflow.user": getpass.getuser(),
-        "mlflow.source.name": "gradlab",
-        "mlflow.source.type": "LOCAL",
-        "gradlab.git.commit": commit or "unknown",
-        "gradlab.git.dirty": "unknown" if dirty is None else str(bool(dirty)).lower(),
-        "gradlab.host": socket.gethostname(),
-        "gradlab.pid": str(os.getpid()),
-        "gradlab.pid_start": process_start(os.getpid()),
-        "gradlab.command": " ".join(sys.argv),
-        "gradlab.version.python": platform.python_version(),
-    }
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    for pkg in ("gradlab", "torch", "hydra-core", "mlflow", "numpy"):
-        try:
-            tags[f"gradlab.version.{pkg}"] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            tags[f"gradlab.version.{pkg}"] = "unknown"
-    return tags
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return f"{device} ({torch.cuda.get_device_name()})"
-    return device
-
-
-def _digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(a.tobytes())
-    return h.hexdigest()[:32]  # MLflow keeps at most 36 characters
-
-
-def datasets(s, flat: dict[str, str]) -> list[dict]:
-    """Train and validation sets as MLflow inputs, with a digest of all of their values."""
-    pr = s.prepared
-    if pr is None:
-        return []
-    ds = pr.dataset
-    origin = {f"gradlab.{k}": v for k, v in flat.items() if k.startswith("data.")}
-    out = []
-    for context, x, y in (("training", pr.raw_train, pr.y_train), ("validation", pr.raw_val, pr.y_val)):
-        if x is None:
-            continue
-        xa, ya = x.numpy(), y.numpy()
-        out.append({"name": f"{s.cfg.data.name}-{context}", "context": context, "features": xa,
-                    "targets": ya, "path": ds.source, "origin": origin, "digest": _digest(xa, ya)})
-    return out
-
-
-# --------------------------------------------------------------------------- progress
-class Progress:
-    """A status line on a terminal every second or so; silent otherwise."""
-
-    def __init__(self, total: int, columns: list[str], enabled: bool | None):
-        self.total, self.columns = total, columns
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.next = time.monotonic() + 1.0
-        self.shown = False
-
-    def __call__(self, row) -> None:
-        if self.enabled and time.monotonic() >= self.next:
-            self.next = time.monotonic() + 1.0
-            losses = "  ".join(f"{c} {v:.4g}" for c, v in zip(self.columns[1:], row[1:]) if c.endswith("loss"))
-            print(f"\r  epoch {int(row[0])}/{self.total} ({100 * row[0] / self.total:.0f}%)  {losses}   ",
-                  end="", file=sys.stderr, flush=True)
-            self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            print(file=sys.stderr)
-
-
-# --------------------------------------------------------------------------- the run
 @dataclass
 class Recorded:
     run_id: str
@@ -241,144 +36,125 @@ class Recorded:
     result: object  # run.Result, or None if skipped (an identical run already has a result)
 
 
-def history_csv(h: History) -> str:
-    lines = [",".join(h.columns)]
-    lines += [",".join(str(int(v)) if i == 0 else repr(float(v)) for i, v in enumerate(r)) for r in h.rows]
-    return "\n".join(lines) + "\n"
-
-
 def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
            sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False) -> Recorded:
-    """Validate, build, then train and record one run. User mistakes raise before a run exists.
-
-    The MLflow side runs in the recorder process (tracking.Recorder); this returns once the
-    run's record is complete, so an error in it is reported for this run and no other.
-    """
-    from gradlab.tracking import STATUS, Recorder
-
-    stamp("record")
+    """Validate, build, then train and record one run; returns once its record is complete."""
+    timings.stamp("record")
     validate(cfg)
-    cfg.tracking.experiment = experiment
     recorder = Recorder.shared()
-    store = recorder.store()  # checked here; the child imports mlflow and opens it while torch loads
-    from gradlab import run as run_mod
-    from gradlab.engine import History, columns, fit
+    recorder.open()  # checked here; the recorder imports mlflow and opens the store while torch loads
+    from gradlab import run
 
-    s = run_mod.setup(cfg)  # ConfigError / DataError here leave no run behind
-    stamp("setup")
+    job = Job(cfg, list(overrides or []), dict(extra_tags or {}))
+    s = run.setup(cfg)  # ConfigError / DataError here leave no run behind
+    timings.stamp("setup")
+    spec, chash = describe_run(job, s, experiment, parent_run_id, sweep)
+    if cfg.tracking.skip_finished and (done := _finished(recorder, experiment, chash)):
+        if not quiet:
+            print(f"gradlab: skipped {spec.name}: run {done.run_id} already {done.outcome} with this config")
+        return done
+    recorder.poll()  # a store the recorder could not open stops us before training
+    history = run.new_history(s)
+    with RunGroup(recorder, [spec], [history], s.schedule, cfg.tracking.max_points, cfg.train.progress) as group:
+        run.fit(s, history, group.on_log)
+        timings.stamp("trained")
+        result = run.evaluate(s, history)
+        group.complete(0, ending(cfg, result, run.plot_data(s, result, describe.title(cfg)) if cfg.tracking.plots else None))
+    run_id = recorder.run_id(group.keys[0])
+    if not quiet:
+        print(summary(spec.name, run_id, experiment, recorder.uri, result))
+    return Recorded(run_id, history.outcome, result.objective, result)
+
+
+def describe_run(job: Job, s, experiment: str, parent_id: str | None, sweep: str | None) -> tuple[RunSpec, str]:
+    """The run to create for a set-up job, and its config hash."""
+    cfg = replace(job.cfg, tracking=replace(job.cfg.tracking, experiment=experiment))  # as logged: rerun finds it
     flat = flatten(container(cfg))
     chash = config_hash(flat)
-    if cfg.tracking.skip_finished:
-        done = store.finished_run(experiment, chash)
-        if done is not None:
-            run_id, outcome, metrics = done
-            if not quiet:
-                print(f"gradlab: skipped {run_name(cfg)}: run {run_id} already {outcome} with this config")
-            return Recorded(run_id, outcome, run_mod.objective(metrics, outcome), None)
-    # A store the child could not open by now stops us before training; one that fails later
-    # (an old schema takes a moment to find) stops training at the next metric flush.
-    recorder.poll()
-
-    name = run_name(cfg)
-    n_val = 0 if s.problem.val is None else len(s.problem.val[1])
-    n_train = s.problem.n_train if s.problem.stream is None else (cfg.train.batch_size or 1) * cfg.train.epochs
+    problem = s.problem
+    n_val = 0 if problem.val is None else len(problem.val[1])
+    n_train = problem.n_train if problem.stream is None else (cfg.train.batch_size or 1) * cfg.train.epochs
     params = {**flat, "n_train": str(n_train), "n_val": str(n_val), "n_params": str(s.n_params)}
-    tags = {**provenance(), "gradlab.outcome": "running", "gradlab.config_hash": chash,
-            "gradlab.device": _device_name(s.backend.device), "gradlab.seed": str(cfg.train.seed),
-            "gradlab.overrides": " ".join(overrides or []), **(extra_tags or {})}
+    tags = {**describe.provenance(), "gradlab.outcome": "running", "gradlab.config_hash": chash,
+            "gradlab.device": describe.device_name(s.backend.device), "gradlab.seed": str(cfg.train.seed),
+            "gradlab.overrides": " ".join(job.overrides), **job.tags}
     if sweep:
         tags["gradlab.sweep"] = sweep
     if s.prepared is not None and s.prepared.dataset.sha256:
-        tags["gradlab.data.sha256"] = s.prepared.dataset.sha256
-        tags["gradlab.data.path"] = s.prepared.dataset.source
+        tags.update({"gradlab.data.sha256": s.prepared.dataset.sha256, "gradlab.data.path": s.prepared.dataset.source})
+    files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
+    inputs = describe.datasets(s.prepared, cfg.data.name, flat)
+    return RunSpec(experiment, describe.run_name(cfg), params, tags, parent_id, inputs, files), chash
 
-    run = store.start_run(experiment, name, params, tags, parent_run_id)
-    files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(overrides or []) + "\n"}
-    history = History(columns(s.problem, s.params))
-    expected = 1 + cfg.train.epochs // cfg.train.log_every
-    stream = run.metric_stream(history.columns, expected, cfg.tracking.max_points)
-    progress = Progress(cfg.train.epochs, history.columns, cfg.train.progress)
-    outcome, result, end_tags, plot_data, failing = "failed", None, {}, None, False
 
-    def on_log(row):
-        stream(row)
-        progress(row)
+def ending(cfg: Config, result, plot_data: dict | None) -> RunEnd:
+    """The end of a run that trained to a result: completed, converged or diverged."""
+    h = result.history
+    tags = {"gradlab.diverged_step": str(h.stop_step), "gradlab.reason": h.reason} if h.outcome == "diverged" else {}
+    files = {"params.json": json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)}
+    return RunEnd(h.outcome, result.metrics, tags, files, plot_data=plot_data)
 
-    try:
-        with signals_as_exceptions():
-            run.log_inputs(datasets(s, flat))
-            fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=cfg.train.epochs, log_every=cfg.train.log_every,
-                stop_loss=cfg.train.stop_loss, on_log=on_log, history=history)
-            stamp("trained")
-            progress.close()
-            result = run_mod.evaluate(s, history)
-            outcome = history.outcome
-            if outcome == "diverged":
-                end_tags.update({"gradlab.diverged_step": str(history.stop_step), "gradlab.reason": history.reason})
-            files["params.json"] = json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)
-            if cfg.tracking.plots:
-                try:
-                    plot_data = run_mod.plot_data(s, result, title(cfg))
-                except Exception as e:  # noqa: BLE001 - a figure is no reason to fail a sound run
-                    end_tags["gradlab.plot_error"] = f"{type(e).__name__}: {e}"
-    except (KeyboardInterrupt, Killed) as e:
-        failing = True
-        progress.close()
-        signum = e.signum if isinstance(e, Killed) else signal.SIGINT
-        outcome = "killed"
-        end_tags["gradlab.signal"] = signal.Signals(signum).name
-        raise Killed(signum) from None
-    except Exception as e:
-        failing = True
-        progress.close()
-        outcome = "failed"
-        end_tags.update({"gradlab.error.type": type(e).__name__, "gradlab.error.message": str(e) or repr(e)})
-        raise
-    finally:
-        # Record the end whatever happened; a second Ctrl-C here must not leave the run RUNNING.
-        with _deferred_signals():
+
+def _finished(recorder: Recorder, experiment: str, chash: str) -> Recorded | None:
+    from gradlab.run import objective
+
+    done = recorder.ask("finished", experiment, [chash]).get(chash)
+    return done and Recorded(done.id, done.outcome, objective(done.metrics, done.outcome), None)
+
+
+class RunGroup:
+    """Owns the ends of a group of started runs: whatever leaves the `with` block, every run
+    without a result ends KILLED (a signal) or FAILED (an exception), with its history so far."""
+
+    def __init__(self, recorder: Recorder, specs: list[RunSpec], histories: list, schedule, max_points: int,
+                 progress: bool | None):
+        self.recorder, self.histories = recorder, histories
+        self.keys = recorder.start(specs)
+        metrics = histories[0].metrics
+        self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(), max_points)
+        self.progress = Progress(schedule.epochs, metrics, progress)
+        self.ends: dict[int, RunEnd] = {}
+
+    def on_log(self, epoch: int, configs: list[int], rows: list) -> None:
+        self.stream(epoch, configs, rows)
+        self.progress(epoch, configs, rows)
+
+    def complete(self, i: int, end: RunEnd) -> None:
+        self.ends[i] = end
+
+    def __enter__(self) -> "RunGroup":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        self.progress.close()
+        with signals.deferred():  # a second Ctrl-C here must not leave a run RUNNING
             try:
-                stream.close()
-                files["history.csv"] = history_csv(history)
-                metrics = result.metrics if result is not None else {"epochs_run": float(history.epochs_run)}
-                # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
-                run.finish(STATUS[outcome], metrics, 0, {"gradlab.outcome": outcome, **end_tags}, files, plot_data)
-                stamp("queued")
-                recorder.sync()
-                stamp("recorded")
-                _write_timings(recorder)
+                self.stream.close()
+                ends = [self.ends.get(i) or self.stopped(i, error) for i in range(len(self.keys))]
+                for end, h in zip(ends, self.histories):
+                    end.history = h.table()
+                self.recorder.finish(self.keys, ends)
+                timings.stamp("queued")
+                self.recorder.sync()
+                timings.stamp("recorded")
             except Exception:
-                if not failing:  # else the error that stopped the run is the one to report
+                if error is None:  # else the error that stopped the runs is the one to report
                     raise
-    if not quiet:
-        print(summary(name, run.id, experiment, store.uri, history, result))
-    return Recorded(run.id, outcome, result.objective, result)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C without gradlab's handler unwinds as Killed too
+            raise signals.Killed(signal.SIGINT) from None
+
+    def stopped(self, i: int, error: BaseException | None) -> RunEnd:
+        """The end of a run that left without a result."""
+        metrics = {"epochs_run": float(self.histories[i].epochs_run)}
+        if isinstance(error, (signals.Killed, KeyboardInterrupt)):
+            return RunEnd("killed", metrics, {"gradlab.signal": signal.Signals(signals.signum_of(error)).name})
+        message = (str(error) or repr(error)) if error else "ended without a result"
+        return RunEnd("failed", metrics, {"gradlab.error.type": type(error).__name__ if error else "",
+                                          "gradlab.error.message": message})
 
 
-@contextmanager
-def _deferred_signals():
-    """Hold SIGINT/SIGTERM while the end of a run is written; re-deliver them afterwards."""
-    pending = []
-
-    def hold(signum, frame):
-        pending.append(signum)
-
-    try:
-        old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-        if pending:
-            raise Killed(pending[0])
-
-
-def summary(name: str, run_id: str, experiment: str, uri: str, h: History, result) -> str:
-    m = result.metrics
+def summary(name: str, run_id: str, experiment: str, uri: str, result) -> str:
+    h, m = result.history, result.metrics
     lines = [f"gradlab: {name}: {h.outcome} after {h.epochs_run} epochs in {h.seconds:.2f} s"
              + (f" ({h.reason})" if h.reason else "")]
     keys = ("final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss")

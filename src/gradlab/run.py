@@ -13,29 +13,13 @@ import numpy as np
 import torch
 
 from gradlab import data as data_mod
-from gradlab import gradients, models, optim
-from gradlab.config import Config, ConfigError, DType
-from gradlab.engine import History, fit
-from gradlab.problem import Backend, Problem
+from gradlab import devices, engine, gradients, models, optim
+from gradlab.config import Config, ConfigError
+from gradlab.devices import Backend
+from gradlab.engine import History, Schedule
+from gradlab.problem import Problem
 
 STREAM_EVAL_SAMPLES = 1024  # a fixed draw on which a streamed run's final loss is measured
-
-
-def resolve_device(name: str, dtype: DType) -> str:
-    """The device a `device` option means here, or a ConfigError that says what works."""
-    if name == "numpy":
-        return "numpy"
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps and dtype is not DType.float64 else "cpu"
-    elif name == "cuda" and not cuda:
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
-        raise ConfigError("device", "cuda", f"no CUDA device here (torch {torch.__version__}, {build}); use device=cpu or device=auto")
-    elif name == "mps" and not mps:
-        raise ConfigError("device", "mps", "no Apple MPS device here; use device=cpu or device=auto")
-    if name == "mps" and dtype is DType.float64:
-        raise ConfigError("train.dtype", "float64", "MPS has no float64; use train.dtype=float32 or device=cpu")
-    return name
 
 
 @dataclass
@@ -49,6 +33,7 @@ class Setup:
     params: dict  # on the backend; trained in place
     grad_fn: object
     optimizer: object
+    schedule: Schedule
     eval_batch: tuple | None = None  # streamed data: fixed draw for the final loss
 
     @property
@@ -56,28 +41,48 @@ class Setup:
         return sum(int(np.prod(p.shape)) for p in self.params.values())
 
 
+def _check_pairing(cfg: Config, backend: Backend, model_cls: type, dataset) -> None:
+    """What the objects say about each other: a model without data, a method NumPy cannot run."""
+    if model_cls.objective and dataset is not None:
+        raise ConfigError("data", cfg.data.name, f"model={cfg.model.name} is a function of its parameters: use data=none")
+    if not model_cls.objective and dataset is None:
+        objectives = "|".join(sorted(n for n, c in models.MODELS.items() if c.objective))
+        raise ConfigError("model", cfg.model.name, f"data={cfg.data.name} has no samples: pick a dataset, or model={objectives}")
+    if backend.numpy:
+        if not (gradients.METHODS[cfg.grad.name].on_numpy and optim.OPTIMIZERS[cfg.optimizer.name].on_numpy):
+            raise ConfigError(
+                "device", "numpy", f"runs grad=analytic with optimizer=gd only (got grad={cfg.grad.name}, "
+                f"optimizer={cfg.optimizer.name}); use device=cpu for other pairings",
+            )
+        if model_cls.torch_module:
+            raise ConfigError("device", "numpy", f"model={cfg.model.name} is a torch.nn.Module; use device=cpu")
+
+
+def _parameters(model: models.Model, init: dict, backend: Backend, needs_graph: bool) -> dict:
+    """The initial values on the backend: the module's own parameters, or plain tensors/arrays."""
+    if backend.numpy:
+        return {k: backend.put(v) for k, v in init.items()}
+    if model.module is not None:
+        model.module.to(device=backend.device, dtype=getattr(torch, backend.dtype.value))
+        params = dict(model.module.named_parameters())
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(init[k])
+        return params
+    return {k: backend.put(v).requires_grad_(needs_graph) for k, v in init.items()}
+
+
 def setup(cfg: Config) -> Setup:
     t = cfg.train
-    backend = Backend(resolve_device(cfg.device.name, t.dtype), t.dtype)
+    backend = devices.backend(cfg.device.name, t.dtype)
     dataset = data_mod.load(cfg.data)
+    _check_pairing(cfg, backend, models.MODELS[cfg.model.name], dataset)
     prepared = data_mod.prepare(dataset, cfg.data) if isinstance(dataset, data_mod.Dataset) else None
     n_inputs = prepared.x_train.shape[1] if prepared else (1 if dataset is not None else 0)
     model = models.build(cfg.model, n_inputs)
 
     gen = torch.Generator().manual_seed(t.seed)  # init first, then shuffles / streamed batches
-    init = model.init(gen, cfg.model)
-    if backend.numpy:
-        params = {k: backend.put(v) for k, v in init.items()}
-    elif model.module is not None:
-        model.module.to(device=backend.device, dtype=getattr(torch, t.dtype.value))
-        params = dict(model.module.named_parameters())
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(init[k])
-    else:
-        needs_grad = cfg.grad.name == "autograd" or cfg.optimizer.name != "gd"
-        params = {k: backend.put(v).requires_grad_(needs_grad) for k, v in init.items()}
-
+    params = _parameters(model, model.init(gen, cfg.model), backend, gradients.METHODS[cfg.grad.name].needs_graph)
     problem = Problem(model, t.loss, backend, prepared if prepared else dataset, t.batch_size, t.shuffle, gen)
     eval_batch = None
     if isinstance(dataset, data_mod.Stream):
@@ -85,7 +90,17 @@ def setup(cfg: Config) -> Setup:
         eval_batch = (backend.put(x), backend.put(y))
     grad_fn = gradients.build(cfg.grad, problem, params)
     optimizer = optim.build(cfg.optimizer, list(params.values()))
-    return Setup(cfg, backend, dataset, prepared, model, problem, params, grad_fn, optimizer, eval_batch)
+    schedule = Schedule(t.epochs, t.log_every, t.stop_loss)
+    return Setup(cfg, backend, dataset, prepared, model, problem, params, grad_fn, optimizer, schedule, eval_batch)
+
+
+def new_history(s: Setup) -> History:
+    return History(engine.columns(s.problem, s.params))
+
+
+def fit(s: Setup, history: History, on_log=None) -> History:
+    """Train the set-up problem in place, filling `history`."""
+    return engine.fit(s.problem, s.params, s.grad_fn, s.optimizer, s.schedule, history, on_log)
 
 
 @dataclass
@@ -148,13 +163,10 @@ def _predict_flat(model: models.Model, theta: dict, x: torch.Tensor) -> torch.Te
     return model.features(x) @ torch.cat([v.reshape(-1) for v in theta.values()])
 
 
-def train(cfg: Config, on_log=None, history: History | None = None) -> tuple[Setup, Result]:
+def train(cfg: Config) -> tuple[Setup, Result]:
     """Build and fit a validated config; no tracking."""
     s = setup(cfg)
-    h = fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=cfg.train.epochs,
-            log_every=cfg.train.log_every, stop_loss=cfg.train.stop_loss, on_log=on_log, history=history)
-    return s, evaluate(s, h)
-
+    return s, evaluate(s, fit(s, new_history(s)))
 
 
 # ------------------------------------------------------------------------- plot data
@@ -223,13 +235,15 @@ def plot_data(s: Setup, result: Result, title: str) -> dict:
             }
 
     names = [c[len("param."):] for c in h.columns if c.startswith("param.")]
-    if len(names) == 2 and h.rows:
-        rows = h.rows
+    if len(names) == 2 and len(h):
+        path = np.array([h.column("param." + n) for n in names]).T
         if diverged:  # the last steps dwarf everything: show the path while the loss is within 100× its start
-            limit = 100 * rows[0][1]
-            rows = rows[:max(3, next((i for i, r in enumerate(rows) if r[1] > limit), len(rows)))]
-            title += f"\ndiverged: the path is shown for its first {len(rows)} steps"
-        path = np.array([[r[h.columns.index("param." + n)] for n in names] for r in rows] + ([] if diverged else [_flat(final)]))
+            losses = h.column("train_loss")
+            shown = max(3, next((i for i, v in enumerate(losses) if v > 100 * losses[0]), len(losses)))
+            path = path[:shown]
+            title += f"\ndiverged: the path is shown for its first {len(path)} steps"
+        else:
+            path = np.vstack([path, [_flat(final)]])
         opt = _flat(optimum) if optimum else None
         pts = np.vstack([path, [opt]]) if opt else path
         (a0, a1), (b0, b1) = span(pts[:, 0]), span(pts[:, 1])

@@ -24,12 +24,14 @@ import sys
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gradlab.tracking.spec import RunEnd, RunSpec
+
 PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
 SWEEP_ENV = "GRADLAB_SWEEP"
 EXPERIMENT_ENV = "GRADLAB_SWEEP_EXPERIMENT"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
-_parent: dict = {}  # the sweep this process launched: store, run, name, experiment
+_parent: dict = {}  # the sweep this process launched: recorder, key, id, name, experiment, jobs
 
 
 def parent_run_id() -> str | None:
@@ -88,109 +90,130 @@ def sweep_hash(config: DictConfig) -> str:
     return hashlib.sha256(json.dumps([config.hydra.job.config_name, params]).encode()).hexdigest()[:16]
 
 
+def _refuse_bad_jobs(config: DictConfig, name: str) -> list[list[str]] | None:
+    """The grid's jobs, once every one of them checks out; exits 2 listing those that do not."""
+    jobs = grid(config)
+    bad = check(config, jobs) if jobs is not None else []
+    if bad:
+        print(f"gradlab: error: sweep {name!r}: {len(bad)} of {len(jobs)} jobs have bad values; "
+              "nothing was run:", file=sys.stderr)
+        for overrides, message in bad:
+            print(f"  [{' '.join(overrides)}]: {message}", file=sys.stderr)
+        sys.exit(2)
+    return jobs
+
+
+def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | None, shash: str) -> RunSpec:
+    from gradlab.describe import provenance
+
+    sweep_yaml = OmegaConf.to_yaml(OmegaConf.create({"sweeper": OmegaConf.to_container(config.hydra.sweeper),
+                                                      "overrides": list(config.hydra.overrides.task)}))
+    params = {"sweep.params": json.dumps(_params(config)), "sweep.jobs": str(len(jobs)) if jobs else "unknown",
+              "sweep.launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
+              "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
+    tags = {**provenance(), "gradlab.sweep": name, "gradlab.role": "sweep", "gradlab.sweep_hash": shash,
+            "gradlab.outcome": "running"}
+    files = {"sweep.yaml": sweep_yaml}
+    if jobs is not None:
+        files["jobs.txt"] = "\n".join(" ".join(j) for j in jobs) + "\n"
+    return RunSpec(experiment, name, params, tags, files=files)
+
+
+def sweep_names(config: DictConfig) -> tuple[str, str]:
+    """(the sweep's name, its experiment): a sweep file names both; an ad-hoc grid is a "multirun"."""
+    from gradlab.describe import experiment_name
+
+    file = config.hydra.job.config_name
+    sweep_file = None if file == "config" else file
+    recipe = config.hydra.runtime.choices.get("experiment")
+    return sweep_file or "multirun", experiment_name(config.tracking.experiment, recipe, sweep_file)
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from gradlab.record import provenance
-        from gradlab.tracking import Store, TrackingError
+        from gradlab.tracking import Recorder, TrackingError
 
-        name = config.hydra.job.config_name
-        name = "multirun" if name == "config" else name
-        jobs = grid(config)
-        if jobs is not None:
-            bad = check(config, jobs)
-            if bad:
-                print(f"gradlab: error: sweep {name!r}: {len(bad)} of {len(jobs)} jobs have bad values; "
-                      "nothing was run:", file=sys.stderr)
-                for overrides, message in bad:
-                    print(f"  [{' '.join(overrides)}]: {message}", file=sys.stderr)
-                sys.exit(2)
-        recipe = config.hydra.runtime.choices.get("experiment")
-        experiment = config.tracking.experiment or (name if name != "multirun" else recipe or "default")
+        name, experiment = sweep_names(config)
+        jobs = _refuse_bad_jobs(config, name)
+        recorder = Recorder.shared()
         try:
-            store = Store()
+            recorder.open()
             shash = sweep_hash(config)
-            parent = store.resumable_parent(experiment, name, shash) if config.tracking.skip_finished else None
-            if parent is None:
-                sweep_yaml = OmegaConf.to_yaml(OmegaConf.create({"sweeper": OmegaConf.to_container(config.hydra.sweeper),
-                                                                  "overrides": list(config.hydra.overrides.task)}))
-                params = {"sweep.params": json.dumps(_params(config)), "sweep.jobs": str(len(jobs)) if jobs else "unknown",
-                          "sweep.launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
-                          "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
-                tags = {**provenance(), "gradlab.sweep": name, "gradlab.role": "sweep", "gradlab.sweep_hash": shash,
-                        "gradlab.outcome": "running"}
-                parent = store.start_run(experiment, name, params, tags)
-                parent.log_artifacts({"sweep.yaml": sweep_yaml})
-                if jobs is not None:
-                    parent.log_artifacts({"jobs.txt": "\n".join(" ".join(j) for j in jobs) + "\n"})
+            resumed = recorder.ask("latest_sweep", experiment, shash) if config.tracking.skip_finished else None
+            if resumed is None:
+                key = recorder.start([_parent_spec(config, name, experiment, jobs, shash)])[0]
             else:
-                print(f"gradlab: resuming sweep {name!r} in parent run {parent.id}; jobs that have a result are skipped")
+                key = recorder.reopen(resumed.id)
+                print(f"gradlab: resuming sweep {name!r} in parent run {resumed.id}; jobs that have a result are skipped")
+            parent_id = recorder.run_id(key)
         except TrackingError as e:
             print(f"gradlab: error: {e}", file=sys.stderr)
             sys.exit(2)
         # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
         expected = len(jobs) if jobs and not config.tracking.skip_finished else None
-        _parent.update(store=store, run=parent, name=name, experiment=experiment, jobs=expected)
-        os.environ.update({PARENT_ENV: parent.id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment})
+        _parent.update(recorder=recorder, key=key, id=parent_id, name=name, experiment=experiment, jobs=expected)
+        os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment})
+
+
+def _close() -> dict:
+    """The sweep this process launched, forgotten by the process and its future jobs."""
+    parent = dict(_parent)
+    _parent.clear()
+    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV):
+        os.environ.pop(key, None)
+    return parent
 
 
 def finish() -> int:
     """Record the end of the sweep this process launched (if any); returns the failed-job count."""
     if not _parent:
         return 0
-    store, run, name, experiment = _parent["store"], _parent["run"], _parent["name"], _parent["experiment"]
-    expected = _parent.get("jobs")
-    _parent.clear()
-    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV):
-        os.environ.pop(key, None)
+    parent = _close()
+    recorder, name, expected = parent["recorder"], parent["name"], parent["jobs"]
     latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
-    for c in sorted(store.children(run.id), key=lambda c: c.info.start_time):
-        latest[c.data.tags.get("gradlab.config_hash", c.info.run_id)] = c
+    for c in recorder.ask("children", parent["id"]):
+        latest[c.tag("config_hash", c.id)] = c
     children = list(latest.values())
-    outcome = {}
+    by_outcome = {}
     for c in children:
-        outcome.setdefault(c.data.tags.get("gradlab.outcome", "unknown"), []).append(c)
-    failed = outcome.get("failed", []) + outcome.get("killed", []) + outcome.get("running", [])
+        by_outcome.setdefault(c.outcome, []).append(c)
+    failed = by_outcome.get("failed", []) + by_outcome.get("killed", []) + by_outcome.get("running", [])
     # A job that failed before its run existed (its store broke, say) has no child to count.
     missing = max(0, expected - len(children)) if expected else 0
-    finished = [c for c in children if c.info.status == "FINISHED"]
+    finished = [c for c in children if c.status == "FINISHED"]
     best_run = min(finished, key=_objective) if finished else None
     best = _objective(best_run) if best_run else math.inf
-    metrics = {"jobs": len(children), "jobs_finished": sum(len(outcome.get(k, [])) for k in ("completed", "converged")),
-               "jobs_diverged": len(outcome.get("diverged", [])), "jobs_failed": len(failed) + missing}
+    metrics = {"jobs": len(children), "jobs_finished": sum(len(by_outcome.get(k, [])) for k in ("completed", "converged")),
+               "jobs_diverged": len(by_outcome.get("diverged", [])), "jobs_failed": len(failed) + missing}
     if math.isfinite(best):
         metrics["best_objective"] = best
-    run.log_metrics(metrics)
-    tags = {"gradlab.outcome": "failed" if failed or missing else "completed"}
-    if best_run is not None:
-        tags.update({"gradlab.best_run": best_run.info.run_id, "gradlab.best_overrides": best_run.data.tags.get("gradlab.overrides", "")})
-    run.set_tags(tags)
-    run.end("FAILED" if failed or missing else "FINISHED")
+    tags = {} if best_run is None else {"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides")}
+    recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing else "completed", metrics, tags)])
+    recorder.sync()
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {metrics['jobs_finished']} finished, "
-          f"{metrics['jobs_diverged']} diverged, {len(failed)} failed  (parent run {run.id})")
+          f"{metrics['jobs_diverged']} diverged, {len(failed)} failed  (parent run {parent['id']})")
     if missing:
         print(f"  {missing} job(s) ended before their run existed; their errors are above")
     for c in failed:
-        print(f"  FAILED [{c.data.tags.get('gradlab.overrides', '')}]: "
-              f"{c.data.tags.get('gradlab.error.type', '')} {c.data.tags.get('gradlab.error.message', '')}".rstrip())
+        print(f"  FAILED [{c.tag('overrides')}]: {c.tag('error.type')} {c.tag('error.message')}".rstrip())
     if children:
-        print(f"  compare them: make compare EXPERIMENT={experiment}")
+        print(f"  compare them: make compare EXPERIMENT={parent['experiment']}")
     return len(failed) + missing
 
 
 def _objective(run) -> float:
     from gradlab.run import objective
 
-    return objective(run.data.metrics, run.data.tags.get("gradlab.outcome", ""))
+    return objective(run.metrics, run.outcome)
 
 
 def abort(signum: int) -> None:
     """A signal stopped the sweep this process launched: its parent run is KILLED."""
     if not _parent:
         return
-    run = _parent["run"]
-    _parent.clear()
+    parent = _close()
     try:
-        run.set_tags({"gradlab.outcome": "killed", "gradlab.signal": str(signum)})
-        run.end("KILLED")
-    except Exception:  # the store may be the reason we are going down; reap can close it later
+        parent["recorder"].finish([parent["key"]], [RunEnd("killed", {}, {"gradlab.signal": str(signum)})])
+        parent["recorder"].sync()
+    except Exception:  # noqa: BLE001 - the store may be the reason we are going down; reap can close it
         pass

@@ -29,18 +29,23 @@ ROOT = Path(__file__).resolve().parents[3]
 TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ratio_max": 1.15, "peak_rss_mib_max": 600}
 
 
-def timed(cmd: list[str], env: dict, timings: Path | None = None) -> tuple[float, dict]:
-    """Wall time of a whole process, and the timings it wrote (GRADLAB_TIMINGS)."""
+def timed(cmd: list[str], env: dict, tfile: Path | None = None) -> tuple[float, dict]:
+    """Wall time of a whole process, and the timings it and its recorder wrote (GRADLAB_TIMINGS)."""
+    from gradlab import timings
+
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **env}
-    if timings is not None:
-        env["GRADLAB_TIMINGS"] = str(timings)
-        timings.unlink(missing_ok=True)
+    if tfile is not None:
+        env[timings.ENV] = str(tfile)
+        for role in ("", ".recorder"):
+            Path(f"{tfile}{role}").unlink(missing_ok=True)
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     end = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    data = json.loads(timings.read_text()) if timings is not None and timings.exists() else {}
+    data = timings.read(str(tfile)) if tfile is not None else {}
+    if tfile is not None:
+        data["recorder"] = timings.read(str(tfile), "recorder")
     data.update(start=start, end=end)
     return end - start, data
 
@@ -121,12 +126,12 @@ def single_run(tmp: Path, epochs: int, reps: int) -> dict:
         "the loop (incl. torch.optim's first import of dynamo)": b["stamps"]["trained"] - b["stamps"]["imported"],
         "exit": b["end"] - b["stamps"]["trained"],
     }
-    background = {  # in the recorder process, overlapping the trainer
-        "import mlflow, open the store": rec.get("open_store", 0.0),
-        "import matplotlib (preloaded)": rec.get("preload_matplotlib", 0.0),
-        "create the run, log params and inputs": rec.get("start_run", 0.0) + rec.get("log_inputs", 0.0),
-        "metric logging (batched)": rec.get("log_points", 0.0),
-        "figures, artifacts, final metrics, status": rec.get("finish", 0.0),
+    background = {  # in the recorder process, overlapping the trainer (Open includes matplotlib's import)
+        "import mlflow, open the store": rec.get("import mlflow", 0.0) + rec.get("Open", 0.0) - rec.get("import matplotlib", 0.0),
+        "import matplotlib (preloaded)": rec.get("import matplotlib", 0.0),
+        "create the run, log params, inputs, config": rec.get("Start", 0.0),
+        "metric logging (batched)": rec.get("Log", 0.0),
+        "figures, artifacts, final metrics, status": rec.get("Finish", 0.0),
     }
     rss_ours = (o["peak_rss_kib"] + o["recorder"]["peak_rss_kib"]) / 1024
     sampled = {"gradlab": sampled_memory(ours_cmd, store), "bare": sampled_memory(bare_cmd, store)}
@@ -175,13 +180,8 @@ def inner_loop(epochs: int, reps: int) -> dict:
     from gradlab import run
     from gradlab.bench import loops
     from gradlab.config import register_configs
-    from gradlab.engine import History, fit
-    from gradlab.record import Progress
+    from gradlab.progress import Progress
     from gradlab.tracking import MetricStream
-
-    class Sink:  # the trainer's side of a run: rows are thinned and batched, then handed over
-        def log_points(self, points):
-            pass
 
     register_configs()
 
@@ -191,18 +191,17 @@ def inner_loop(epochs: int, reps: int) -> dict:
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = OmegaConf.to_object(compose("config", overrides=overrides))
         s = run.setup(cfg)
-        history = History([])
-        from gradlab.engine import columns
+        history = run.new_history(s)
+        # The trainer's side of a run: rows are thinned and batched, then handed over (here, dropped).
+        stream = MetricStream(lambda points: None, [1], history.columns, s.schedule.expected_rows(), 1000)
+        progress = Progress(epochs, history.metrics, False)
 
-        cols = columns(s.problem, s.params)
-        stream, progress = MetricStream(Sink(), cols, epochs, 1000), Progress(epochs, cols, False)
-
-        def on_log(row):
-            stream(row)
-            progress(row)
+        def on_log(epoch, configs, rows):
+            stream(epoch, configs, rows)
+            progress(epoch, configs, rows)
 
         start = time.perf_counter()
-        fit(s.problem, s.params, s.grad_fn, s.optimizer, epochs=epochs, on_log=on_log, history=history)
+        run.fit(s, history, on_log)
         return time.perf_counter() - start
 
     out = {}
@@ -277,12 +276,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     reps = a.repeat or (1 if a.quick else 5)
     epochs = 200 if a.quick else 5000
-    import mlflow  # noqa: F401 - only for its version
+    import importlib.metadata
+
     import torch
 
     result = {"mode": "quick" if a.quick else "full",
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                          "mlflow": mlflow.__version__, "platform": platform.platform()},
+                          "mlflow": importlib.metadata.version("mlflow"), "platform": platform.platform()},
               "targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
         tmp = Path(tmp)

@@ -1,0 +1,120 @@
+"""How a run describes itself: its experiment, name and title, its provenance, its datasets.
+
+No MLflow here: these are the values the tracking package writes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+
+from gradlab.config import Config, Scaling
+from gradlab.tracking.reap import process_start
+from gradlab.tracking.store import project_root
+
+DEFAULT_EXPERIMENT = "default"
+
+
+def experiment_name(explicit: str | None, recipe: str | None, sweep_file: str | None = None) -> str:
+    """tracking.experiment, else the sweep file's name, else the recipe's, else "default"."""
+    return explicit or sweep_file or recipe or DEFAULT_EXPERIMENT
+
+
+def run_name(cfg: Config) -> str:
+    """Readable from the choices: thermometer-x0.1-linear-autograd-sgd-lr0.01."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    d = cfg.data
+    data = [] if d.name == "none" else [d.name]
+    if d.scaling is Scaling.factor:
+        data.append(f"x{d.scale_factor:g}")
+    elif d.scaling is not Scaling.none:
+        data.append(d.scaling.value)
+    opt = cfg.optimizer.name
+    if getattr(cfg.optimizer, "momentum", 0):
+        opt += f"-m{cfg.optimizer.momentum:g}"
+    device = [] if cfg.device.name == "cpu" else [cfg.device.name]
+    extra = [f"bs{cfg.train.batch_size}"] if cfg.train.batch_size else []
+    extra += [f"seed{cfg.train.seed}"] if cfg.train.seed else []
+    return "-".join([*data, cfg.model.name, cfg.grad.name, *device, opt, f"lr{cfg.optimizer.lr:g}", *extra])
+
+
+def title(cfg: Config) -> str:
+    """A figure's title: the run in a line."""
+    d, t = cfg.data, cfg.train
+    scaling = {"none": "raw inputs", "factor": f"inputs ×{d.scale_factor:g}"}.get(d.scaling.value, f"{d.scaling.value}d inputs")
+    data = "" if d.name == "none" else f"{d.name}, {scaling} · "
+    batch = "full batch" if t.batch_size is None else f"batch {t.batch_size}"
+    return f"{data}{cfg.model.name} · {cfg.grad.name} · {cfg.optimizer.name} lr={cfg.optimizer.lr:g} · {batch}"
+
+
+# ----------------------------------------------------------------------- provenance
+def _git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(project_root()), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def provenance() -> dict[str, str]:
+    """Where and from what a run comes: user, git commit, host and process, package versions."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    tags = {
+        "mlflow.user": getpass.getuser(),
+        "mlflow.source.name": "gradlab",
+        "mlflow.source.type": "LOCAL",
+        "gradlab.git.commit": commit or "unknown",
+        "gradlab.git.dirty": "unknown" if dirty is None else str(bool(dirty)).lower(),
+        "gradlab.host": socket.gethostname(),
+        "gradlab.pid": str(os.getpid()),
+        "gradlab.pid_start": process_start(os.getpid()),
+        "gradlab.command": " ".join(sys.argv),
+        "gradlab.version.python": platform.python_version(),
+    }
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    for pkg in ("gradlab", "torch", "hydra-core", "mlflow", "numpy"):
+        try:
+            tags[f"gradlab.version.{pkg}"] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            tags[f"gradlab.version.{pkg}"] = "unknown"
+    return tags
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name()})"
+    return device
+
+
+# ------------------------------------------------------------------------- datasets
+def digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]  # MLflow keeps at most 36 characters
+
+
+def datasets(prepared, data_name: str, flat: dict[str, str]) -> list[dict]:
+    """The training and validation sets as MLflow inputs, with a digest of all of their values."""
+    if prepared is None:
+        return []
+    origin = {f"gradlab.{k}": v for k, v in flat.items() if k.startswith("data.")}
+    out = []
+    for context, x, y in (("training", prepared.raw_train, prepared.y_train), ("validation", prepared.raw_val, prepared.y_val)):
+        if x is None:
+            continue
+        xa, ya = x.numpy(), y.numpy()
+        out.append({"name": f"{data_name}-{context}", "context": context, "features": xa, "targets": ya,
+                    "path": prepared.dataset.source, "origin": origin, "digest": digest(xa, ya)})
+    return out

@@ -1,0 +1,19 @@
+"""Everything that talks to MLflow; no module outside this package imports it.
+
+    store.py       which store, the checks before training, its creation, and every write
+    spec.py        a run's start and end as plain data (RunSpec, RunEnd) and its statuses
+    stream.py      step metrics of a group of runs, thinned and batched
+    background.py  the recorder process, its closed set of messages, the trainer's side of it
+    query.py       every read, answered as gradlab's own RunRecords
+    reap.py        runs left RUNNING by a process that died hard
+
+Importing the package costs no mlflow import: the trainer uses it before torch is loaded.
+"""
+
+from gradlab.tracking.background import Recorder
+from gradlab.tracking.spec import RESULTS, STATUS, RunEnd, RunSpec
+from gradlab.tracking.store import Store, TrackingError, preflight, project_root, tracking_uri
+from gradlab.tracking.stream import MetricStream
+
+__all__ = ["RESULTS", "STATUS", "MetricStream", "Recorder", "RunEnd", "RunSpec", "Store", "TrackingError",
+           "preflight", "project_root", "tracking_uri"]

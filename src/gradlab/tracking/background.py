@@ -1,0 +1,352 @@
+"""The recorder: a background process that does a trainer's MLflow work.
+
+It starts before torch is imported, so importing mlflow and opening the store overlap the import
+of torch, and logging and drawing figures overlap training. The trainer talks to it through a
+pipe with a closed set of messages (the dataclasses below): it sends them in order and the
+recorder executes them in order. A message that returns nothing is not waited for; if it fails,
+the error comes back and is raised as TrackingError at the trainer's next call. Every message
+that starts or ends runs carries several runs at once: a sweep's batch is recorded with as few
+messages as a single run.
+
+The recorder ignores SIGINT and SIGTERM (the trainer handles them and sends the ends of its
+runs); if the trainer dies without ending a run, the recorder marks it KILLED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from gradlab import timings
+from gradlab.tracking.spec import RunEnd, RunSpec
+from gradlab.tracking.store import TrackingError, creation_lock, preflight, sqlite_path, tracking_uri
+from gradlab.tracking.stream import Points
+
+
+# ----------------------------------------------------------------------- the messages
+@dataclass(frozen=True)
+class Open:
+    """Open (or create) the store; then load matplotlib while the trainer is busy."""
+    uri: str
+
+
+@dataclass(frozen=True)
+class Start:
+    """Create runs; `keys` name them in later messages (their ids come back as they exist)."""
+    keys: tuple[int, ...]
+    specs: tuple[RunSpec, ...]
+
+
+@dataclass(frozen=True)
+class Log:
+    """Step metrics of several runs."""
+    points: Points
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The ends of several runs: metrics, tags, files, figures, status."""
+    keys: tuple[int, ...]
+    ends: tuple[RunEnd, ...]
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """A finished run RUNNING again under a key (a sweep's parent, resumed)."""
+    key: int
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Sync:
+    """Answered once everything sent before it is done."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A read (a function of tracking.query, by name, with its arguments); answered with its result."""
+    query: str
+    args: tuple = ()
+
+
+ANSWERED = (Sync, Ask)  # the sender waits for these
+QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
+
+
+# ---------------------------------------------------------------- the trainer's side
+class Recorder:
+    _shared: "Recorder | None" = None
+
+    def __init__(self):
+        # A plain interpreter on two inherited pipes: nothing of this process crosses over (no
+        # SQLite handle, no start method of a launcher's worker pool, no __main__ re-import).
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", f"from gradlab.tracking.background import serve; serve({down_r}, {up_w})"],
+            pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL)
+        os.close(down_r)
+        os.close(up_w)
+        self._send = Connection(down_w, readable=False)
+        self._recv = Connection(up_r, writable=False)
+        self._keys = 0
+        self.run_ids: dict[int, str] = {}
+        self.holds_runs = False  # until then the recorder holds nothing worth waiting for
+        self.uri: str | None = None
+        atexit.register(Recorder.shutdown)
+
+    @classmethod
+    def shared(cls) -> "Recorder":
+        if cls._shared is None or cls._shared._proc.poll() is not None:
+            cls._shared = cls()
+        return cls._shared
+
+    @classmethod
+    def shutdown(cls, timeout: float = 300.0) -> None:
+        """Let the recorder finish what it was sent, then go."""
+        rec, cls._shared = cls._shared, None
+        if rec is None:
+            return
+        if not rec.holds_runs and rec._stop_idle():
+            return
+        try:
+            rec._send.send(None)
+        except OSError:
+            pass
+        if not rec.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
+            return
+        try:
+            rec._proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # a stuck recorder must not hang the exit forever
+            rec._proc.kill()
+
+    def _stop_idle(self) -> bool:
+        """Kill a recorder that holds no run, unless it is creating a SQLite store (killing that
+        could leave a half-made database): holding the creation lock proves it is not."""
+        db = sqlite_path(self.uri) if self.uri else None
+        if db is None or not db.parent.is_dir():
+            self._proc.kill()
+            self._proc.wait()
+            return True
+        try:
+            with creation_lock(db, blocking=False):
+                self._proc.kill()
+                self._proc.wait()
+        except BlockingIOError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------- sending
+    def send(self, message) -> object:
+        """Send one message; wait for the answer of those that have one."""
+        if type(message) not in HANDLERS:
+            raise TypeError(f"the recorder has no message {type(message).__name__}")
+        if isinstance(message, Ask) and message.query not in QUERIES:
+            raise TypeError(f"the recorder answers {QUERIES}, not {message.query!r}")
+        self.poll()
+        try:
+            self._send.send(message)
+        except OSError:
+            raise self._gone() from None
+        if not isinstance(message, ANSWERED):
+            return None
+        failed = None  # an earlier message's error: raised once this answer is in, so none is left behind
+        while True:
+            kind, value = self._next()
+            if kind == "answer":
+                break
+            if kind == "error":
+                failed = failed or value
+        if failed:
+            raise TrackingError(failed)
+        return value
+
+    def _gone(self) -> TrackingError:
+        return TrackingError("the gradlab recorder process stopped; a run it held may need `gradlab reap`")
+
+    def _next(self) -> tuple[str, object]:
+        """The next reply: ("answer", value), ("error", text) or ("started", {key: run id})."""
+        try:
+            kind, value = self._recv.recv()
+        except (EOFError, OSError):
+            raise self._gone() from None
+        if kind == "started":
+            self.run_ids.update(value)
+        return kind, value
+
+    def poll(self) -> None:
+        """Raise now if something sent earlier failed (never blocks)."""
+        while self._recv.poll():
+            kind, value = self._next()
+            if kind == "error":
+                raise TrackingError(value)
+
+    # ---------------------------------------------------------------- the interface
+    def open(self, uri: str | None = None) -> str:
+        uri = uri or tracking_uri()
+        preflight(uri)  # fail fast in this process: it needs no mlflow
+        self.uri = uri
+        self.send(Open(uri))
+        return uri
+
+    def start(self, specs: list[RunSpec]) -> list[int]:
+        """Create runs (not waited for); returns the keys that name them."""
+        keys = tuple(range(self._keys + 1, self._keys + 1 + len(specs)))
+        self._keys += len(specs)
+        self.holds_runs = True
+        self.send(Start(keys, tuple(specs)))
+        return list(keys)
+
+    def reopen(self, run_id: str) -> int:
+        self._keys += 1
+        self.holds_runs = True
+        self.run_ids[self._keys] = run_id
+        self.send(Reopen(self._keys, run_id))
+        return self._keys
+
+    def log(self, points: Points) -> None:
+        self.send(Log(points))
+
+    def finish(self, keys: list[int], ends: list[RunEnd]) -> None:
+        self.send(Finish(tuple(keys), tuple(ends)))
+
+    def sync(self) -> None:
+        self.send(Sync())
+
+    def ask(self, query: str, *args):
+        return self.send(Ask(query, args))
+
+    def run_id(self, key: int) -> str:
+        while key not in self.run_ids:
+            kind, value = self._next()
+            if kind == "error":  # the run was never made
+                raise TrackingError(value)
+        return self.run_ids[key]
+
+
+# ------------------------------------------------------------------- the recorder's side
+class _State:
+    """What the recorder holds: the store, run ids by key, the runs not yet ended."""
+
+    def __init__(self, outbox: Connection):
+        self.outbox = outbox
+        self.store = None
+        self.ids: dict[int, str] = {}
+        self.open_runs: set[int] = set()
+
+
+def _open(state: _State, m: Open):
+    from gradlab.tracking.store import Store
+
+    if state.store is None or state.store.uri != m.uri:
+        state.store = Store(m.uri)
+    with timings.measure("import matplotlib"):
+        import gradlab.plots  # noqa: F401 - matplotlib loads now, while the trainer is busy
+
+
+def _start(state: _State, m: Start):
+    started = {}
+    for key, spec in zip(m.keys, m.specs):
+        started[key] = state.ids[key] = state.store.start(spec)
+        state.open_runs.add(key)
+    state.outbox.send(("started", started))
+
+
+def _reopen(state: _State, m: Reopen):
+    state.store.reopen(m.run_id)
+    state.ids[m.key] = m.run_id
+    state.open_runs.add(m.key)
+
+
+def _log(state: _State, m: Log):
+    for key, points in m.points.items():
+        state.store.log_points(state.ids[key], points)
+
+
+def _finish(state: _State, m: Finish):
+    for key, end in zip(m.keys, m.ends):
+        state.open_runs.discard(key)
+        state.store.finish(state.ids[key], end, _files(end))
+
+
+def _files(end: RunEnd) -> dict[str, object]:
+    """A run's last artifacts: its files, history.csv, and its figures, drawn here. A figure that
+    cannot be drawn is noted in a tag (gradlab.plot_error) rather than failing a sound run."""
+    files = dict(end.files)
+    if end.history is not None:
+        files["history.csv"] = history_csv(end.history)
+    if end.plot_data:
+        try:
+            from gradlab.plots import figures
+
+            files.update(figures(end.plot_data))
+        except Exception as e:  # noqa: BLE001 - recorded, never lost
+            end.tags["gradlab.plot_error"] = f"{type(e).__name__}: {e}"
+    return files
+
+
+def history_csv(table: dict) -> str:
+    """Every recorded epoch at full precision (repr round-trips a float exactly)."""
+    lines = [",".join(table["columns"])]
+    lines += [",".join([str(e), *map(repr, map(float, row))]) for e, row in zip(table["epochs"], table["rows"])]
+    return "\n".join(lines) + "\n"
+
+
+def _ask(state: _State, m: Ask):
+    from gradlab.tracking import query
+
+    return getattr(query, m.query)(state.store, *m.args)
+
+
+HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Finish: _finish, Sync: lambda state, m: None,
+            Ask: _ask}
+
+
+def serve(read_fd: int, write_fd: int) -> None:
+    """The recorder process: execute messages in order until the pipe closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    with timings.measure("import mlflow"):
+        import mlflow.tracking  # noqa: F401 - the slow import, done while the trainer imports torch
+    state = _State(outbox)
+    while True:
+        try:
+            message = inbox.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            break
+        try:
+            with timings.measure(type(message).__name__):
+                answer = HANDLERS[type(message)](state, message)
+            if isinstance(message, ANSWERED):
+                outbox.send(("answer", answer))
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the trainer
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            try:
+                outbox.send(("error", text if isinstance(e, TrackingError) else f"{type(message).__name__}: {text}"))
+            except OSError:
+                pass
+    _end_abandoned(state)
+    timings.write("recorder")
+    # Every write is committed; tearing down mlflow, SQLAlchemy and matplotlib only costs time.
+    outbox.close()
+    os._exit(0)
+
+
+def _end_abandoned(state: _State) -> None:
+    """The trainer went away without ending these runs: they are KILLED."""
+    for key in state.open_runs:
+        try:
+            state.store.set_tags(state.ids[key], {"gradlab.outcome": "killed",
+                                                  "gradlab.reason": "the training process ended before recording its end"})
+            state.store.end(state.ids[key], "KILLED")
+        except Exception:  # noqa: BLE001 - nothing left to tell; reap can close it
+            pass

@@ -1,0 +1,44 @@
+"""What a run is made of on its way to the store: its start and its end, as plain data that
+crosses to the recorder process as it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# gradlab's outcome of a run -> MLflow's status. A diverged run is a result, but not a success.
+STATUS = {"completed": "FINISHED", "converged": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
+RESULTS = ("completed", "converged", "diverged")  # outcomes a resumed sweep need not redo
+
+
+@dataclass
+class RunSpec:
+    """A run to create: where, its name, params and tags, its parent, and what it starts with."""
+
+    experiment: str
+    name: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    parent_id: str | None = None
+    inputs: list[dict] = field(default_factory=list)  # datasets (Store.log_inputs)
+    files: dict[str, str] = field(default_factory=dict)  # artifacts known at the start: config.yaml, ...
+
+
+@dataclass
+class RunEnd:
+    """How a run ended: its outcome, final metrics, tags, files and the data of its figures."""
+
+    outcome: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    history: dict | None = None  # {"columns", "epochs", "rows"}: written as history.csv
+    plot_data: dict | None = None  # drawn by the recorder (gradlab.plots.figures)
+
+    def __post_init__(self):
+        if self.outcome not in STATUS:
+            raise ValueError(f"unknown outcome {self.outcome!r}; one of {sorted(STATUS)}")
+        self.tags = {**self.tags, "gradlab.outcome": self.outcome}
+
+    @property
+    def status(self) -> str:
+        return STATUS[self.outcome]

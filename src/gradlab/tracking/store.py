@@ -1,0 +1,342 @@
+"""The tracking store: which one, the checks before training, its creation, and every write.
+
+- The store is `MLFLOW_TRACKING_URI` when set, else the embedded SQLite store `mlruns/mlflow.db`
+  at the project root. `preflight` refuses a store that cannot work before anything trains
+  (unreachable server, file store); an old schema is refused when the store opens. The store is
+  created once, under a file lock: two processes creating one SQLite store corrupt it.
+- Writes go in few round-trips: params and tags in one `log_batch`, metrics in batches.
+- Keys and values MLflow would reject or truncate are made valid, with the originals kept in an
+  artifact, so nothing is silently lost.
+
+mlflow is imported inside the methods: the trainer imports this module for the URI checks and
+never pays for mlflow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+from gradlab.tracking.spec import RunEnd, RunSpec
+
+# MLflow's own defaults retry an unreachable server for minutes; bound them unless the user chose.
+_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # no network here, and no reason to phone home
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # gradlab prints its own progress, or none
+}
+for _k, _v in _ENV_DEFAULTS.items():
+    os.environ.setdefault(_k, _v)
+
+# Tells the MLflow UI these are training runs, so it opens on the runs table, not its GenAI view.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_TAG_VALUE = 8000  # MAX_TAG_VAL_LENGTH
+MAX_KEY = 250  # MAX_ENTITY_KEY_LENGTH
+BATCH_METRICS = 1000  # MAX_METRICS_PER_BATCH
+BATCH_PARAMS = 100  # MAX_PARAMS_TAGS_PER_BATCH
+
+
+class TrackingError(RuntimeError):
+    """The store cannot be used as configured; the message says what to do."""
+
+
+# ------------------------------------------------------------------------- which store
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def default_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    """The store to use, a relative SQLite path made absolute against this working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    db = sqlite_path(uri)
+    if db is not None:
+        query = uri.split("?", 1)[1] if "?" in uri else ""
+        uri = f"sqlite:///{db}" + (f"?{query}" if query else "")
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite URI, absolute (MLflow reads a relative one against the cwd)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?")[0]).resolve()
+
+
+def preflight(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before training, on a store that cannot work; never migrates anything."""
+    scheme = urlparse(uri).scheme
+    a_path = scheme == "file" or (scheme == "" and (os.sep in uri or uri.startswith((".", "~")) or Path(uri).is_dir()))
+    if a_path and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        raise TrackingError(
+            f"tracking URI {uri!r} is an MLflow file store, which MLflow 3 refuses by default. Use a "
+            "database instead (e.g. MLFLOW_TRACKING_URI=sqlite:////abs/path/mlflow.db, or unset it for "
+            "gradlab's embedded store), or opt in with MLFLOW_ALLOW_FILE_STORE=true."
+        )
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                r.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it "
+                "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
+                "or unset it to use gradlab's embedded store."
+            ) from None
+
+
+# ---------------------------------------------------------------------------- creation
+def store_ready(db: Path) -> bool:
+    """True once MLflow has created its tables (and the Default experiment) in `db`."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0").fetchone()[0] == 1
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
+@contextmanager
+def creation_lock(db: Path, blocking: bool = True):
+    """The lock held while a store is created; not blocking, BlockingIOError if someone holds it."""
+    with open(db.with_name(db.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _translate(e: Exception, uri: str) -> TrackingError:
+    text = str(e)
+    if "out-of-date database schema" in text or "db upgrade" in text:
+        return TrackingError(
+            f"the store {uri} was made by an older MLflow and its schema is out of date. gradlab never "
+            f"migrates a store by itself: back it up, then run `mlflow db upgrade {uri}`, or point "
+            "MLFLOW_TRACKING_URI at a fresh path."
+        )
+    return TrackingError(f"cannot use the tracking store {uri}: {text.splitlines()[0] if text else type(e).__name__}")
+
+
+def _is_store_error(e: Exception) -> bool:
+    """MLflow's, SQLAlchemy's and Alembic's errors, and the file system's (unwritable folder)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, (MlflowException, OSError, sqlite3.Error)) or type(e).__module__.startswith(("sqlalchemy", "alembic"))
+
+
+def open_client(uri: str, db: Path | None):
+    """An MlflowClient on a working store, creating a SQLite one under the creation lock."""
+    from mlflow.tracking import MlflowClient
+
+    creating = False
+    try:
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            if not store_ready(db):
+                with creation_lock(db):
+                    if not store_ready(db):
+                        creating = True
+                        MlflowClient(uri).search_experiments(max_results=1)
+                        con = sqlite3.connect(db)  # readers (the UI) never block the writer
+                        con.execute("PRAGMA journal_mode=WAL")
+                        con.close()
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+        return client
+    except Exception as e:
+        if not _is_store_error(e):
+            raise
+        error = _translate(e, uri)
+        if creating:  # programs that create one new SQLite store at once break each other's migrations
+            error = TrackingError(
+                f"{error}, while creating it: another program (mlflow ui, a script) may have been "
+                f"creating the same new store at that moment. Delete {db} and start again."
+            )
+        raise error from None
+
+
+# ------------------------------------------------------------------------------ writes
+def sanitize(values: dict, max_value: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Keys made valid for MLflow, values cut to its limit; returns (safe, originals that changed)."""
+    safe, changed = {}, {}
+    for key, value in values.items():
+        value = "" if value is None else str(value)
+        k = re.sub(r"[^\w./\- ]", "_", key)[:MAX_KEY] or "_"
+        v = value
+        if len(value) > max_value:
+            note = " …[truncated; full value in artifact]"
+            v = value[: max_value - len(note)] + note
+        if k != key or v != value:
+            changed[key] = value
+        safe[k] = v
+    return safe, changed
+
+
+class Store:
+    """An opened tracking store: every write gradlab makes, through one MlflowClient."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or tracking_uri()  # the recorder passes the URI its trainer resolved
+        preflight(self.uri)
+        self.db = sqlite_path(self.uri)
+        self.client = open_client(self.uri, self.db)
+        self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
+
+    # ---------------------------------------------------------------- experiments
+    def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"experiment {name!r} is deleted in {self.uri}; restore it in the UI, pick another "
+                    "tracking.experiment, or purge it with `mlflow gc`"
+                )
+            for key, value in EXPERIMENT_TAGS.items():
+                if key not in exp.tags:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
+            return exp.experiment_id
+        location = None
+        if self.db is not None:  # artifacts beside the database, as absolute paths
+            safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "experiment"
+            location = (self.db.parent / "artifacts" / safe).as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+        except MlflowException:  # created meanwhile by a concurrent process
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # ----------------------------------------------------------------------- runs
+    def start(self, spec: RunSpec) -> str:
+        """Create a run with its params, tags, inputs and first files; returns its id."""
+        tags = dict(spec.tags)
+        if spec.parent_id:
+            tags["mlflow.parentRunId"] = spec.parent_id
+        safe_tags, full_tags = sanitize(tags, MAX_TAG_VALUE)
+        run_id = self.client.create_run(self.experiment_id(spec.experiment), run_name=spec.name,
+                                        tags=safe_tags).info.run_id
+        safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
+        self._log_batch(run_id, params=safe_params)
+        if spec.inputs:
+            self.log_inputs(run_id, spec.inputs)
+        files = dict(spec.files)
+        if full_params:
+            files["params_full.json"] = json.dumps(full_params, indent=2)
+        if full_tags:
+            self._full_tags[run_id] = full_tags
+            files["tags_full.json"] = json.dumps(full_tags, indent=2)
+        if files:
+            self.log_artifacts(run_id, files)
+        return run_id
+
+    def _log_batch(self, run_id: str, params: dict | None = None, tags: dict | None = None, metrics: list | None = None):
+        """Params and tags together, in MLflow's batch limits (100 of them, 1000 metrics)."""
+        from mlflow.entities import Param, RunTag
+
+        items = [Param(k, v) for k, v in (params or {}).items()] + [RunTag(k, v) for k, v in (tags or {}).items()]
+        metrics = metrics or []
+        while items or metrics:
+            head, items = items[:BATCH_PARAMS], items[BATCH_PARAMS:]
+            chunk, metrics = metrics[:BATCH_METRICS], metrics[BATCH_METRICS:]
+            self.client.log_batch(run_id, metrics=chunk, params=[p for p in head if isinstance(p, Param)],
+                                  tags=[t for t in head if isinstance(t, RunTag)], synchronous=True)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        safe, full = sanitize(tags, MAX_TAG_VALUE)
+        self._log_batch(run_id, tags=safe)
+        if full:
+            self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
+            self.log_artifacts(run_id, {"tags_full.json": json.dumps(self._full_tags[run_id], indent=2)})
+
+    def log_points(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        """(key, value, step) triples in batches; non-finite values are never sent."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._log_batch(run_id, metrics=[Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
+
+    def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
+        """datasets: dicts with name, context, features, targets (arrays), digest, and either
+        path (a file) or origin (a dict describing how the data were generated)."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for d in datasets:
+            source = d.get("path") or CodeDatasetSource(d["origin"])
+            with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                ds = mlflow.data.from_numpy(d["features"], targets=d["targets"], source=source,
+                                            name=d["name"], digest=d["digest"])
+            inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", d["context"])]))
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_artifacts(self, run_id: str, files: dict[str, object]) -> None:
+        """Write files (relative path -> str, bytes or a matplotlib Figure) and log them in one call."""
+        with tempfile.TemporaryDirectory(prefix="gradlab-") as tmp:
+            for rel, content in files.items():
+                path = Path(tmp, rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, str):
+                    path.write_text(content)
+                elif isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    content.savefig(path, dpi=100)
+            self.client.log_artifacts(run_id, tmp)
+
+    def end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def finish(self, run_id: str, end: RunEnd, files: dict[str, object]) -> None:
+        """The end of a run in few round-trips: final metrics and tags in one batch, the files,
+        then the status, which is set whatever failed before it."""
+        from mlflow.entities import Metric
+
+        try:
+            now = int(time.time() * 1000)
+            # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
+            metrics = [Metric(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
+            safe, full = sanitize(end.tags, MAX_TAG_VALUE)
+            self._log_batch(run_id, tags=safe, metrics=metrics)
+            if full:
+                self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
+                files = {**files, "tags_full.json": json.dumps(self._full_tags[run_id], indent=2)}
+            if files:
+                self.log_artifacts(run_id, files)
+        finally:
+            self.end(run_id, end.status)
+            self._full_tags.pop(run_id, None)
+
+    def reopen(self, run_id: str) -> None:
+        """A finished run RUNNING again (a sweep's parent, resumed)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {"gradlab.outcome": "running"})
