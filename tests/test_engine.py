@@ -69,7 +69,7 @@ def test_minibatch_epoch_loss_is_the_size_weighted_mean_of_batch_losses():
     # 9 training samples in batches of 4, 4, 1: the epoch's loss weights each batch by its size.
     s, r = train("optimizer=gd", "grad=analytic", "train.batch_size=4", "train.epochs=1", "train.dtype=float64",
                  "model.start.w=1", "model.start.b=0")
-    x, y = s.prepared.x_train[:, 0], s.prepared.y_train
+    x, y = s.prepared[0].x_train[:, 0], s.prepared[0].y_train
     w, b, lr, total = 1.0, 0.0, 0.01, 0.0
     for i in range(0, 9, 4):
         xb, yb = x[i:i + 4], y[i:i + 4]
@@ -113,9 +113,9 @@ def test_lbfgs_reaches_the_least_squares_line(grad):
 def test_final_metrics_use_the_final_parameters():
     s, r = train("train.epochs=50", "train.dtype=float64")
     w, b = r.params["w"][0], r.params["b"]
-    x, y = s.prepared.x_train[:, 0], s.prepared.y_train
+    x, y = s.prepared[0].x_train[:, 0], s.prepared[0].y_train
     assert r.metrics["final_train_loss"] == pytest.approx(float(((w * x + b - y) ** 2).mean()), rel=1e-12)
-    xv, yv = s.prepared.x_val[:, 0], s.prepared.y_val
+    xv, yv = s.prepared[0].x_val[:, 0], s.prepared[0].y_val
     assert r.metrics["final_val_loss"] == pytest.approx(float(((w * xv + b - yv) ** 2).mean()), rel=1e-12)
     assert r.metrics["best_val_loss"] == min(r.history.column("val_loss") + [r.metrics["final_val_loss"]])
     assert r.objective == r.metrics["final_val_loss"]

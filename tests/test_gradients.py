@@ -29,8 +29,8 @@ def setup(model, data, grad, dtype="float64", loss="mse", device="cpu", seed=3):
 
 def gradients(model, data, grad, **kw):
     s = setup(model, data, grad, **kw)
-    loss, grads = s.grad_fn(s.problem.batches()[0])
-    return float(loss), [np.asarray(g.detach() if isinstance(g, torch.Tensor) else g, dtype=np.float64) for g in grads]
+    loss, grads = s.grad_fn(s.problem, s.params, s.problem.batches()[0])
+    return float(loss[0]), [np.asarray(g.detach() if isinstance(g, torch.Tensor) else g, dtype=np.float64) for g in grads]
 
 
 def close(a, b, rtol, atol):
@@ -73,8 +73,8 @@ def test_finite_difference_matches_a_hand_computed_quotient():
     s = setup("bowl", "none", "finite_difference")
     with torch.no_grad():
         s.params["x"].fill_(1.0)
-    _, (g,) = s.grad_fn(None)
-    assert float(g) == pytest.approx(4.0, rel=1e-9)
+    _, (g,) = s.grad_fn(s.problem, s.params, None)
+    assert float(g[0]) == pytest.approx(4.0, rel=1e-9)
 
 
 def test_rosenbrock_matches_scipy():
@@ -82,29 +82,29 @@ def test_rosenbrock_matches_scipy():
 
     s = setup("rosenbrock", "none", "analytic")
     for point in ([0.0, 0.0], [-1.2, 1.0], [1.5, 2.5], [1.0, 1.0]):
-        p = {"x": torch.tensor(point[0], dtype=torch.float64), "y": torch.tensor(point[1], dtype=torch.float64)}
+        p = {"x": torch.tensor([point[0]], dtype=torch.float64), "y": torch.tensor([point[1]], dtype=torch.float64)}
         value, grad = s.problem.analytic(p, None)
-        assert float(value) == pytest.approx(rosen(np.array(point)), rel=1e-12, abs=1e-15)
-        np.testing.assert_allclose([float(grad["x"]), float(grad["y"])], rosen_der(np.array(point)), rtol=1e-12, atol=1e-14)
+        assert float(value[0]) == pytest.approx(rosen(np.array(point)), rel=1e-12, abs=1e-15)
+        np.testing.assert_allclose([float(grad["x"][0]), float(grad["y"][0])], rosen_der(np.array(point)), rtol=1e-12, atol=1e-14)
 
 
 def test_mlp_forward_matches_torch_nn_layers():
     s = setup("mlp", "teacher", "analytic")
-    p = s.params
+    p = s.params  # one configuration's, with the configuration axis first
     net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 1), torch.nn.Sigmoid()).double()
     with torch.no_grad():
-        net[0].weight.copy_(p["W1"].T)
-        net[0].bias.copy_(p["b1"])
-        net[2].weight.copy_(p["W2"][None])
+        net[0].weight.copy_(p["W1"][0].T)
+        net[0].bias.copy_(p["b1"].reshape(3))
+        net[2].weight.copy_(p["W2"][0].T)
         net[2].bias.copy_(p["b2"].reshape(1))
     x = s.problem.train[0]
-    torch.testing.assert_close(s.model.forward(p, x), net(x)[:, 0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s.model.forward(p, x)[0, :, 0], net(x[0])[:, 0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("model", ["linear", "quadratic", "nn_linear", "parameter_module", "linear_nobias"])
 def test_linear_models_forward_matches_their_formula(model):
     s = setup(model, "teacher", "analytic")
-    x, p = s.problem.train[0], {k: v.detach() for k, v in s.params.items()}
+    x, p = s.problem.train[0][0], {k: v.detach()[0].reshape(s.model.shapes[k]) for k, v in s.params.items()}
     expected = {
         "linear": lambda: (x * p["w"]).sum(1) + p["b"],
         "quadratic": lambda: (x**2 * p["w1"]).sum(1) + (x * p["w2"]).sum(1) + p["b"],
@@ -112,7 +112,7 @@ def test_linear_models_forward_matches_their_formula(model):
         "parameter_module": lambda: (x * p["a"]).sum(1) + p["b"],
         "linear_nobias": lambda: (x * p["w"]).sum(1),
     }[model]()
-    torch.testing.assert_close(s.model.forward(p, x).detach(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s.model.forward(s.params, x[None]).detach()[0, :, 0], expected, rtol=1e-12, atol=1e-12)
     # and the design matrix gives the same predictions, so the closed form solves the right problem
     theta = torch.cat([v.reshape(-1) for v in p.values()])
     torch.testing.assert_close(s.model.features(x) @ theta, expected, rtol=1e-12, atol=1e-12)
@@ -127,7 +127,7 @@ def test_linear_models_forward_matches_their_formula(model):
 def test_loss_reductions(kind, reference):
     e = torch.linspace(-3, 5, 7, dtype=torch.float64, requires_grad=True)
     reduction = models.REDUCTIONS[Loss(kind)]
-    value = models.squared_error(e, *reduction)
-    torch.testing.assert_close(value, reference(e))
+    value = models.squared_error(e[None, :, None], *reduction)  # a batch of one configuration
+    torch.testing.assert_close(value[0], reference(e))
     (auto,) = torch.autograd.grad(reference(e), e)
-    torch.testing.assert_close(models.squared_error_grad(e.detach(), *reduction), auto)
+    torch.testing.assert_close(models.squared_error_grad(e.detach()[None, :, None], *reduction)[0, :, 0], auto)

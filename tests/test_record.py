@@ -334,7 +334,7 @@ def test_provenance_is_complete(temp_store):
     # datasets: a digest of all of their values, computed here independently
     s = run.setup(compose("train.epochs=5", "train.seed=7"))
     inputs = {d.dataset.name: d for d in r.inputs.dataset_inputs}
-    for context, x, y in (("training", s.prepared.raw_train, s.prepared.y_train), ("validation", s.prepared.raw_val, s.prepared.y_val)):
+    for context, x, y in (("training", s.prepared[0].raw_train, s.prepared[0].y_train), ("validation", s.prepared[0].raw_val, s.prepared[0].y_val)):
         digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:32]
         d = inputs[f"thermometer-{context}"]
         assert d.dataset.digest == digest
@@ -416,7 +416,7 @@ PLOTS = [
 @pytest.mark.parametrize("overrides,expected", PLOTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_every_plot_is_produced_where_it_applies(overrides, expected):
     s, result = run.train(compose(*overrides))
-    figs = plots.figures(run.plot_data(s, result, "title"))
+    figs = plots.figures(run.plot_data(s, 0, result, "title"))
     assert {Path(k).stem for k in figs} == expected
     ax = figs["plots/loss_curves.png"].axes[0]
     if result.history.outcome == "diverged":  # the divergence point is marked

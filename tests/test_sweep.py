@@ -123,7 +123,7 @@ class Crashes:
 
 def crash_at(monkeypatch, lr: float, message: str) -> None:
     real = optim.build
-    monkeypatch.setattr(optim, "build", lambda cfg, p: Crashes(real(cfg, p), message) if cfg.lr == lr else real(cfg, p))
+    monkeypatch.setattr(optim, "build", lambda cfgs, p: Crashes(real(cfgs, p), message) if cfgs[0].lr == lr else real(cfgs, p))
 
 
 def test_crashing_and_diverging_jobs(cli, temp_store, monkeypatch):

@@ -28,11 +28,12 @@ MAX_TRACKED_SCALARS = 8  # parameters are recorded element by element up to this
 
 @dataclass
 class Schedule:
-    """How long to train and what to record: the same for every configuration of a batch."""
+    """How long to train and what to record, the same for every configuration of a batch; the
+    loss at which each configuration stops early (None: it does not)."""
 
     epochs: int
     log_every: int = 1
-    stop_loss: float | None = None
+    stop_loss: list[float | None] | None = None
 
     def expected_rows(self) -> int:
         return 1 + self.epochs // self.log_every
@@ -81,148 +82,251 @@ class History:
 class _NonFinite(Exception):
     def __init__(self, what: str, value: float):
         super().__init__(f"{what} is {value}")
+        self.what, self.value = what, value
 
 
-def scalar_names(params: dict) -> list[str]:
+def scalar_names(model) -> list[str]:
     """Names of the parameter elements recorded per epoch: `w` for a single value, `w.0`… else."""
     names = []
-    for name, p in params.items():
-        n = int(np.prod(p.shape))
+    for name, shape in model.shapes.items():
+        n = math.prod(shape)
         names += [name] if n == 1 else [f"{name}.{i}" for i in range(n)]
     return names if len(names) <= MAX_TRACKED_SCALARS else []
 
 
-def columns(problem: Problem, params: dict) -> list[str]:
+def columns(problem: Problem) -> list[str]:
     """The history's columns for this problem: known before training starts."""
     val = ["val_loss"] if problem.val is not None else []
-    return ["epoch", "train_loss", *val, "grad_norm", *(f"param.{n}" for n in scalar_names(params))]
+    return ["epoch", "train_loss", *val, "grad_norm", *(f"param.{n}" for n in scalar_names(problem.model))]
 
 
 SMALL = 64  # up to this many values in all, the loop reads them out rather than calling torch ops
-
-
-def _values(t) -> list[float]:
-    """A tensor's or array's values as floats: .tolist() costs ~0.2 µs, a torch op ~2 µs."""
-    if t.ndim == 0:
-        return [t.item()]
-    return t.tolist() if t.ndim == 1 else t.reshape(-1).tolist()
-
-
-def _helpers(problem: Problem, plist: list, track: bool):
-    """The per-epoch measurements, chosen once: the gradient's 2-norm and the parameter values."""
-    if all(int(np.prod(p.shape)) == 1 for p in plist):  # scalars (w, b; x, y): one .item() each
-        def norm(grads):
-            return math.hypot(*[g.item() for g in grads])
-
-        def snapshot():
-            return [p.item() for p in plist] if track else []
-
-        return norm, snapshot
-    if sum(int(np.prod(p.shape)) for p in plist) <= SMALL:
-        def norm(grads):
-            return math.hypot(*[v for g in grads for v in _values(g)])
-    elif problem.backend.numpy:
-        def norm(grads):
-            return math.sqrt(sum(float((g * g).sum()) for g in grads))
-    else:
-        def norm(grads):
-            return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
-
-    def snapshot():
-        return [v for p in plist for v in _values(p)] if track else []
-
-    return norm, snapshot
-
-
 OnLog = Callable[[int, list[int], list[list[float]]], None]  # epoch, configurations, their rows
-ONLY = [0]  # the configurations of a batch of one
 
 
-def fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, history: History,
-        on_log: OnLog | None = None) -> History:
-    """Train in place, filling `history` (the caller's: what was recorded survives an interrupt)."""
-    epochs, log_every, stop_loss = schedule.epochs, schedule.log_every, schedule.stop_loss
-    plist = list(params.values())
-    tracked = scalar_names(params)
+class _Reader:
+    """Reads each configuration's values out of a list of tensors or arrays (parameters,
+    gradients) the cheapest way for their sizes, chosen once: .item() and .tolist() cost ~0.2 µs,
+    a torch op 1-2 µs, and this runs every epoch."""
+
+    def __init__(self, sizes: list[int]):  # elements per configuration of each tensor
+        self.scalars = all(k == 1 for k in sizes)
+        self.total = sum(sizes)
+
+    def rows(self, tensors: list, configs: int) -> list[list[float]]:
+        if self.scalars and configs == 1:
+            return [[t.item() for t in tensors]]
+        if self.scalars:
+            return [list(r) for r in zip(*[t.reshape(-1).tolist() for t in tensors])]
+        parts = [t.reshape(configs, -1).tolist() for t in tensors]
+        return [[v for part in parts for v in part[c]] for c in range(configs)]
+
+    def norms(self, tensors: list, configs: int) -> list[float]:
+        """Each configuration's 2-norm over all of the tensors."""
+        if configs * self.total <= SMALL:
+            return [math.hypot(*row) for row in self.rows(tensors, configs)]
+        if isinstance(tensors[0], np.ndarray):
+            return np.sqrt(sum((t.reshape(configs, -1) ** 2).sum(1) for t in tensors)).tolist()
+        return torch.linalg.vector_norm(torch.cat([t.reshape(configs, -1) for t in tensors], 1), dim=1).tolist()
+
+
+class _Batch:
+    """The configurations still training: which they are, their problem, parameters and
+    optimizer. `drop` takes some out (diverged, converged) after noting their final values."""
+
+    def __init__(self, problem: Problem, params: dict, optimizer, histories: list[History]):
+        self.problem, self.params, self.optimizer, self.histories = problem, params, optimizer, histories
+        self.configs = list(range(problem.configs))  # their indices in the original batch
+        self.finals: dict[int, dict] = {}
+        self.tracked = bool(scalar_names(problem.model))
+        self.reader = _Reader([math.prod(shape) for shape in problem.model.layout.values()])
+        self.start = time.perf_counter()
+
+    def snapshot(self) -> list[list[float]]:
+        """Each configuration's tracked parameter values."""
+        if not self.tracked:
+            return [[] for _ in self.configs]
+        return self.reader.rows(list(self.params.values()), len(self.configs))  # .item()/.tolist() need no detach
+
+    def drop(self, positions: list[int]) -> None:
+        """Take the configurations at these positions out, keeping their final parameters."""
+        for pos in positions:
+            c = self.configs[pos]
+            self.finals[c] = {k: _array(v[pos]) for k, v in self.params.items()}
+            self.histories[c].seconds = time.perf_counter() - self.start
+        keep = [i for i in range(len(self.configs)) if i not in set(positions)]
+        self.configs = [self.configs[i] for i in keep]
+        if not keep:
+            return
+        self.problem = self.problem.keep(keep)
+        self.params = {k: _cut(v, keep) for k, v in self.params.items()}
+        if hasattr(self.optimizer, "keep"):
+            self.optimizer.keep(keep, list(self.params.values()))
+
+    def finish(self) -> dict[int, dict]:
+        self.drop(list(range(len(self.configs))))
+        return self.finals
+
+
+def _detached(v):
+    return v.detach() if isinstance(v, torch.Tensor) else v
+
+
+def _array(v) -> np.ndarray:
+    """A copy as a float64 NumPy array."""
+    return v.detach().cpu().double().numpy().copy() if isinstance(v, torch.Tensor) else np.array(v, dtype=np.float64)
+
+
+def _cut(v, keep: list[int]):
+    """A parameter for the configurations kept: a new leaf where autograd needs one."""
+    if not isinstance(v, torch.Tensor):
+        return v[keep]
+    return v.detach()[torch.tensor(keep, device=v.device)].requires_grad_(v.requires_grad)
+
+
+def fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, histories: list[History],
+        on_log: OnLog | None = None) -> list[dict]:
+    """Train a batch of configurations, filling `histories` (the caller's: what was recorded
+    survives an interrupt). Returns each configuration's final parameters (float64 arrays in
+    the model's layout)."""
+    batch = _Batch(problem, params, optimizer, histories)
+    stop = schedule.stop_loss if schedule.stop_loss and any(v is not None for v in schedule.stop_loss) else None
+    stopping = stop is not None
     has_val = problem.val is not None
-    norm, snapshot = _helpers(problem, plist, bool(tracked))
-    closure_mode = optimizer.needs_closure
-    mean = problem.mean
-
-    def one_batch(batch, record: bool) -> tuple[float, float]:
-        """A step on one batch: its loss (before the update) and gradient norm (if recording)."""
-        if closure_mode:  # L-BFGS updates inside; this is its first evaluation
-            loss, grads = _closure_step(grad_fn, optimizer, batch)
-        else:
-            loss, grads = grad_fn(batch)
-        lv = float(loss)
-        if not math.isfinite(lv):
-            raise _NonFinite("train_loss", lv)
-        g = 0.0
-        if record:
-            g = norm(grads)
-            if not math.isfinite(g):
-                raise _NonFinite("grad_norm", g)
-        if not closure_mode:
-            optimizer.step(grads)
-        return lv, g
-
-    start = time.perf_counter()
-    epoch = 0
     try:
-        for epoch in range(1, epochs + 1):
-            record = epoch == 1 or epoch == epochs or epoch % log_every == 0
+        for epoch in range(1, schedule.epochs + 1):
+            record = epoch == 1 or epoch == schedule.epochs or epoch % schedule.log_every == 0
             # With stop_loss any epoch may be the last, whose row is always kept: measure each one.
-            measure = record or stop_loss is not None
-            if measure:
-                values = snapshot()
-                if has_val:
-                    with torch.no_grad():
-                        val = float(problem.loss(params, problem.val))
-                    if not math.isfinite(val):
-                        raise _NonFinite("val_loss", val)
-            batches = problem.batches()
-            if len(batches) == 1:
-                epoch_loss, gnorm = one_batch(batches[0], measure)
-            else:
-                total = weights = gsum = 0.0
-                for batch in batches:
-                    lv, g = one_batch(batch, measure)
-                    w = batch[1].shape[0] if mean else 1.0
-                    total, weights, gsum = total + lv * w, weights + w, gsum + g
-                epoch_loss, gnorm = (total / weights if mean else total), gsum / len(batches)
-            history.epochs_run = epoch
-            converged = stop_loss is not None and epoch_loss <= stop_loss
-            if record or converged:
-                row = [epoch_loss, val, gnorm, *values] if has_val else [epoch_loss, gnorm, *values]
-                history.append(epoch, row)
-                if on_log is not None:
-                    on_log(epoch, ONLY, [row])
-            if converged:
-                history.outcome = "converged"
+            measure = record or stopping
+            values = batch.snapshot() if measure else None
+            vals = _val_losses(batch, histories, epoch, values) if measure and has_val else None
+            if not batch.configs:
                 break
-        else:
-            history.outcome = "completed"
-    except _NonFinite as e:
-        history.outcome, history.stop_step, history.reason = "diverged", epoch, f"{e} at step {epoch}"
-    finally:
-        history.seconds = time.perf_counter() - start
-    return history
+            losses, norms, values, vals = _epoch(batch, grad_fn, histories, epoch, measure, values, vals)
+            for c in batch.configs:
+                histories[c].epochs_run = epoch
+            if record or stopping:
+                _log(batch, histories, epoch, losses, norms, values, vals, record, stop, on_log)
+            if not batch.configs:
+                break
+        for c in batch.configs:
+            histories[c].outcome = "completed"
+    finally:  # interrupted: those still training have run this long
+        for c in batch.configs:
+            histories[c].seconds = time.perf_counter() - batch.start
+    finals = batch.finish()
+    return [finals[c] for c in range(problem.configs)]
 
 
-def _closure_step(grad_fn, optimizer, batch):
-    """One step of a closure optimizer (L-BFGS): returns the first evaluation, before any update."""
+def _val_losses(batch: _Batch, histories, epoch: int, values) -> list[float]:
+    """Each configuration's validation loss before the epoch's updates (no graph); a non-finite
+    one stops its configuration here."""
+    with torch.no_grad():
+        vals = batch.problem.loss(batch.params, batch.problem.val).tolist()
+    bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
+    if bad:
+        _diverge(batch, histories, epoch, bad, "val_loss", [vals[i] for i in bad])
+        keep = [i for i in range(len(vals)) if i not in set(bad)]
+        vals[:] = [vals[i] for i in keep]
+        values[:] = [values[i] for i in keep]
+    return vals
+
+
+def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, values, vals):
+    """One epoch's steps for every configuration still training: each one's training loss (the
+    size-weighted mean of its batches' for mean losses, their sum for sum losses) and its mean
+    gradient norm. A configuration whose loss or gradient turns non-finite stops before any
+    update uses it; the others go on."""
+    batches = batch.problem.batches()
+    if len(batches) == 1:  # full batch: one step, nothing to accumulate
+        return _step(batch, grad_fn, histories, epoch, measure, batches[0], values, vals)
+    weights = [data[1].shape[1] if batch.problem.mean else 1.0 for data in batches]
+    total = gsum = None
+    for data, w in zip(batches, weights):
+        before = list(batch.configs)
+        lv, gn, values, vals = _step(batch, grad_fn, histories, epoch, measure, data, values, vals)
+        if total is not None and len(batch.configs) < len(before):  # some left the batch: so do their sums
+            kept = [before.index(c) for c in batch.configs]
+            total, gsum = [total[i] for i in kept], [gsum[i] for i in kept]
+        if not batch.configs:
+            return [], [], [], []
+        total = [v * w for v in lv] if total is None else [t + v * w for t, v in zip(total, lv)]
+        gsum = gn if gsum is None else [a + b for a, b in zip(gsum, gn)]
+    mean = sum(weights) if batch.problem.mean else 1.0
+    return [t / mean for t in total], [g / len(batches) for g in gsum], values, vals
+
+
+def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, values, vals):
+    """One update on one batch of data: each configuration's loss before it and gradient norm."""
+    if batch.optimizer.needs_closure:  # L-BFGS updates inside; this is its first evaluation
+        try:
+            loss, grads = _closure_step(grad_fn, batch, data)
+        except _NonFinite as e:
+            _diverge(batch, histories, epoch, [0], e.what, [e.value])
+            return [], [], [], []
+    else:
+        loss, grads = grad_fn(batch.problem, batch.params, data)
+    lv = loss.tolist()
+    gn = batch.reader.norms(grads, len(lv)) if measure else [0.0] * len(lv)
+    if not all(map(math.isfinite, lv)) or not all(map(math.isfinite, gn)):
+        bad = [i for i, (a, b) in enumerate(zip(lv, gn)) if not (math.isfinite(a) and math.isfinite(b))]
+        keep = [i for i in range(len(lv)) if i not in set(bad)]
+        _diverge(batch, histories, epoch, bad, ["train_loss" if not math.isfinite(lv[i]) else "grad_norm" for i in bad],
+                 [lv[i] if not math.isfinite(lv[i]) else gn[i] for i in bad])
+        if not batch.configs:
+            return [], [], [], []
+        lv, gn, grads = [lv[i] for i in keep], [gn[i] for i in keep], [g[keep] for g in grads]
+        values = None if values is None else [values[i] for i in keep]
+        vals = None if vals is None else [vals[i] for i in keep]
+    if not batch.optimizer.needs_closure:
+        batch.optimizer.step(grads)
+    return lv, gn, values, vals
+
+
+def _diverge(batch: _Batch, histories, epoch: int, positions: list[int], what, values) -> None:
+    whats = what if isinstance(what, list) else [what] * len(positions)
+    for pos, w, v in zip(positions, whats, values):
+        h = histories[batch.configs[pos]]
+        h.outcome, h.stop_step, h.reason = "diverged", epoch, f"{w} is {v} at step {epoch}"
+    batch.drop(positions)
+
+
+def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: bool, stop, on_log) -> None:
+    """The epoch's rows, for the configurations that log it; those at their stop_loss converge."""
+    configs = batch.configs
+    done = [i for i, c in enumerate(configs) if stop[c] is not None and losses[i] <= stop[c]] if stop else []
+    if not record and not done:
+        return
+    if vals is None:
+        rows = [[loss, g, *v] for loss, g, v in zip(losses, norms, values)]
+    else:
+        rows = [[loss, val, g, *v] for loss, val, g, v in zip(losses, vals, norms, values)]
+    if not record:
+        configs, rows = [configs[i] for i in done], [rows[i] for i in done]
+    for c, row in zip(configs, rows):
+        histories[c].append(epoch, row)
+    if on_log is not None:
+        on_log(epoch, list(configs), rows)
+    if done:
+        for i in done:
+            histories[batch.configs[i]].outcome = "converged"
+        batch.drop(done)
+
+
+def _closure_step(grad_fn, batch: _Batch, data):
+    """One step of a closure optimizer (L-BFGS, one configuration): returns the first
+    evaluation, before any update."""
     first = []
 
     def closure():
-        loss, grads = grad_fn(batch)
-        lv = float(loss)
+        loss, grads = grad_fn(batch.problem, batch.params, data)
+        lv = float(loss.sum())
         if not math.isfinite(lv):
             raise _NonFinite("train_loss", lv)
-        optimizer.set_grads(grads)
+        batch.optimizer.set_grads(grads)
         if not first:  # copies: a gradient method may reuse its buffers at the next evaluation
             first.append((loss.detach().clone(), [g.detach().clone() for g in grads]))
-        return loss
+        return loss.sum()
 
-    optimizer.step_closure(closure)
+    batch.optimizer.step_closure(closure)
     return first[0]

@@ -1,11 +1,16 @@
-"""Models and objectives: prediction, the hand-derived gradient, the closed-form optimum.
+"""Models and objectives: prediction, the hand-derived gradient, the closed-form optimum, for a
+batch of configurations at once.
+
+Every parameter carries a leading configuration axis: a batch of B configurations trains B
+independent copies of the model, each on its own data. Inputs x are (B, n, d), targets and
+predictions (B, n, 1). A parameter is stored per configuration in its `layout` (w as a column
+(d, 1), b as (1, 1)), so that a forward pass is one batched matrix product; `shapes` are the
+parameters as users see them (w (d,), b ()), with the same values in the same order.
 
 The formulas use only operations that torch tensors and NumPy arrays share (`@`, `*`, `.sum`,
-`.T`, indexing), so the same hand-derived gradient runs on either; `device=numpy` depends on it.
-
-A model maps inputs x of shape (n, d) to predictions of shape (n,). `backward(p, x, g)` returns
-Σᵢ gᵢ·∂f(xᵢ)/∂θ for every parameter: the chain rule's last step, given g = ∂loss/∂prediction.
-An objective (Rosenbrock, the bowl) is a function of its parameters alone.
+`.swapaxes`, indexing), so the same hand-derived gradient runs on either; `device=numpy` depends
+on it. `backward(p, x, g)` returns Σᵢ gᵢ·∂f(xᵢ)/∂θ for every parameter: the chain rule's last step,
+given g = ∂loss/∂prediction. An objective (Rosenbrock, the bowl) is a function of its parameters.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradlab.options import Activation, ConfigError, Init, Loss  # noqa: F401 - Loss keys REDUCTIONS
+from gradlab.options import Activation, ConfigError, Init, Loss
 
 # ---------------------------------------------------------------------------- losses
 REDUCTIONS = {  # name: (mean over samples?, factor)
@@ -25,18 +30,36 @@ REDUCTIONS = {  # name: (mean over samples?, factor)
     Loss.half_mse: (True, 0.5),
     Loss.half_sse: (False, 0.5),
 }
+SAMPLES = (1, 2)  # the axes of a residual (B, n, 1) that a loss reduces, per configuration
 
 
 def squared_error(err, mean: bool, factor: float):
-    """The loss of residuals `err` (prediction − target): factor·mean(err²) or factor·Σerr².
-    `REDUCTIONS[kind]` gives (mean, factor) for each of the four kinds."""
-    s = (err * err).mean() if mean else (err * err).sum()
+    """The loss of each configuration's residuals `err` (B, n, 1): factor·mean(err²) or factor·Σerr².
+    `REDUCTIONS[kind]` gives (mean, factor) for each of the four kinds. The mean is the sum over n
+    divided by n, as torch's mean computes it (and half the time of torch's mean on small batches)."""
+    s = (err * err).sum(SAMPLES)
+    if mean:
+        s = s / err.shape[1]
     return s if factor == 1.0 else s * factor
 
 
 def squared_error_grad(err, mean: bool, factor: float):
     """∂loss/∂prediction for `squared_error`."""
-    return err * (2.0 * factor / err.shape[0] if mean else 2.0 * factor)  # shape[0]: len() is slow on tensors
+    return err * (2.0 * factor / err.shape[1] if mean else 2.0 * factor)
+
+
+def affine(x, w, b):
+    """x @ w + b, batched: one fused op on torch tensors."""
+    if isinstance(x, torch.Tensor):
+        return torch.baddbmm(b, x, w)
+    return x @ w + b
+
+
+def tmul(a, b):
+    """aᵀ @ b, batched (a (B, n, k), b (B, n, m) -> (B, k, m)): the backward pass's product."""
+    if isinstance(a, torch.Tensor):
+        return torch.bmm(a.transpose(1, 2), b)  # bmm: a third of `@`'s dispatch cost here
+    return a.swapaxes(1, 2) @ b
 
 
 # ------------------------------------------------------------------------ activations
@@ -60,10 +83,10 @@ def activation_slope(a, kind: Activation):
 
 # ----------------------------------------------------------------------------- models
 class Model:
-    """Base class: parameter shapes, initialisation, and the optional closed-form optimum."""
+    """Base class: parameter shapes and layouts, initialisation, the optional closed-form optimum."""
 
     objective = False  # a function of its parameters alone (no data)
-    torch_module = False  # its parameters belong to a torch.nn.Module (`self.module`)
+    torch_module = False  # its forward pass is a torch.nn.Module's (`self.module`)
     module: nn.Module | None = None
 
     @classmethod
@@ -72,7 +95,8 @@ class Model:
 
     def __init__(self, n_inputs: int):
         self.n_inputs = n_inputs
-        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # per configuration, as users see them
+        self.layout: dict[str, tuple[int, ...]] = {}  # per configuration, as stored (same values, same order)
         self.fan_in: dict[str, int] = {}
 
     def forward(self, p, x):
@@ -82,11 +106,18 @@ class Model:
         raise NotImplementedError
 
     def features(self, x):
-        """The design matrix Φ with f(x) = Φθ, θ the parameters flattened in order; None if not linear."""
+        """The design matrix Φ of inputs x (n, d) with f(x) = Φθ, θ the parameters flattened in
+        order; None if the model is not linear in its parameters."""
         return None
 
+    def predict(self, params: dict, x) -> np.ndarray:
+        """Predictions (n,) of one configuration's parameters (as users see them) on inputs x (n, d)."""
+        p = {k: np.asarray(v, dtype=np.float64).reshape(1, *self.layout[k]) for k, v in params.items()}
+        return self.forward(p, np.asarray(x, dtype=np.float64)[None])[0, :, 0]
+
     def init(self, gen: torch.Generator, cfg) -> dict[str, torch.Tensor]:
-        """Initial values (float64, CPU) from the run's generator, then `model.start` applied."""
+        """One configuration's initial values (float64, CPU, as users see them) from its
+        generator, then `model.start` applied."""
         params = {}
         for name, shape in self.shapes.items():
             if cfg.init is Init.zeros:
@@ -113,29 +144,28 @@ class Model:
         return params
 
 
+def affine_features(x):
+    """The design matrix [x, 1] of every model x·w + b."""
+    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+
 class Linear(Model):
     """f(x) = x·w + b."""
 
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.shapes = {"w": (n_inputs,), "b": ()}
+        self.layout = {"w": (n_inputs, 1), "b": (1, 1)}
         self.fan_in = {"w": n_inputs, "b": n_inputs}
 
     def forward(self, p, x):
-        if isinstance(x, torch.Tensor):
-            return torch.addmv(p["b"], x, p["w"])  # b + x·w in one op: this runs every step
-        return x @ p["w"] + p["b"]
+        return affine(x, p["w"], p["b"])
 
     def backward(self, p, x, g):
-        return {"w": x.T @ g, "b": g.sum()}
+        return {"w": tmul(x, g), "b": g.sum(1, keepdims=True)}
 
     def features(self, x):
         return affine_features(x)
-
-
-def affine_features(x):
-    """The design matrix [x, 1] of every model x·w + b."""
-    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
 
 
 class LinearNoBias(Model):
@@ -144,13 +174,14 @@ class LinearNoBias(Model):
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.shapes = {"w": (n_inputs,)}
+        self.layout = {"w": (n_inputs, 1)}
         self.fan_in = {"w": n_inputs}
 
     def forward(self, p, x):
         return x @ p["w"]
 
     def backward(self, p, x, g):
-        return {"w": x.T @ g}
+        return {"w": tmul(x, g)}
 
     def features(self, x):
         return x
@@ -162,13 +193,14 @@ class Quadratic(Model):
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.shapes = {"w1": (n_inputs,), "w2": (n_inputs,), "b": ()}
+        self.layout = {"w1": (n_inputs, 1), "w2": (n_inputs, 1), "b": (1, 1)}
         self.fan_in = {k: n_inputs for k in self.shapes}
 
     def forward(self, p, x):
-        return (x * x) @ p["w1"] + x @ p["w2"] + p["b"]
+        return affine(x, p["w2"], affine(x * x, p["w1"], p["b"]))
 
     def backward(self, p, x, g):
-        return {"w1": (x * x).T @ g, "w2": x.T @ g, "b": g.sum()}
+        return {"w1": tmul(x * x, g), "w2": tmul(x, g), "b": g.sum(1, keepdims=True)}
 
     def features(self, x):
         return torch.cat([x * x, x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
@@ -186,45 +218,55 @@ class _AB(nn.Module):
         return x @ self.a + self.b
 
 
-class ParameterModule(Model):
+class _ModuleModel(Model):
+    """A model whose forward pass is an nn.Module's, called with each configuration's own
+    parameters in place of the module's (torch.func.functional_call)."""
+
     torch_module = True
 
+    def forward(self, p, x):
+        from torch.func import functional_call
+
+        if not isinstance(x, torch.Tensor):  # plain arrays (plots): the same formula, written out
+            return self.formula(p, x)
+        outs = [functional_call(self.module, {k: v[i] for k, v in p.items()}, (x[i],)) for i in range(x.shape[0])]
+        return torch.stack(outs).reshape(x.shape[0], x.shape[1], 1)
+
+    def formula(self, p, x):
+        raise NotImplementedError
+
+
+class ParameterModule(_ModuleModel):
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.module = _AB(n_inputs)
-        self.shapes = {"a": (n_inputs,), "b": ()}
+        self.shapes = self.layout = {"a": (n_inputs,), "b": ()}
         self.fan_in = {"a": n_inputs, "b": n_inputs}
 
-    def forward(self, p, x):
-        if isinstance(x, np.ndarray):  # plain arrays (plots): the same formula, written out
-            return x @ p["a"] + p["b"]
-        return self.module(x)
+    def formula(self, p, x):
+        return x @ p["a"][:, :, None] + p["b"][:, None, None]
 
     def backward(self, p, x, g):
-        return {"a": x.T @ g, "b": g.sum()}
+        return {"a": tmul(x, g)[:, :, 0], "b": g.sum((1, 2))}
 
     def features(self, x):
         return affine_features(x)
 
 
-class NNLinear(Model):
+class NNLinear(_ModuleModel):
     """torch.nn.Linear(d, 1): weight (1, d), bias (1,)."""
-
-    torch_module = True
 
     def __init__(self, n_inputs: int):
         super().__init__(n_inputs)
         self.module = nn.Linear(n_inputs, 1)
-        self.shapes = {"weight": (1, n_inputs), "bias": (1,)}
+        self.shapes = self.layout = {"weight": (1, n_inputs), "bias": (1,)}
         self.fan_in = {"weight": n_inputs, "bias": n_inputs}
 
-    def forward(self, p, x):
-        if isinstance(x, np.ndarray):
-            return x @ p["weight"][0] + p["bias"][0]
-        return self.module(x)[:, 0]
+    def formula(self, p, x):
+        return x @ p["weight"].swapaxes(1, 2) + p["bias"][:, None, :]
 
     def backward(self, p, x, g):
-        return {"weight": (x.T @ g)[None], "bias": g.sum().reshape(1)}
+        return {"weight": tmul(g, x), "bias": g.sum(1)}
 
     def features(self, x):
         return affine_features(x)
@@ -241,18 +283,19 @@ class MLP(Model):
         super().__init__(n_inputs)
         self.act, self.out = activation, output
         self.shapes = {"W1": (n_inputs, hidden), "b1": (hidden,), "W2": (hidden,), "b2": ()}
+        self.layout = {"W1": (n_inputs, hidden), "b1": (1, hidden), "W2": (hidden, 1), "b2": (1, 1)}
         self.fan_in = {"W1": n_inputs, "b1": n_inputs, "W2": hidden, "b2": hidden}
 
     def forward(self, p, x):
-        h = activate(x @ p["W1"] + p["b1"], self.act)
-        return activate(h @ p["W2"] + p["b2"], self.out)
+        h = activate(affine(x, p["W1"], p["b1"]), self.act)
+        return activate(affine(h, p["W2"], p["b2"]), self.out)
 
     def backward(self, p, x, g):
-        h = activate(x @ p["W1"] + p["b1"], self.act)
-        out = activate(h @ p["W2"] + p["b2"], self.out)
-        dz2 = g * activation_slope(out, self.out)  # (n,)
-        dz1 = dz2[:, None] * p["W2"][None, :] * activation_slope(h, self.act)  # (n, hidden)
-        return {"W1": x.T @ dz1, "b1": dz1.sum(0), "W2": h.T @ dz2, "b2": dz2.sum()}
+        h = activate(affine(x, p["W1"], p["b1"]), self.act)  # (B, n, hidden)
+        out = activate(affine(h, p["W2"], p["b2"]), self.out)  # (B, n, 1)
+        dz2 = g * activation_slope(out, self.out)  # (B, n, 1)
+        dz1 = (dz2 @ p["W2"].swapaxes(1, 2)) * activation_slope(h, self.act)  # (B, n, hidden)
+        return {"W1": tmul(x, dz1), "b1": dz1.sum(1, keepdims=True), "W2": tmul(h, dz2), "b2": dz2.sum(1, keepdims=True)}
 
 
 class Rosenbrock(Model):
@@ -267,7 +310,7 @@ class Rosenbrock(Model):
     def __init__(self, a: float, b: float):
         super().__init__(0)
         self.a, self.b = a, b
-        self.shapes = {"x": (), "y": ()}
+        self.shapes = self.layout = {"x": (), "y": ()}
         self.fan_in = {"x": 1, "y": 1}
 
     def value(self, p):
@@ -293,7 +336,7 @@ class Bowl(Model):
 
     def __init__(self):
         super().__init__(0)
-        self.shapes = {"x": ()}
+        self.shapes = self.layout = {"x": ()}
         self.fan_in = {"x": 1}
 
     def value(self, p):
@@ -320,7 +363,8 @@ def build(cfg, n_inputs: int) -> Model:
 
 
 def least_squares(model: Model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor] | None:
-    """Closed-form optimum for a model linear in its parameters (float64), else None.
+    """Closed-form optimum of one configuration's data (x (n, d), y (n,), float64) for a model
+    linear in its parameters, by name in the users' shapes; else None.
 
     `gelsd` gives the same answer on every call; the default CPU driver varies in the last bits.
     """

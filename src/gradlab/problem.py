@@ -1,66 +1,92 @@
-"""A problem is what gradient descent minimises: a model, a loss and the data, on one backend.
+"""A problem is what gradient descent minimises: a model, a loss and the data, on one backend,
+for a batch of B configurations at once.
 
-The backend is a torch device and dtype, or NumPy arrays (`device=numpy`). Data live on the
-backend once; batches are slices of it, or fresh draws for a stream.
+Each configuration has its own data (its own scaling and split: x (B, n, d), y (B, n, 1)), its
+own generator (shuffles, streamed draws) and its own parameters; the loss is one value per
+configuration (B,). Data live on the backend once; batches are slices of it, or fresh draws for
+a stream. `keep` restricts the problem to the configurations still training.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gradlab.data import Prepared, Stream
+from gradlab.data import Stream
 from gradlab.devices import Backend
-from gradlab.options import Loss
 from gradlab.models import REDUCTIONS, Model, squared_error, squared_error_grad
+from gradlab.options import Loss
+
+Batch = tuple | None  # (x (B, m, d), y (B, m, 1)), or None for an objective function
 
 
 class Problem:
-    """loss(params, batch) and its hand-derived gradient; the batches of one epoch."""
-
-    def __init__(self, model: Model, loss: Loss, backend: Backend, data: Prepared | Stream | None,
-                 batch_size: int | None, shuffle: bool, gen: torch.Generator):
-        self.model, self.backend, self.gen = model, backend, gen
-        self.batch_size, self.shuffle = batch_size, shuffle
+    def __init__(self, model: Model, loss: Loss, backend: Backend, gens: list[torch.Generator],
+                 train: tuple | None = None, val: tuple | None = None, stream: Stream | None = None,
+                 batch_size: int | None = None, shuffle: bool = False):
+        """`train` and `val`: (x, y) float64 CPU tensors (B, n, d) and (B, n); `stream`: a fresh
+        batch of `batch_size` per step for each configuration, drawn from its generator."""
+        self.model, self.loss_kind, self.backend, self.gens = model, loss, backend, gens
+        self.batch_size, self.shuffle, self.stream = batch_size, shuffle, stream
         # The reduction, resolved once: looking an Enum up costs a Python-level __hash__ per call.
         self.mean, self.factor = REDUCTIONS[loss]
-        self.stream = data if isinstance(data, Stream) else None
-        self.train = self.val = None
-        if isinstance(data, Prepared):
-            self.train = (backend.put(data.x_train), backend.put(data.y_train))
-            if data.x_val is not None:
-                self.val = (backend.put(data.x_val), backend.put(data.y_val))
-        n = len(self.train[1]) if self.train is not None else 0
-        bs = n if batch_size is None or self.train is None else min(batch_size, n)
-        self.n_train = n
-        # Unshuffled epochs reuse the same slices; full batch is one slice of everything.
-        self._fixed = [self.train] if bs == n else [
-            (self.train[0][i:i + bs], self.train[1][i:i + bs]) for i in range(0, n, bs)
-        ] if self.train is not None else [None]
+        self.train = self._put(train)
+        self.val = self._put(val)
+        self.configs = len(gens)
+        self.n_train = 0 if train is None else train[1].shape[1]
+        bs = self.n_train if batch_size is None else min(batch_size, self.n_train)
         self._bs = bs
+        # Unshuffled epochs reuse the same slices; full batch is one slice of everything.
+        if self.train is None:
+            self._fixed = [None]
+        elif bs == self.n_train:
+            self._fixed = [self.train]
+        else:
+            self._fixed = [(self.train[0][:, i:i + bs], self.train[1][:, i:i + bs]) for i in range(0, self.n_train, bs)]
 
-    # One epoch's batches. The run generator decides shuffles and streamed draws, in order.
-    def batches(self):
+    def _put(self, data):
+        if data is None:
+            return None
+        x, y = data
+        return self.backend.put(x), self.backend.put(y[:, :, None] if y.dim() == 2 else y)
+
+    def keep(self, positions: list[int]) -> "Problem":
+        """The same problem for the configurations at `positions` only."""
+        idx = torch.tensor(positions)
+
+        def cut(data):
+            return None if data is None else tuple(self._cpu(t)[idx] for t in data)
+
+        return Problem(self.model, self.loss_kind, self.backend, [self.gens[i] for i in positions], cut(self.train),
+                       cut(self.val), self.stream, self.batch_size, self.shuffle)
+
+    def _cpu(self, t) -> torch.Tensor:
+        return torch.from_numpy(t).double() if self.backend.numpy else t.detach().cpu().double()
+
+    # One epoch's batches. Each configuration's generator decides its shuffles and draws, in order.
+    def batches(self) -> list[Batch]:
         if self.stream is not None:
-            x, y = self.stream.sample(self.batch_size or 1, self.gen)
-            return [(self.backend.put(x), self.backend.put(y))]
+            draws = [self.stream.sample(self.batch_size or 1, g) for g in self.gens]
+            return [self._put((torch.stack([x for x, _ in draws]), torch.stack([y for _, y in draws])))]
         if not self.shuffle or self.train is None:
             return self._fixed
-        perm = torch.randperm(self.n_train, generator=self.gen)
+        perm = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.gens])
+        rows = torch.arange(self.configs)[:, None]
         if self.backend.numpy:
-            perm = perm.numpy()
+            perm, rows = perm.numpy(), rows.numpy()
         elif self.backend.device != "cpu":
-            perm = perm.to(self.backend.device)
+            perm, rows = perm.to(self.backend.device), rows.to(self.backend.device)
         x, y = self.train
-        return [(x[idx], y[idx]) for idx in (perm[i:i + self._bs] for i in range(0, self.n_train, self._bs))]
+        return [(x[rows, p], y[rows, p]) for p in (perm[:, i:i + self._bs] for i in range(0, self.n_train, self._bs))]
 
-    def loss(self, p, batch):
+    def loss(self, p: dict, batch: Batch):
+        """Each configuration's loss (B,)."""
         if self.model.objective:
             return self.model.value(p)
         x, y = batch
         return squared_error(self.model.forward(p, x) - y, self.mean, self.factor)
 
-    def analytic(self, p, batch):
-        """(loss, gradients by name) from the hand-derived formulas."""
+    def analytic(self, p: dict, batch: Batch):
+        """(loss (B,), gradients by name) from the hand-derived formulas."""
         if self.model.objective:
             return self.model.value(p), self.model.gradient(p)
         x, y = batch

@@ -39,55 +39,76 @@ class Recorded:
 def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
            sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False) -> Recorded:
     """Validate, build, then train and record one run; returns once its record is complete."""
+    job = Job(cfg, list(overrides or []), dict(extra_tags or {}))
+    return record_group([job], experiment=experiment, parent_id=parent_run_id, sweep=sweep, quiet=quiet)[0]
+
+
+def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = None, sweep: str | None = None,
+                 quiet: bool = False, recorder=None) -> list[Recorded]:
+    """Train jobs that differ only in values as one batch, each recorded as its own run; returns
+    once every record is complete. User mistakes raise before any run exists."""
     timings.stamp("record")
-    validate(cfg)
-    recorder = Recorder.shared()
+    for job in jobs:
+        validate(job.cfg)
+    recorder = recorder or Recorder.shared()
     recorder.open()  # checked here; the recorder imports mlflow and opens the store while torch loads
+    logged = [replace(j.cfg, tracking=replace(j.cfg.tracking, experiment=experiment)) for j in jobs]  # rerun finds it
+    done = _finished(recorder, experiment, logged) if jobs[0].cfg.tracking.skip_finished else {}
+    todo = [i for i in range(len(jobs)) if i not in done]
+    out = dict(done)
+    if todo:
+        out.update(zip(todo, _train(recorder, [jobs[i] for i in todo], [logged[i] for i in todo], experiment,
+                                    parent_id, sweep, quiet)))
+    if not quiet:
+        for i, rec in done.items():
+            print(f"gradlab: skipped {describe.run_name(jobs[i].cfg)}: run {rec.run_id} already {rec.outcome} with this config")
+    return [out[i] for i in range(len(jobs))]
+
+
+def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, parent_id, sweep, quiet) -> list[Recorded]:
     from gradlab import run
 
-    job = Job(cfg, list(overrides or []), dict(extra_tags or {}))
-    s = run.setup(cfg)  # ConfigError / DataError here leave no run behind
+    s = run.setup(*[j.cfg for j in jobs])  # ConfigError / DataError here leave no run behind
     timings.stamp("setup")
-    spec, chash = describe_run(job, s, experiment, parent_run_id, sweep)
-    if cfg.tracking.skip_finished and (done := _finished(recorder, experiment, chash)):
-        if not quiet:
-            print(f"gradlab: skipped {spec.name}: run {done.run_id} already {done.outcome} with this config")
-        return done
+    specs = [describe_run(j, cfg, s, i, experiment, parent_id, sweep) for i, (j, cfg) in enumerate(zip(jobs, logged))]
     recorder.poll()  # a store the recorder could not open stops us before training
-    history = run.new_history(s)
-    with RunGroup(recorder, [spec], [history], s.schedule, cfg.tracking.max_points, cfg.train.progress) as group:
-        run.fit(s, history, group.on_log)
+    histories = run.new_histories(s)
+    first = jobs[0].cfg
+    with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress) as group:
+        finals = run.fit(s, histories, group.on_log)
         timings.stamp("trained")
-        result = run.evaluate(s, history)
-        group.complete(0, ending(cfg, result, run.plot_data(s, result, describe.title(cfg)) if cfg.tracking.plots else None))
-    run_id = recorder.run_id(group.keys[0])
+        results = run.evaluate(s, histories, finals)
+        for i, (job, result) in enumerate(zip(jobs, results)):
+            plot = run.plot_data(s, i, result, describe.title(job.cfg)) if job.cfg.tracking.plots else None
+            group.complete(i, ending(result, plot))
+    recorded = [Recorded(recorder.run_id(k), r.history.outcome, r.objective, r) for k, r in zip(group.keys, results)]
     if not quiet:
-        print(summary(spec.name, run_id, experiment, recorder.uri, result))
-    return Recorded(run_id, history.outcome, result.objective, result)
+        for spec, rec in zip(specs, recorded):
+            print(summary(spec.name, rec.run_id, experiment, recorder.uri, rec.result))
+    return recorded
 
 
-def describe_run(job: Job, s, experiment: str, parent_id: str | None, sweep: str | None) -> tuple[RunSpec, str]:
-    """The run to create for a set-up job, and its config hash."""
-    cfg = replace(job.cfg, tracking=replace(job.cfg.tracking, experiment=experiment))  # as logged: rerun finds it
+def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: str | None, sweep: str | None) -> RunSpec:
+    """The run to create for configuration i of a set-up batch; `cfg` is its config as logged."""
     flat = flatten(container(cfg))
-    chash = config_hash(flat)
     problem = s.problem
-    n_val = 0 if problem.val is None else len(problem.val[1])
+    n_val = 0 if problem.val is None else problem.val[1].shape[1]
     n_train = problem.n_train if problem.stream is None else (cfg.train.batch_size or 1) * cfg.train.epochs
     params = {**flat, "n_train": str(n_train), "n_val": str(n_val), "n_params": str(s.n_params)}
-    tags = {**describe.provenance(), "gradlab.outcome": "running", "gradlab.config_hash": chash,
+    tags = {**describe.provenance(), "gradlab.outcome": "running", "gradlab.config_hash": config_hash(flat),
             "gradlab.device": describe.device_name(s.backend.device), "gradlab.seed": str(cfg.train.seed),
             "gradlab.overrides": " ".join(job.overrides), **job.tags}
     if sweep:
         tags["gradlab.sweep"] = sweep
-    if s.prepared is not None and s.prepared.dataset.sha256:
-        tags.update({"gradlab.data.sha256": s.prepared.dataset.sha256, "gradlab.data.path": s.prepared.dataset.source})
+    prepared = s.prepared[i]
+    if prepared is not None and prepared.dataset.sha256:
+        tags.update({"gradlab.data.sha256": prepared.dataset.sha256, "gradlab.data.path": prepared.dataset.source})
     files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
-    inputs = describe.datasets(s.prepared, cfg.data.name, flat)
-    return RunSpec(experiment, describe.run_name(cfg), params, tags, parent_id, inputs, files), chash
+    inputs = describe.datasets(prepared, cfg.data.name, flat)
+    return RunSpec(experiment, describe.run_name(cfg), params, tags, parent_id, inputs, files)
 
 
-def ending(cfg: Config, result, plot_data: dict | None) -> RunEnd:
+def ending(result, plot_data: dict | None) -> RunEnd:
     """The end of a run that trained to a result: completed, converged or diverged."""
     h = result.history
     tags = {"gradlab.diverged_step": str(h.stop_step), "gradlab.reason": h.reason} if h.outcome == "diverged" else {}
@@ -95,11 +116,14 @@ def ending(cfg: Config, result, plot_data: dict | None) -> RunEnd:
     return RunEnd(h.outcome, result.metrics, tags, files, plot_data=plot_data)
 
 
-def _finished(recorder: Recorder, experiment: str, chash: str) -> Recorded | None:
+def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict[int, Recorded]:
+    """The jobs whose identical config already has a result in `experiment`, by position."""
     from gradlab.run import objective
 
-    done = recorder.ask("finished", experiment, [chash]).get(chash)
-    return done and Recorded(done.id, done.outcome, objective(done.metrics, done.outcome), None)
+    hashes = [config_hash(flatten(container(cfg))) for cfg in logged]
+    found = recorder.ask("finished", experiment, hashes)
+    return {i: Recorded(r.id, r.outcome, objective(r.metrics, r.outcome), None)
+            for i, h in enumerate(hashes) if (r := found.get(h)) is not None}
 
 
 class RunGroup:

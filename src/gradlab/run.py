@@ -1,7 +1,9 @@
-"""One run, from a typed config to results: build the objects, fit, evaluate. No Hydra, no MLflow.
+"""Runs, from typed configs to results: build the objects, fit, evaluate. No Hydra, no MLflow.
 
-`setup` turns a validated `Config` into the problem, parameters, gradient method and optimizer;
-`evaluate` computes the final metrics and the data the plots need. `train` does both.
+`setup(*cfgs)` turns validated configs that differ only in values (learning rates, scalings,
+seeds, ...) into one batched problem, its parameters, gradient method and optimizer; a single run
+is a batch of one. `evaluate` computes each configuration's final metrics, `plot_data` what its
+figures need. `train` does it all for one config.
 """
 
 from __future__ import annotations
@@ -24,21 +26,22 @@ STREAM_EVAL_SAMPLES = 1024  # a fixed draw on which a streamed run's final loss 
 
 @dataclass
 class Setup:
-    cfg: Config
+    cfgs: list[Config]
     backend: Backend
-    dataset: data_mod.Dataset | data_mod.Stream | None
-    prepared: data_mod.Prepared | None
+    prepared: list[data_mod.Prepared | None]  # per configuration (None: a stream, or no data)
+    stream: data_mod.Stream | None
     model: models.Model
     problem: Problem
-    params: dict  # on the backend; trained in place
+    params: dict  # (B, *layout) on the backend; trained in place
     grad_fn: object
     optimizer: object
     schedule: Schedule
-    eval_batch: tuple | None = None  # streamed data: fixed draw for the final loss
+    eval_draws: list[tuple] | None = None  # streamed data: a fixed draw per configuration (float64 CPU)
+    eval_batch: tuple | None = None  # the same draws on the backend, for the final loss
 
     @property
     def n_params(self) -> int:
-        return sum(int(np.prod(p.shape)) for p in self.params.values())
+        return sum(math.prod(shape) for shape in self.model.shapes.values())
 
 
 def _check_pairing(cfg: Config, backend: Backend, model_cls: type, dataset) -> None:
@@ -58,49 +61,57 @@ def _check_pairing(cfg: Config, backend: Backend, model_cls: type, dataset) -> N
             raise ConfigError("device", "numpy", f"model={cfg.model.name} is a torch.nn.Module; use device=cpu")
 
 
-def _parameters(model: models.Model, init: dict, backend: Backend, needs_graph: bool) -> dict:
-    """The initial values on the backend: the module's own parameters, or plain tensors/arrays."""
-    if backend.numpy:
-        return {k: backend.put(v) for k, v in init.items()}
-    if model.module is not None:
-        model.module.to(device=backend.device, dtype=getattr(torch, backend.dtype.value))
-        params = dict(model.module.named_parameters())
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(init[k])
-        return params
-    return {k: backend.put(v).requires_grad_(needs_graph) for k, v in init.items()}
+def _stacked(prepared: list, field: str):
+    """One field of every configuration's prepared data, stacked on a leading axis."""
+    parts = [getattr(p, field) for p in prepared]
+    if any(t is None for t in parts):
+        return None
+    shapes = {tuple(t.shape) for t in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"these configurations cannot share a batch: their {field} have shapes {sorted(shapes)}")
+    return torch.stack(parts)
 
 
-def setup(cfg: Config) -> Setup:
-    t = cfg.train
+def setup(*cfgs: Config) -> Setup:
+    """The batched problem of configs that differ only in values (one config: a batch of one)."""
+    cfg, t = cfgs[0], cfgs[0].train
     backend = devices.backend(cfg.device.name, t.dtype)
-    dataset = data_mod.load(cfg.data)
-    _check_pairing(cfg, backend, models.MODELS[cfg.model.name], dataset)
-    prepared = data_mod.prepare(dataset, cfg.data) if isinstance(dataset, data_mod.Dataset) else None
-    n_inputs = prepared.x_train.shape[1] if prepared else (1 if dataset is not None else 0)
+    datasets = [data_mod.load(c.data) for c in cfgs]
+    _check_pairing(cfg, backend, models.MODELS[cfg.model.name], datasets[0])
+    stream = datasets[0] if isinstance(datasets[0], data_mod.Stream) else None
+    prepared = [data_mod.prepare(d, c.data) if isinstance(d, data_mod.Dataset) else None for d, c in zip(datasets, cfgs)]
+    n_inputs = prepared[0].x_train.shape[1] if prepared[0] else (1 if stream is not None else 0)
     model = models.build(cfg.model, n_inputs)
 
-    gen = torch.Generator().manual_seed(t.seed)  # init first, then shuffles / streamed batches
-    params = _parameters(model, model.init(gen, cfg.model), backend, gradients.METHODS[cfg.grad.name].needs_graph)
-    problem = Problem(model, t.loss, backend, prepared if prepared else dataset, t.batch_size, t.shuffle, gen)
-    eval_batch = None
-    if isinstance(dataset, data_mod.Stream):
-        x, y = dataset.sample(STREAM_EVAL_SAMPLES, torch.Generator().manual_seed(t.seed + 1))
-        eval_batch = (backend.put(x), backend.put(y))
-    grad_fn = gradients.build(cfg.grad, problem, params)
-    optimizer = optim.build(cfg.optimizer, list(params.values()))
-    schedule = Schedule(t.epochs, t.log_every, t.stop_loss)
-    return Setup(cfg, backend, dataset, prepared, model, problem, params, grad_fn, optimizer, schedule, eval_batch)
+    gens = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # init first, then shuffles / streamed batches
+    inits = [model.init(g, c.model) for g, c in zip(gens, cfgs)]
+    needs_graph = gradients.METHODS[cfg.grad.name].needs_graph
+    params = {k: backend.put(torch.stack([i[k].reshape(model.layout[k]) for i in inits])) for k in model.shapes}
+    if not backend.numpy:
+        params = {k: v.requires_grad_(needs_graph) for k, v in params.items()}
+    train = val = None
+    if prepared[0] is not None:
+        train = (_stacked(prepared, "x_train"), _stacked(prepared, "y_train"))
+        if prepared[0].x_val is not None:
+            val = (_stacked(prepared, "x_val"), _stacked(prepared, "y_val"))
+    problem = Problem(model, t.loss, backend, gens, train, val, stream, t.batch_size, t.shuffle)
+    draws = eval_batch = None
+    if stream is not None:
+        draws = [stream.sample(STREAM_EVAL_SAMPLES, torch.Generator().manual_seed(c.train.seed + 1)) for c in cfgs]
+        eval_batch = problem._put((torch.stack([x for x, _ in draws]), torch.stack([y for _, y in draws])))
+    optimizer = optim.build([c.optimizer for c in cfgs], list(params.values()))
+    schedule = Schedule(t.epochs, t.log_every, [c.train.stop_loss for c in cfgs])
+    return Setup(list(cfgs), backend, prepared, stream, model, problem, params, gradients.build(cfg.grad),
+                 optimizer, schedule, draws, eval_batch)
 
 
-def new_history(s: Setup) -> History:
-    return History(engine.columns(s.problem, s.params))
+def new_histories(s: Setup) -> list[History]:
+    return [History(engine.columns(s.problem)) for _ in s.cfgs]
 
 
-def fit(s: Setup, history: History, on_log=None) -> History:
-    """Train the set-up problem in place, filling `history`."""
-    return engine.fit(s.problem, s.params, s.grad_fn, s.optimizer, s.schedule, history, on_log)
+def fit(s: Setup, histories: list[History], on_log=None) -> list[dict]:
+    """Train the set-up batch in place, filling `histories`; each configuration's final parameters."""
+    return engine.fit(s.problem, s.params, s.grad_fn, s.optimizer, s.schedule, histories, on_log)
 
 
 @dataclass
@@ -112,42 +123,59 @@ class Result:
     objective: float  # what a sweeper minimises: final val loss, else final train loss; inf if diverged
 
 
-def _loss(s: Setup, batch) -> float:
-    with torch.no_grad():
-        return float(s.problem.loss(s.params, batch))
-
-
 def _as_list(v):
     return np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).tolist()
 
 
-def evaluate(s: Setup, history: History) -> Result:
-    """Final metrics with the final parameters, on the full sets; the optimum where known."""
-    train_batch = s.eval_batch if s.eval_batch is not None else s.problem.train
-    metrics = {"final_train_loss": _loss(s, train_batch), "epochs_run": float(history.epochs_run),
-               "train_seconds": history.seconds}
-    if s.problem.val is not None:
-        metrics["final_val_loss"] = _loss(s, s.problem.val)
-        vals = history.column("val_loss") + [metrics["final_val_loss"]]
-        metrics["best_val_loss"] = min(v for v in vals if math.isfinite(v)) if any(map(math.isfinite, vals)) else math.nan
+def _final_losses(s: Setup, finals: list[dict], data) -> list[float]:
+    """Each configuration's loss on `data` with its final parameters."""
+    params = {k: s.backend.put(torch.as_tensor(np.stack([f[k] for f in finals]))) for k in s.model.shapes}
+    with torch.no_grad():
+        return [float(v) for v in s.problem.loss(params, data).tolist()]
 
-    optimum, optimal_loss = None, None
+
+def _train_data(s: Setup, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Configuration i's training inputs (n, d) and targets (n,), float64 on the CPU (a stream's
+    fixed draw)."""
+    return s.eval_draws[i] if s.eval_draws is not None else (s.prepared[i].x_train, s.prepared[i].y_train)
+
+
+def _optimum(s: Setup, i: int) -> tuple[dict | None, float | None]:
+    """A configuration's closed-form optimum and its training loss, where the model knows one."""
     if s.model.objective:
         opt_params, optimal_loss = s.model.optimum()
-        optimum = {k: [float(v)] if not isinstance(v, list) else v for k, v in opt_params.items()}
-    elif train_batch is not None:
-        x, y = (torch.as_tensor(np.asarray(a), dtype=torch.float64) if s.backend.numpy else a.detach().double().cpu() for a in train_batch)
-        theta = models.least_squares(s.model, x, y)
-        if theta is not None:
-            optimum = {k: _as_list(v) for k, v in theta.items()}
-            optimal_loss = float(models.squared_error(_predict_flat(s.model, theta, x) - y, *models.REDUCTIONS[s.cfg.train.loss]))
-    if optimal_loss is not None:
-        metrics["optimal_train_loss"] = optimal_loss
-        metrics["excess_loss"] = metrics["final_train_loss"] - optimal_loss
+        return {k: [float(v)] if not isinstance(v, list) else v for k, v in opt_params.items()}, optimal_loss
+    x, y = _train_data(s, i)
+    theta = models.least_squares(s.model, x, y)
+    if theta is None:
+        return None, None
+    err = s.model.features(x) @ torch.cat([v.reshape(-1) for v in theta.values()]) - y
+    mean, factor = models.REDUCTIONS[s.cfgs[i].train.loss]
+    optimal = float(models.squared_error(err[None, :, None], mean, factor)[0])
+    return {k: _as_list(v) for k, v in theta.items()}, optimal
 
-    metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-    params = {k: _as_list(v) for k, v in s.params.items()}
-    return Result(history, metrics, params, optimum, objective(metrics, history.outcome))
+
+def evaluate(s: Setup, histories: list[History], finals: list[dict]) -> list[Result]:
+    """Each configuration's final metrics with its final parameters, on its full sets; the
+    optimum where known."""
+    train = s.eval_batch if s.eval_batch is not None else s.problem.train
+    train_losses = _final_losses(s, finals, train)
+    val_losses = _final_losses(s, finals, s.problem.val) if s.problem.val is not None else None
+    results = []
+    for i, (h, final) in enumerate(zip(histories, finals)):
+        metrics = {"final_train_loss": train_losses[i], "epochs_run": float(h.epochs_run), "train_seconds": h.seconds}
+        if val_losses is not None:
+            metrics["final_val_loss"] = val_losses[i]
+            vals = [v for v in h.column("val_loss") + [val_losses[i]] if math.isfinite(v)]
+            metrics["best_val_loss"] = min(vals) if vals else math.nan
+        optimum, optimal_loss = _optimum(s, i)
+        if optimal_loss is not None:
+            metrics["optimal_train_loss"] = optimal_loss
+            metrics["excess_loss"] = metrics["final_train_loss"] - optimal_loss
+        metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        params = {k: np.asarray(final[k]).reshape(s.model.shapes[k]).tolist() for k in s.model.shapes}
+        results.append(Result(h, metrics, params, optimum, objective(metrics, h.outcome)))
+    return results
 
 
 def objective(metrics: dict, outcome: str) -> float:
@@ -158,15 +186,11 @@ def objective(metrics: dict, outcome: str) -> float:
     return metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
 
 
-def _predict_flat(model: models.Model, theta: dict, x: torch.Tensor) -> torch.Tensor:
-    """Predictions of a linear-in-parameters model from its design matrix and θ (float64)."""
-    return model.features(x) @ torch.cat([v.reshape(-1) for v in theta.values()])
-
-
 def train(cfg: Config) -> tuple[Setup, Result]:
-    """Build and fit a validated config; no tracking."""
+    """Build and fit one validated config; no tracking."""
     s = setup(cfg)
-    return s, evaluate(s, fit(s, new_history(s)))
+    histories = new_histories(s)
+    return s, evaluate(s, histories, fit(s, histories))[0]
 
 
 # ------------------------------------------------------------------------- plot data
@@ -174,7 +198,7 @@ GRID = 60  # contour resolution per axis
 
 
 def _numpy_params(s: Setup, values: dict) -> dict:
-    """Parameters by name as float64 arrays of the model's shapes (an objective's optimum stores a
+    """Parameters by name as float64 arrays in the users' shapes (an objective's optimum stores a
     scalar as [x])."""
     return {k: np.asarray(v, dtype=np.float64).reshape(s.model.shapes[k]) for k, v in values.items()}
 
@@ -190,73 +214,80 @@ def span(values, pad: float = 0.15) -> tuple[float, float]:
     return lo - pad * width, hi + pad * width
 
 
-def plot_data(s: Setup, result: Result, title: str) -> dict:
-    """Plain arrays for `plots.figures` (drawn in the recorder process): which figures apply."""
-    h, cfg = result.history, s.cfg
-    kind = cfg.train.loss
-    loss_name = "objective" if s.model.objective else kind.value
-    diverged = h.outcome == "diverged"
+def plot_data(s: Setup, i: int, result: Result, title: str) -> dict:
+    """Plain arrays for `plots.figures` (drawn in the recorder process): the figures that apply
+    to configuration i."""
+    h = result.history
+    loss_name = "objective" if s.model.objective else s.cfgs[i].train.loss.value
     out = {"loss": {
         "epoch": h.column("epoch"), "train_loss": h.column("train_loss"),
         "val_loss": h.column("val_loss") if "val_loss" in h.columns else None,
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step,
-        "loss_name": loss_name, "title": title, "stream": isinstance(s.dataset, data_mod.Stream),
+        "loss_name": loss_name, "title": title, "stream": s.stream is not None,
     }}
     final = _numpy_params(s, result.params)
     optimum = _numpy_params(s, result.optimum) if result.optimum else None
-    pr = s.prepared
-    if pr is not None and not diverged:  # a diverged model has no curve worth drawing
-        ds = pr.dataset
-
-        def features(raw):
-            return pr.features(torch.as_tensor(raw, dtype=torch.float64)).numpy()
-
-        def label(column: str) -> str:
-            return f"{column} ({ds.units[column]})" if column in ds.units else column
-
-        if pr.raw_train.shape[1] == 1:
-            raws = [pr.raw_train] + ([pr.raw_val] if pr.raw_val is not None else [])
-            lo, hi = span(torch.cat(raws).numpy(), 0.05)
-            grid = np.linspace(lo, hi, 200)[:, None]
-            out["fit"] = {
-                "x_train": pr.raw_train[:, 0].numpy(), "y_train": pr.y_train.numpy(),
-                "x_val": pr.raw_val[:, 0].numpy() if pr.raw_val is not None else None,
-                "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
-                "grid_x": grid[:, 0], "grid_y": s.model.forward(final, features(grid)),
-                "grid_opt": s.model.forward(optimum, features(grid)) if optimum else None,
-                "x_label": label(ds.inputs[0]), "y_label": label(ds.target), "title": title,
-            }
-        if isinstance(s.model, models.MLP) or pr.raw_train.shape[1] > 1:
-            out["predicted"] = {
-                "y_train": pr.y_train.numpy(), "pred_train": s.model.forward(final, features(pr.raw_train)),
-                "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
-                "pred_val": s.model.forward(final, features(pr.raw_val)) if pr.raw_val is not None else None,
-                "y_label": label(ds.target), "title": title,
-            }
-
+    if s.prepared[i] is not None and h.outcome != "diverged":  # a diverged model has no curve worth drawing
+        out.update(_data_figures(s.model, s.prepared[i], final, optimum, title))
     names = [c[len("param."):] for c in h.columns if c.startswith("param.")]
     if len(names) == 2 and len(h):
-        path = np.array([h.column("param." + n) for n in names]).T
-        if diverged:  # the last steps dwarf everything: show the path while the loss is within 100× its start
-            losses = h.column("train_loss")
-            shown = max(3, next((i for i, v in enumerate(losses) if v > 100 * losses[0]), len(losses)))
-            path = path[:shown]
-            title += f"\ndiverged: the path is shown for its first {len(path)} steps"
-        else:
-            path = np.vstack([path, [_flat(final)]])
-        opt = _flat(optimum) if optimum else None
-        pts = np.vstack([path, [opt]]) if opt else path
-        (a0, a1), (b0, b1) = span(pts[:, 0]), span(pts[:, 1])
-        A, B = np.meshgrid(np.linspace(a0, a1, GRID), np.linspace(b0, b1, GRID))
-        thetas = np.stack([A.ravel(), B.ravel()])  # (2, G²)
-        if s.model.objective:
-            z = s.model.value(dict(zip(s.model.shapes, thetas)))
-        else:
-            x, y = (s.eval_batch if s.eval_batch is not None else s.problem.train)
-            x, y = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for v in (x, y))
-            err = s.model.features(torch.as_tensor(x)).numpy() @ thetas - y[:, None]  # (n, G²)
-            mean, factor = models.REDUCTIONS[kind]
-            z = factor * ((err * err).mean(0) if mean else (err * err).sum(0))
-        out["trajectory"] = {"grid_a": A, "grid_b": B, "grid_loss": np.asarray(z).reshape(A.shape), "path": path,
-                             "optimum": opt, "names": names, "loss_name": loss_name, "title": title}
+        out["trajectory"] = _trajectory(s, i, h, names, final, optimum, loss_name, title)
     return out
+
+
+def _data_figures(model: models.Model, pr: data_mod.Prepared, final: dict, optimum: dict | None, title: str) -> dict:
+    """The fit on the original input units (one input), predicted against true (several, or an MLP)."""
+    ds, out = pr.dataset, {}
+
+    def features(raw):
+        return pr.features(torch.as_tensor(raw, dtype=torch.float64)).numpy()
+
+    def label(column: str) -> str:
+        return f"{column} ({ds.units[column]})" if column in ds.units else column
+
+    if pr.raw_train.shape[1] == 1:
+        raws = [pr.raw_train] + ([pr.raw_val] if pr.raw_val is not None else [])
+        lo, hi = span(torch.cat(raws).numpy(), 0.05)
+        grid = np.linspace(lo, hi, 200)[:, None]
+        out["fit"] = {
+            "x_train": pr.raw_train[:, 0].numpy(), "y_train": pr.y_train.numpy(),
+            "x_val": pr.raw_val[:, 0].numpy() if pr.raw_val is not None else None,
+            "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
+            "grid_x": grid[:, 0], "grid_y": model.predict(final, features(grid)),
+            "grid_opt": model.predict(optimum, features(grid)) if optimum else None,
+            "x_label": label(ds.inputs[0]), "y_label": label(ds.target), "title": title,
+        }
+    if isinstance(model, models.MLP) or pr.raw_train.shape[1] > 1:
+        out["predicted"] = {
+            "y_train": pr.y_train.numpy(), "pred_train": model.predict(final, features(pr.raw_train)),
+            "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
+            "pred_val": model.predict(final, features(pr.raw_val)) if pr.raw_val is not None else None,
+            "y_label": label(ds.target), "title": title,
+        }
+    return out
+
+
+def _trajectory(s: Setup, i: int, h: History, names: list[str], final: dict, optimum: dict | None,
+                loss_name: str, title: str) -> dict:
+    """Loss contours over the plane of the two parameters, and the path the optimizer took."""
+    path = np.array([h.column("param." + n) for n in names]).T
+    if h.outcome == "diverged":  # the last steps dwarf everything: show the path while the loss is within 100× its start
+        losses = h.column("train_loss")
+        path = path[:max(3, next((k for k, v in enumerate(losses) if v > 100 * losses[0]), len(losses)))]
+        title += f"\ndiverged: the path is shown for its first {len(path)} steps"
+    else:
+        path = np.vstack([path, [_flat(final)]])
+    opt = _flat(optimum) if optimum else None
+    pts = np.vstack([path, [opt]]) if opt else path
+    (a0, a1), (b0, b1) = span(pts[:, 0]), span(pts[:, 1])
+    A, B = np.meshgrid(np.linspace(a0, a1, GRID), np.linspace(b0, b1, GRID))
+    thetas = np.stack([A.ravel(), B.ravel()])  # (2, G²)
+    if s.model.objective:
+        z = s.model.value(dict(zip(s.model.shapes, thetas)))
+    else:
+        x, y = _train_data(s, i)
+        err = s.model.features(x).numpy() @ thetas - y.numpy()[:, None]  # (n, G²)
+        mean, factor = models.REDUCTIONS[s.cfgs[i].train.loss]
+        z = factor * ((err * err).mean(0) if mean else (err * err).sum(0))
+    return {"grid_a": A, "grid_b": B, "grid_loss": np.asarray(z).reshape(A.shape), "path": path,
+            "optimum": opt, "names": names, "loss_name": loss_name, "title": title}

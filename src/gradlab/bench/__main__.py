@@ -191,10 +191,10 @@ def inner_loop(epochs: int, reps: int) -> dict:
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = OmegaConf.to_object(compose("config", overrides=overrides))
         s = run.setup(cfg)
-        history = run.new_history(s)
+        history = run.new_histories(s)
         # The trainer's side of a run: rows are thinned and batched, then handed over (here, dropped).
-        stream = MetricStream(lambda points: None, [1], history.columns, s.schedule.expected_rows(), 1000)
-        progress = Progress(epochs, history.metrics, False)
+        stream = MetricStream(lambda points: None, [1], history[0].columns, s.schedule.expected_rows(), 1000)
+        progress = Progress(epochs, history[0].metrics, False)
 
         def on_log(epoch, configs, rows):
             stream(epoch, configs, rows)
