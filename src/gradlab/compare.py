@@ -294,7 +294,8 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     for rel, fig in figs.items():
         fig.savefig(folder / rel, dpi=110, bbox_inches="tight")
     if prun is not None and not everything:
-        store.log_artifacts(prun.id, {f"report/{k}": v for k, v in {**files, **figs}.items()})
+        images = {rel: (folder / rel).read_bytes() for rel in figs}
+        store.log_artifacts(prun.id, {f"report/{k}": v for k, v in {**files, **images}.items()})
     import matplotlib.pyplot as plt
 
     for fig in figs.values():  # seaborn draws through pyplot, which keeps every figure until closed

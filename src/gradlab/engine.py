@@ -36,7 +36,9 @@ class Schedule:
     stop_loss: list[float | None] | None = None
 
     def expected_rows(self) -> int:
-        return 1 + self.epochs // self.log_every
+        """How many epochs a full run records: the first, every log_every-th, the last."""
+        every = self.log_every
+        return min(self.epochs, self.epochs // every + (every > 1) + (self.epochs % every != 0))
 
 
 class History:
@@ -189,6 +191,12 @@ def fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, 
     """Train a batch of configurations, filling `histories` (the caller's: what was recorded
     survives an interrupt). Returns each configuration's final parameters (float64 arrays in
     the model's layout)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # NumPy's overflows are found and stopped below, silently
+        return _fit(problem, params, grad_fn, optimizer, schedule, histories, on_log)
+
+
+def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, histories: list[History],
+         on_log: OnLog | None) -> list[dict]:
     batch = _Batch(problem, params, optimizer, histories)
     stop = schedule.stop_loss if schedule.stop_loss and any(v is not None for v in schedule.stop_loss) else None
     stopping = stop is not None

@@ -30,7 +30,7 @@ class Job:
 
 @dataclass
 class Recorded:
-    run_id: str
+    run_id: str | None  # None for a run of a sweep's batch that did not wait for its record
     outcome: str
     objective: float
     result: object  # run.Result, or None if skipped (an identical run already has a result)
@@ -44,9 +44,11 @@ def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, 
 
 
 def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = None, sweep: str | None = None,
-                 quiet: bool = False, recorder=None) -> list[Recorded]:
+                 quiet: bool = False, recorder=None, wait: bool = True) -> list[Recorded]:
     """Train jobs that differ only in values as one batch, each recorded as its own run; returns
-    once every record is complete. User mistakes raise before any run exists."""
+    once every record is complete (`wait`), or once every end is sent (the caller syncs the
+    recorder later: a sweep trains its next batch while this one is written). User mistakes
+    raise before any run exists."""
     timings.stamp("record")
     for job in jobs:
         validate(job.cfg)
@@ -58,14 +60,15 @@ def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = No
     out = dict(done)
     if todo:
         out.update(zip(todo, _train(recorder, [jobs[i] for i in todo], [logged[i] for i in todo], experiment,
-                                    parent_id, sweep, quiet)))
+                                    parent_id, sweep, quiet, wait)))
     if not quiet:
         for i, rec in done.items():
             print(f"gradlab: skipped {describe.run_name(jobs[i].cfg)}: run {rec.run_id} already {rec.outcome} with this config")
     return [out[i] for i in range(len(jobs))]
 
 
-def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, parent_id, sweep, quiet) -> list[Recorded]:
+def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, parent_id, sweep, quiet,
+           wait: bool) -> list[Recorded]:
     from gradlab import run
 
     s = run.setup(*[j.cfg for j in jobs])  # ConfigError / DataError here leave no run behind
@@ -74,14 +77,16 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
     recorder.poll()  # a store the recorder could not open stops us before training
     histories = run.new_histories(s)
     first = jobs[0].cfg
-    with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress) as group:
+    with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait) as group:
         finals = run.fit(s, histories, group.on_log)
         timings.stamp("trained")
         results = run.evaluate(s, histories, finals)
         for i, (job, result) in enumerate(zip(jobs, results)):
             plot = run.plot_data(s, i, result, describe.title(job.cfg)) if job.cfg.tracking.plots else None
             group.complete(i, ending(result, plot))
-    recorded = [Recorded(recorder.run_id(k), r.history.outcome, r.objective, r) for k, r in zip(group.keys, results)]
+    # Run ids come back as the recorder gets to them; a sweep that does not wait has no use for them.
+    recorded = [Recorded(recorder.run_id(k) if wait else None, r.history.outcome, r.objective, r)
+                for k, r in zip(group.keys, results)]
     if not quiet:
         for spec, rec in zip(specs, recorded):
             print(summary(spec.name, rec.run_id, experiment, recorder.uri, rec.result))
@@ -131,8 +136,8 @@ class RunGroup:
     without a result ends KILLED (a signal) or FAILED (an exception), with its history so far."""
 
     def __init__(self, recorder: Recorder, specs: list[RunSpec], histories: list, schedule, max_points: int,
-                 progress: bool | None):
-        self.recorder, self.histories = recorder, histories
+                 progress: bool | None, wait: bool = True):
+        self.recorder, self.histories, self.wait = recorder, histories, wait
         self.keys = recorder.start(specs)
         metrics = histories[0].metrics
         self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(), max_points)
@@ -159,7 +164,8 @@ class RunGroup:
                     end.history = h.table()
                 self.recorder.finish(self.keys, ends)
                 timings.stamp("queued")
-                self.recorder.sync()
+                if self.wait or error is not None:  # an interrupted sweep goes no further: its ends must be in
+                    self.recorder.sync()
                 timings.stamp("recorded")
             except Exception:
                 if error is None:  # else the error that stopped the runs is the one to report

@@ -130,7 +130,7 @@ def _as_list(v):
 def _final_losses(s: Setup, finals: list[dict], data) -> list[float]:
     """Each configuration's loss on `data` with its final parameters."""
     params = {k: s.backend.put(torch.as_tensor(np.stack([f[k] for f in finals]))) for k in s.model.shapes}
-    with torch.no_grad():
+    with torch.no_grad(), np.errstate(over="ignore", invalid="ignore"):  # a diverged run's loss may overflow
         return [float(v) for v in s.problem.loss(params, data).tolist()]
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import queue
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -80,6 +82,7 @@ QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
 # ---------------------------------------------------------------- the trainer's side
 class Recorder:
     _shared: "Recorder | None" = None
+    _others: list = []  # recorders of a pool besides the shared one
 
     def __init__(self):
         # A plain interpreter on two inherited pipes: nothing of this process crosses over (no
@@ -91,7 +94,13 @@ class Recorder:
             pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL)
         os.close(down_r)
         os.close(up_w)
-        self._send = Connection(down_w, readable=False)
+        self._pipe = Connection(down_w, readable=False)
+        # A thread writes to the pipe, so the trainer never waits for the recorder to read: a batch's
+        # ends are megabytes, and the recorder takes them in only as it gets through the last ones.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._broken = False
+        self._writer = threading.Thread(target=self._write, name="gradlab-recorder-pipe", daemon=True)
+        self._writer.start()
         self._recv = Connection(up_r, writable=False)
         self._keys = 0
         self.run_ids: dict[int, str] = {}
@@ -107,16 +116,18 @@ class Recorder:
 
     @classmethod
     def shutdown(cls, timeout: float = 300.0) -> None:
-        """Let the recorder finish what it was sent, then go."""
-        rec, cls._shared = cls._shared, None
-        if rec is None:
-            return
+        """Let every recorder finish what it was sent, then go."""
+        recs = [r for r in [cls._shared, *cls._others] if r is not None]
+        cls._shared, cls._others = None, []
+        for rec in recs:
+            rec._close(timeout)
+
+    def _close(self, timeout: float) -> None:
+        rec = self
         if not rec.holds_runs and rec._stop_idle():
             return
-        try:
-            rec._send.send(None)
-        except OSError:
-            pass
+        rec._outbox.put(None)  # the writer sends what waits, then the end
+        rec._writer.join(timeout)
         if not rec.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
             return
         try:
@@ -148,10 +159,9 @@ class Recorder:
         if isinstance(message, Ask) and message.query not in QUERIES:
             raise TypeError(f"the recorder answers {QUERIES}, not {message.query!r}")
         self.poll()
-        try:
-            self._send.send(message)
-        except OSError:
-            raise self._gone() from None
+        if self._broken:
+            raise self._gone()
+        self._outbox.put(message)
         if not isinstance(message, ANSWERED):
             return None
         failed = None  # an earlier message's error: raised once this answer is in, so none is left behind
@@ -164,6 +174,17 @@ class Recorder:
         if failed:
             raise TrackingError(failed)
         return value
+
+    def _write(self) -> None:
+        """The writer thread: messages down the pipe in order, then None (the end) and stop."""
+        while True:
+            message = self._outbox.get()
+            try:
+                self._pipe.send(message)
+            except OSError:
+                self._broken = True
+            if message is None:
+                return
 
     def _gone(self) -> TrackingError:
         return TrackingError("the gradlab recorder process stopped; a run it held may need `gradlab reap`")
@@ -228,6 +249,70 @@ class Recorder:
         return self.run_ids[key]
 
 
+class Recorders:
+    """Several recorders behind the interface of one: a sweep's runs are dealt out between them,
+    so that recording (MLflow writes, figures) keeps every core busy. The first is the shared one."""
+
+    def __init__(self, count: int):
+        self.members = [Recorder.shared()] + [Recorder() for _ in range(max(0, count - 1))]
+        Recorder._others += self.members[1:]
+        self.route: dict[int, tuple[Recorder, int]] = {}  # our key -> (member, its key)
+        self._keys = 0
+        self.uri: str | None = None
+
+    def alive(self) -> bool:
+        """Every member still running, the first still the shared recorder."""
+        return self.members[0] is Recorder._shared and all(m._proc.poll() is None for m in self.members)
+
+    def open(self, uri: str | None = None) -> str:
+        for m in self.members:
+            uri = m.open(uri)
+        self.uri = uri
+        return uri
+
+    def start(self, specs: list[RunSpec]) -> list[int]:
+        dealt: dict[int, list[int]] = {}
+        for i in range(len(specs)):
+            dealt.setdefault((self._keys + i) % len(self.members), []).append(i)
+        keys = [0] * len(specs)
+        for m, positions in dealt.items():
+            for pos, local in zip(positions, self.members[m].start([specs[p] for p in positions])):
+                keys[pos] = self._keys + pos + 1
+                self.route[keys[pos]] = (self.members[m], local)
+        self._keys += len(specs)
+        return keys
+
+    def _split(self, keys) -> dict[Recorder, list[int]]:
+        out: dict[Recorder, list[int]] = {}
+        for k in keys:
+            out.setdefault(self.route[k][0], []).append(k)
+        return out
+
+    def log(self, points: Points) -> None:
+        for member, keys in self._split(points).items():
+            member.log({self.route[k][1]: points[k] for k in keys})
+
+    def finish(self, keys: list[int], ends: list[RunEnd]) -> None:
+        by_key = dict(zip(keys, ends))
+        for member, ks in self._split(keys).items():
+            member.finish([self.route[k][1] for k in ks], [by_key[k] for k in ks])
+
+    def sync(self) -> None:
+        for m in self.members:
+            m.sync()
+
+    def poll(self) -> None:
+        for m in self.members:
+            m.poll()
+
+    def ask(self, query: str, *args):
+        return self.members[0].ask(query, *args)
+
+    def run_id(self, key: int) -> str:
+        member, local = self.route[key]
+        return member.run_id(local)
+
+
 # ------------------------------------------------------------------- the recorder's side
 class _State:
     """What the recorder holds: the store, run ids by key, the runs not yet ended."""
@@ -281,9 +366,9 @@ def _files(end: RunEnd) -> dict[str, object]:
         files["history.csv"] = history_csv(end.history)
     if end.plot_data:
         try:
-            from gradlab.plots import figures
+            from gradlab.plots import figures, png
 
-            files.update(figures(end.plot_data))
+            files.update({path: png(fig) for path, fig in figures(end.plot_data).items()})
         except Exception as e:  # noqa: BLE001 - recorded, never lost
             end.tags["gradlab.plot_error"] = f"{type(e).__name__}: {e}"
     return files

@@ -300,17 +300,15 @@ class Store:
         self.client.log_inputs(run_id, datasets=inputs)
 
     def log_artifacts(self, run_id: str, files: dict[str, object]) -> None:
-        """Write files (relative path -> str, bytes or a matplotlib Figure) and log them in one call."""
+        """Write files (relative path -> str or bytes) and log them in one call."""
         with tempfile.TemporaryDirectory(prefix="gradlab-") as tmp:
             for rel, content in files.items():
                 path = Path(tmp, rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(content, str):
                     path.write_text(content)
-                elif isinstance(content, bytes):
-                    path.write_bytes(content)
                 else:
-                    content.savefig(path, dpi=100)
+                    path.write_bytes(content)
             self.client.log_artifacts(run_id, tmp)
 
     def end(self, run_id: str, status: str) -> None:

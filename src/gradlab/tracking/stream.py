@@ -25,7 +25,8 @@ class MetricStream:
         the configurations; `columns` are the history's, "epoch" first."""
         self.send, self.keys = send, keys
         self.metrics = [c for c in columns if c != "epoch"]
-        self.stride = max(1, math.ceil(expected_rows / (max_points - 1)))
+        # Rows 0, stride, 2·stride, ... and the last: at most max_points of them.
+        self.stride = max(1, math.ceil((expected_rows - 1) / (max_points - 1)))
         self.kept: list[tuple[int, list[int], list]] = []  # (epoch, configs, their rows)
         self.waiting = 0
         self.seen = 0

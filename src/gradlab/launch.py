@@ -1,0 +1,126 @@
+"""The batched launcher's work (hydra/launcher=batched): compose and check every job of the
+sweep, group the jobs that can share one program, train each group as one batch, record every job
+as its own complete run, and hand one result per job back to the sweeper (Optuna's batches of
+n_jobs trials become batches too).
+
+Jobs share a program when they differ only in values that can become a tensor axis: optimizer
+hyperparameters, input scaling, seeds, start values, the split seed (`BATCHED`). Any other
+difference (model, dataset, gradient method, optimizer kind, epochs, batch size, dtype, device)
+makes another group. L-BFGS runs a line search per configuration: its jobs run one at a time.
+A crash inside a batch fails each of its jobs (they were one program); the other batches go on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gradlab import sweep
+from gradlab.config import Config, ConfigError, DataError, container, flatten, to_typed
+from gradlab.record import Job, record_group
+from gradlab.tracking import Recorders, TrackingError
+
+# Flattened config keys whose values become a tensor axis (a prefix ends with ".").
+BATCHED = ("optimizer.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
+           "train.stop_loss", "train.progress", "model.start.", "model.init", "model.init_scale", "tracking.run_name",
+           "tracking.plots", "tracking.skip_finished")
+UNBATCHED = ("optimizer.name",)  # ...but not these
+ONE_AT_A_TIME = {"lbfgs"}  # optimizers that cannot share a batch
+
+_pool: dict = {}  # the recorders of this sweep: made once, for every launch of it (Optuna launches many)
+
+
+def batch_key(cfg: Config, index: int) -> tuple:
+    """Jobs with equal keys train as one batch."""
+    flat = flatten(container(cfg))
+    kept = tuple(sorted((k, v) for k, v in flat.items()
+                        if k in UNBATCHED or not any(k == b or (b.endswith(".") and k.startswith(b)) for b in BATCHED)))
+    return kept + ((("job", index),) if cfg.optimizer.name in ONE_AT_A_TIME else ())
+
+
+def groups(jobs: list[Job], max_batch: int) -> list[list[int]]:
+    """The jobs' positions, grouped into batches (in the order of their first job)."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        by_key.setdefault(batch_key(job.cfg, i), []).append(i)
+    return [g[s:s + max_batch] for g in by_key.values() for s in range(0, len(g), max_batch)]
+
+
+def _compose(hydra_context, config, overrides: list[str], idx: int):
+    """(the job's full config, its typed config or the error that stops it)."""
+    from omegaconf import open_dict
+
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    task = sweep_config.copy()
+    with open_dict(task):
+        del task["hydra"]
+    try:
+        return sweep_config, task, to_typed(task)
+    except ConfigError as e:
+        return sweep_config, task, e
+
+
+def _job_return(sweep_config, task, overrides, value, failed: bool):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=sweep_config, working_dir=".",
+                    task_name=sweep_config.hydra.job.name)
+    ret.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
+    ret.return_value = value
+    return ret
+
+
+def recorders(count: int) -> Recorders:
+    """This sweep's recorders: made at its first launch, reused by the next (Optuna launches many)."""
+    pool = _pool.get("recorders")
+    if pool is None or len(pool.members) != count or not pool.alive():
+        _pool["recorders"] = pool = Recorders(count)
+    return pool
+
+
+def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorders: int, max_batch: int) -> list:
+    from pathlib import Path
+
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)  # Hydra's bookkeeping, as its launchers do
+    composed = [_compose(hydra_context, config, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+    results: dict[int, object] = {}
+    jobs, where = [], []
+    for i, ((sweep_config, task, typed), overrides) in enumerate(zip(composed, job_overrides)):
+        if isinstance(typed, Exception):
+            results[i] = _job_return(sweep_config, task, overrides, typed, failed=True)
+        else:
+            jobs.append(Job(typed, list(overrides)))
+            where.append(i)
+    batches = groups(jobs, max_batch)
+    pool = recorders(n_recorders)
+    experiment = sweep.sweep_experiment() or config.tracking.experiment or "default"
+    print(f"gradlab: {len(jobs)} jobs in {len(batches)} batch{'es' if len(batches) != 1 else ''} "
+          f"(sizes {', '.join(str(len(b)) for b in batches)}), recorded into {experiment!r} at {pool.open()}", flush=True)
+    done = 0
+    for batch in batches:
+        group = [jobs[k] for k in batch]
+        try:
+            recorded = record_group(group, experiment=experiment, parent_id=sweep.parent_run_id(),
+                                    sweep=sweep.sweep_name(), quiet=True, recorder=pool, wait=False)
+            outcomes = [(rec.objective, False) for rec in recorded]
+        except (ConfigError, DataError, TrackingError, Exception) as e:  # noqa: B014 - the batch's jobs fail; others go on
+            print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            outcomes = [(e, True)] * len(group)
+        for k, (value, failed) in zip(batch, outcomes):
+            i = where[k]
+            sweep_config, task, _ = composed[i]
+            results[i] = _job_return(sweep_config, task, job_overrides[i], value, failed)
+        done += len(group)
+        _progress(done, len(jobs))
+    pool.sync()  # every run recorded before the sweeper sees the results
+    _progress_end(len(jobs))
+    return [results[i] for i in range(len(job_overrides))]
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r  jobs {done}/{total} done   ", end="", file=sys.stderr, flush=True)
+
+
+def _progress_end(total: int) -> None:
+    if sys.stderr.isatty() and total:
+        print(file=sys.stderr)
