@@ -32,5 +32,12 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     assert all(v >= 0 for v in single["breakdown_seconds"].values())
     assert all(v >= 0 for v in single["recorder_seconds"].values()) and sum(single["recorder_seconds"].values()) > 0
     assert set(r["verdicts"]) == {"single_run_ratio <= 1.5", "sweep_speedup >= 6",
-                                  "inner_loop_ratio <= 1.15 (every gradient method)", "peak_rss < 600 MiB"}
-    assert "1. single run" in proc.stdout and "3. inner loop" in proc.stdout
+                                  "inner_loop_ratio <= 1.15 (every gradient method)", "peak_rss < 600 MiB",
+                                  "headline sweep (60 jobs) <= 15 s", "dense grid (240 jobs) <= 0.25 s/job",
+                                  "12-job grid <= 1.0x its bare loops", "dense grid peak memory < 1 GiB"}
+    batched = r["batched"]
+    assert (batched["headline"]["jobs"], batched["dense"]["jobs"]) == (5, 20)  # quick mode's subsets of the grids
+    for value in (batched["headline"]["batched_seconds"], batched["dense"]["basic_seconds"], batched["grid12"]["ratio"],
+                  batched["dense_memory_mib"]["peak_rss_mib"]):
+        assert isinstance(value, float) and math.isfinite(value) and value > 0
+    assert "1. single run" in proc.stdout and "3. inner loop" in proc.stdout and "5. batched sweeps" in proc.stdout

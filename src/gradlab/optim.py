@@ -53,8 +53,12 @@ class Batched:
         self._shaped = {k: v for k, v in self._shaped.items() if k[0] not in names}
 
     def uniform(self, name: str, value: float) -> bool:
-        """True if every configuration has hyperparameter `name` == value (its term is a no-op)."""
-        return bool((self.hyper[name] == value).all())
+        """True if every configuration has hyperparameter `name` == value (its term is a no-op);
+        asked every step, so answered once (until configurations leave)."""
+        key = ("uniform", name, value)
+        if key not in self._shaped:
+            self._shaped[key] = bool((self.hyper[name] == value).all())
+        return self._shaped[key]
 
     def keep(self, positions: list[int], params: list) -> None:
         """Only the configurations at `positions` go on, with these parameters."""

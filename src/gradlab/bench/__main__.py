@@ -9,7 +9,10 @@ rep by rep, and reported as medians:
 3. inner loop: seconds per 1000 epochs of gradlab's loop for each gradient method and NumPy,
    against the same loops written bare (gradlab.bench.loops);
 4. memory: peak resident memory of a single run (trainer + recorder, sampled together) and of
-   the bare script.
+   the bare script;
+5. batched sweeps: the headline sweep (60 jobs) and a dense grid (240 jobs) through the batched
+   launcher against the basic one, the 12-job grid against its loops written bare, and the dense
+   grid's peak memory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ratio_max": 1.15, "peak_rss_mib_max": 600}
+TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ratio_max": 1.15, "peak_rss_mib_max": 600,
+           "headline_sweep_seconds_max": 15.0, "dense_seconds_per_job_max": 0.25, "grid_vs_bare_ratio_max": 1.0,
+           "dense_peak_rss_mib_max": 1024}
 
 
 def timed(cmd: list[str], env: dict, tfile: Path | None = None) -> tuple[float, dict]:
@@ -224,6 +229,35 @@ def inner_loop(epochs: int, reps: int) -> dict:
     return {"epochs": epochs, "repetitions": reps, "methods": out}
 
 
+# ---------------------------------------------------------------------------------- 5
+def batched(tmp: Path, quick: bool) -> dict:
+    """The batched launcher end to end, everything recorded, each sweep against itself through
+    Hydra's basic launcher (fresh stores); the 12-job grid against its 12 loops written bare; the
+    peak memory of the dense grid."""
+    py = sys.executable
+    small = ["optimizer=gd", "data.scaling=factor", "train.epochs=100"] if quick else []  # quick: one optimizer, one scaling
+    out = {}
+    for label, name, jobs in (("headline", "lr_scale_optimizer", 5 if quick else 60), ("dense", "dense_grid", 20 if quick else 240)):
+        times = {}
+        for launcher in ("batched", "basic"):
+            d = tmp / f"{label}-{launcher}"
+            times[launcher] = timed([py, "-m", "gradlab", "-m", "-cd", "sweeps", "-cn", name, f"hydra/launcher={launcher}",
+                                     *small, f"hydra.sweep.dir={d}/ms"], {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"})[0]
+        out[label] = {"jobs": jobs, "batched_seconds": times["batched"], "basic_seconds": times["basic"],
+                      "batched_seconds_per_job": times["batched"] / jobs, "basic_seconds_per_job": times["basic"] / jobs,
+                      "speedup": times["basic"] / times["batched"]}
+    epochs = 200 if quick else 5000
+    d = tmp / "grid12"
+    ours = timed([py, "-m", "gradlab", "-m", "-cd", "sweeps", "-cn", "bench_grid", f"train.epochs={epochs}",
+                  f"hydra.sweep.dir={d}/ms"], {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"})[0]
+    bare = timed([py, "-m", "gradlab.bench.bare_grid", str(epochs)], {})[0]
+    out["grid12"] = {"jobs": 12, "epochs": epochs, "batched_seconds": ours, "bare_loops_seconds": bare, "ratio": ours / bare}
+    d = tmp / "dense-memory"
+    out["dense_memory_mib"] = sampled_memory([py, "-m", "gradlab", "-m", "-cd", "sweeps", "-cn", "dense_grid", *small,
+                                              f"hydra.sweep.dir={d}/ms"], {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"})
+    return out
+
+
 # ------------------------------------------------------------------------------ report
 def verdicts(r: dict) -> dict:
     inner = {m: v["ratio"] for m, v in r["inner_loop"]["methods"].items() if m != "numpy"}
@@ -232,6 +266,10 @@ def verdicts(r: dict) -> dict:
         "sweep_speedup >= 6": r["sweep"]["speedup"] >= TARGETS["sweep_speedup_min"],
         "inner_loop_ratio <= 1.15 (every gradient method)": all(v <= TARGETS["inner_loop_ratio_max"] for v in inner.values()),
         "peak_rss < 600 MiB": r["single_run"]["memory_mib"]["gradlab_run_peak_rss"] < TARGETS["peak_rss_mib_max"],
+        "headline sweep (60 jobs) <= 15 s": r["batched"]["headline"]["batched_seconds"] <= TARGETS["headline_sweep_seconds_max"],
+        "dense grid (240 jobs) <= 0.25 s/job": r["batched"]["dense"]["batched_seconds_per_job"] <= TARGETS["dense_seconds_per_job_max"],
+        "12-job grid <= 1.0x its bare loops": r["batched"]["grid12"]["ratio"] <= TARGETS["grid_vs_bare_ratio_max"],
+        "dense grid peak memory < 1 GiB": r["batched"]["dense_memory_mib"]["peak_rss_mib"] < TARGETS["dense_peak_rss_mib_max"],
     }
 
 
@@ -260,6 +298,17 @@ def table(r: dict) -> str:
               f"proportional {m['gradlab_run_peak_pss']:.0f} MiB",
               f"   per process: trainer {m['trainer_peak_rss']:.0f} + recorder {m['recorder_peak_rss']:.0f} = "
               f"{m['sum_of_process_peaks']:.0f} MiB (peaks at different moments); bare script {m['bare_run_peak_rss']:.0f} MiB", ""]
+    bt = r["batched"]
+    lines += ["5. batched sweeps (hydra/launcher=batched), end to end, everything recorded, fresh stores:"]
+    for label in ("headline", "dense"):
+        v = bt[label]
+        lines.append(f"   {label:9} {v['jobs']:3d} jobs: batched {v['batched_seconds']:6.1f} s ({v['batched_seconds_per_job']:.3f} s/job)"
+                     f"   basic launcher {v['basic_seconds']:6.1f} s ({v['basic_seconds_per_job']:.3f} s/job)   {v['speedup']:.1f}x faster")
+    g = bt["grid12"]
+    lines += [f"   12-job grid x {g['epochs']} epochs: batched {g['batched_seconds']:.1f} s   its 12 loops bare, one after another "
+              f"{g['bare_loops_seconds']:.1f} s   ratio {g['ratio']:.2f}x  (target <= 1.0)",
+              f"   peak memory of the dense grid (trainer + recorders, sampled): resident {bt['dense_memory_mib']['peak_rss_mib']:.0f} MiB, "
+              f"proportional {bt['dense_memory_mib']['peak_pss_mib']:.0f} MiB  (target < 1024)", ""]
     if r["mode"] == "quick":
         lines += ["   (quick mode: a smoke run; the targets apply to the full benchmark)"]
     else:
@@ -292,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
         result["inner_loop"] = inner_loop(epochs, reps)
         print("bench: sweep (the tutorial pattern takes minutes) ...", file=sys.stderr, flush=True)
         result["sweep"] = sweep(tmp, epochs, max(1, min(reps, 3)), a.tutorial_repeat, a.quick)
+        print("bench: batched sweeps (the basic launcher's dense grid takes minutes) ...", file=sys.stderr, flush=True)
+        result["batched"] = batched(tmp, a.quick)
     result["verdicts"] = verdicts(result)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

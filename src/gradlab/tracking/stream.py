@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 FLUSH_SECONDS = 2.0  # metrics reach the store at least this often during a run
-FLUSH_VALUES = 1000  # or once this many values wait (MLflow's batch limit)
+FLUSH_VALUES = 1000  # or once this many values of a run wait (MLflow's batch limit)
 
 Points = dict[int, list[tuple[str, float, int]]]  # run key -> (metric, value, step)
 
@@ -41,7 +41,7 @@ class MetricStream:
         if self.seen % self.stride == 0:
             self.kept.append((epoch, configs, rows))
             self.queued_step.update(dict.fromkeys(configs, epoch))
-            self.waiting += len(configs) * len(self.metrics)
+            self.waiting += len(self.metrics)  # per run: each flush is one MLflow batch per run
         self.seen += 1
         if self.waiting and (self.waiting >= FLUSH_VALUES or time.monotonic() - self.last_flush > FLUSH_SECONDS):
             self.flush()
