@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 train: $(STAMP) ## one run of the default experiment into mlruns/ (ARGS="optimizer=adam optimizer.lr=0.1")
 	$(BIN)/gradlab $(ARGS)
 
-sweep: $(STAMP) ## run sweeps/SWEEP.yaml (default lr_scale_optimizer) as a multirun: one MLflow parent, a child per job; JOBS=2 in parallel
+sweep: $(STAMP) ## run sweeps/SWEEP.yaml (default lr_scale_optimizer): compatible jobs trained as one batch, a child run per job; JOBS=2: a process per job
 	$(BIN)/gradlab -m -cd sweeps -cn $(SWEEP) $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
 
 compare: $(STAMP) ## comparison report of a sweep (EXPERIMENT=name; default: the latest sweep)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import os
 import signal
 import subprocess
 import sys

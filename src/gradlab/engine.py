@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,15 +44,16 @@ class Schedule:
 
 class History:
     """What one configuration's training recorded: a row per recorded epoch, read by column name.
-    Rows are kept as lists inside (cheap to append in the loop); nothing outside reads positions."""
+    Each column is an array of doubles (8 bytes a value, where a list of floats takes 32): a dense
+    sweep holds thousands of epochs for hundreds of runs. Nothing outside reads positions."""
 
     def __init__(self, columns: list[str]):
         if columns[:1] != ["epoch"]:
             raise ValueError("a history's first column is the epoch")
         self.columns = list(columns)
         self.metrics = self.columns[1:]
-        self._epochs: list[int] = []
-        self._rows: list[list[float]] = []  # the metrics of each recorded epoch, in column order
+        self._epochs = array("q")
+        self._values = [array("d") for _ in self.metrics]  # one per metric, in column order
         self.outcome = "running"  # completed | converged | diverged (the caller adds failed | killed)
         self.epochs_run = 0  # epochs whose updates all happened
         self.stop_step: int | None = None  # the step at which the run diverged
@@ -59,26 +61,31 @@ class History:
         self.seconds = 0.0
 
     def append(self, epoch: int, row: list[float]) -> None:
+        """One recorded epoch: the metrics' values in column order."""
         self._epochs.append(epoch)
-        self._rows.append(row)
+        for values, v in zip(self._values, row):
+            values.append(v)
 
     def __len__(self) -> int:
         return len(self._epochs)
 
-    def column(self, name: str) -> list[float]:
+    def column(self, name: str) -> list:
         if name == "epoch":
-            return list(self._epochs)
-        i = self.metrics.index(name)
-        return [r[i] for r in self._rows]
+            return self._epochs.tolist()
+        return self._values[self.metrics.index(name)].tolist()
+
+    def array(self, name: str) -> np.ndarray:
+        """A column as a float64 NumPy array (a copy)."""
+        return np.array(self._epochs if name == "epoch" else self._values[self.metrics.index(name)], dtype=np.float64)
 
     def records(self):
         """Each recorded epoch as {column: value}."""
-        for epoch, row in zip(self._epochs, self._rows):
+        for epoch, *row in zip(self._epochs, *self._values):
             yield {"epoch": epoch, **dict(zip(self.metrics, row))}
 
     def table(self) -> dict:
-        """As plain lists: {"columns", "epochs", "rows"} (what crosses to the recorder)."""
-        return {"columns": self.columns, "epochs": self._epochs, "rows": self._rows}
+        """What crosses to the recorder: {"columns", "epochs", "values" (one array per metric)}."""
+        return {"columns": self.columns, "epochs": self._epochs, "values": self._values}
 
 
 class _NonFinite(Exception):
@@ -168,10 +175,6 @@ class _Batch:
     def finish(self) -> dict[int, dict]:
         self.drop(list(range(len(self.configs))))
         return self.finals
-
-
-def _detached(v):
-    return v.detach() if isinstance(v, torch.Tensor) else v
 
 
 def _array(v) -> np.ndarray:

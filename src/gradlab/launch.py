@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from gradlab import sweep
+from gradlab.sweep import forget_compositions
 from gradlab.config import Config, ConfigError, DataError, container, flatten, to_typed
 from gradlab.record import Job, record_group
 from gradlab.tracking import Recorders, TrackingError
@@ -45,25 +46,25 @@ def groups(jobs: list[Job], max_batch: int) -> list[list[int]]:
     return [g[s:s + max_batch] for g in by_key.values() for s in range(0, len(g), max_batch)]
 
 
-def _compose(hydra_context, config, overrides: list[str], idx: int):
-    """(the job's full config, its typed config or the error that stops it)."""
+def _compose(hydra_context, config, overrides: list[str]) -> Config | Exception:
+    """The job's typed config, or the error that stops it."""
     from omegaconf import open_dict
 
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
-    task = sweep_config.copy()
+    task = hydra_context.config_loader.load_sweep_config(config, overrides).copy()
     with open_dict(task):
         del task["hydra"]
     try:
-        return sweep_config, task, to_typed(task)
+        return to_typed(task)
     except ConfigError as e:
-        return sweep_config, task, e
+        return e
 
 
-def _job_return(sweep_config, task, overrides, value, failed: bool):
+def _job_return(task_name: str, overrides, value, failed: bool):
+    """What Hydra's sweepers read of a job: its overrides, status and return value. The composed
+    configs are left out: a dense grid's would be the largest part of the sweep's memory."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=sweep_config, working_dir=".",
-                    task_name=sweep_config.hydra.job.name)
+    ret = JobReturn(overrides=list(overrides), working_dir=".", task_name=task_name)
     ret.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
     ret.return_value = value
     return ret
@@ -81,12 +82,14 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
     from pathlib import Path
 
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)  # Hydra's bookkeeping, as its launchers do
-    composed = [_compose(hydra_context, config, list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+    composed = [_compose(hydra_context, config, list(o)) for o in job_overrides]
+    forget_compositions(hydra_context.config_loader)
+    name = config.hydra.job.name
     results: dict[int, object] = {}
     jobs, where = [], []
-    for i, ((sweep_config, task, typed), overrides) in enumerate(zip(composed, job_overrides)):
+    for i, (typed, overrides) in enumerate(zip(composed, job_overrides)):
         if isinstance(typed, Exception):
-            results[i] = _job_return(sweep_config, task, overrides, typed, failed=True)
+            results[i] = _job_return(name, overrides, typed, failed=True)
         else:
             jobs.append(Job(typed, list(overrides)))
             where.append(i)
@@ -107,8 +110,7 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
             outcomes = [(e, True)] * len(group)
         for k, (value, failed) in zip(batch, outcomes):
             i = where[k]
-            sweep_config, task, _ = composed[i]
-            results[i] = _job_return(sweep_config, task, job_overrides[i], value, failed)
+            results[i] = _job_return(name, job_overrides[i], value, failed)
         done += len(group)
         _progress(done, len(jobs))
     pool.sync()  # every run recorded before the sweeper sees the results

@@ -9,9 +9,11 @@ raise before any run exists.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from gradlab import describe, signals, timings
 from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
@@ -81,9 +83,8 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
         finals = run.fit(s, histories, group.on_log)
         timings.stamp("trained")
         results = run.evaluate(s, histories, finals)
-        for i, (job, result) in enumerate(zip(jobs, results)):
-            plot = run.plot_data(s, i, result, describe.title(job.cfg)) if job.cfg.tracking.plots else None
-            group.complete(i, ending(result, plot))
+        for i, (job, result) in enumerate(zip(jobs, results)):  # each end made as it is sent: memory stays flat
+            group.complete(i, functools.partial(_ending, s, i, job.cfg, result))
     # Run ids come back as the recorder gets to them; a sweep that does not wait has no use for them.
     recorded = [Recorded(recorder.run_id(k) if wait else None, r.history.outcome, r.objective, r)
                 for k, r in zip(group.keys, results)]
@@ -111,6 +112,12 @@ def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: s
     files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
     inputs = describe.datasets(prepared, cfg.data.name, flat)
     return RunSpec(experiment, describe.run_name(cfg), params, tags, parent_id, inputs, files)
+
+
+def _ending(s, i: int, cfg: Config, result) -> RunEnd:
+    from gradlab import run
+
+    return ending(result, run.plot_data(s, i, result, describe.title(cfg)) if cfg.tracking.plots else None)
 
 
 def ending(result, plot_data: dict | None) -> RunEnd:
@@ -142,14 +149,14 @@ class RunGroup:
         metrics = histories[0].metrics
         self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(), max_points)
         self.progress = Progress(schedule.epochs, metrics, progress)
-        self.ends: dict[int, RunEnd] = {}
+        self.ends: dict[int, Callable[[], RunEnd]] = {}  # run -> how to make its end (it trained to a result)
 
     def on_log(self, epoch: int, configs: list[int], rows: list) -> None:
         self.stream(epoch, configs, rows)
         self.progress(epoch, configs, rows)
 
-    def complete(self, i: int, end: RunEnd) -> None:
-        self.ends[i] = end
+    def complete(self, i: int, make_end: Callable[[], RunEnd]) -> None:
+        self.ends[i] = make_end
 
     def __enter__(self) -> "RunGroup":
         return self
@@ -159,10 +166,10 @@ class RunGroup:
         with signals.deferred():  # a second Ctrl-C here must not leave a run RUNNING
             try:
                 self.stream.close()
-                ends = [self.ends.get(i) or self.stopped(i, error) for i in range(len(self.keys))]
-                for end, h in zip(ends, self.histories):
+                for i, (key, h) in enumerate(zip(self.keys, self.histories)):  # a message a run: memory stays flat
+                    end = self._end(i, error)
                     end.history = h.table()
-                self.recorder.finish(self.keys, ends)
+                    self.recorder.finish([key], [end])
                 timings.stamp("queued")
                 if self.wait or error is not None:  # an interrupted sweep goes no further: its ends must be in
                     self.recorder.sync()
@@ -172,6 +179,15 @@ class RunGroup:
                     raise
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C without gradlab's handler unwinds as Killed too
             raise signals.Killed(signal.SIGINT) from None
+
+    def _end(self, i: int, error: BaseException | None) -> RunEnd:
+        make = self.ends.pop(i, None)
+        if make is None:
+            return self.stopped(i, error)
+        try:
+            return make()
+        except Exception as e:  # noqa: BLE001 - this run's end could not be made: it failed, the others go on
+            return self.stopped(i, e)
 
     def stopped(self, i: int, error: BaseException | None) -> RunEnd:
         """The end of a run that left without a result."""

@@ -220,8 +220,8 @@ def plot_data(s: Setup, i: int, result: Result, title: str) -> dict:
     h = result.history
     loss_name = "objective" if s.model.objective else s.cfgs[i].train.loss.value
     out = {"loss": {
-        "epoch": h.column("epoch"), "train_loss": h.column("train_loss"),
-        "val_loss": h.column("val_loss") if "val_loss" in h.columns else None,
+        "epoch": h.array("epoch"), "train_loss": h.array("train_loss"),
+        "val_loss": h.array("val_loss") if "val_loss" in h.columns else None,
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step,
         "loss_name": loss_name, "title": title, "stream": s.stream is not None,
     }}
@@ -270,7 +270,7 @@ def _data_figures(model: models.Model, pr: data_mod.Prepared, final: dict, optim
 def _trajectory(s: Setup, i: int, h: History, names: list[str], final: dict, optimum: dict | None,
                 loss_name: str, title: str) -> dict:
     """Loss contours over the plane of the two parameters, and the path the optimizer took."""
-    path = np.array([h.column("param." + n) for n in names]).T
+    path = np.stack([h.array("param." + n) for n in names], 1)
     if h.outcome == "diverged":  # the last steps dwarf everything: show the path while the loss is within 100× its start
         losses = h.column("train_loss")
         path = path[:max(3, next((k for k, v in enumerate(losses) if v > 100 * losses[0]), len(losses)))]

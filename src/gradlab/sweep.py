@@ -107,7 +107,15 @@ def keep_compositions(loader) -> None:
         return kept[key]
 
     load_sweep_config.keeps = True
+    load_sweep_config.forget = kept.clear
     loader.load_sweep_config = load_sweep_config
+
+
+def forget_compositions(loader) -> None:
+    """Let the kept compositions go (a launcher that has its jobs' typed configs needs no more)."""
+    forget = getattr(loader.load_sweep_config, "forget", None)
+    if forget is not None:
+        forget()
 
 
 def check(config: DictConfig, jobs: list[list[str]]) -> list[tuple[list[str], str]]:
@@ -182,8 +190,11 @@ class SweepCallback(Callback):
         from gradlab.tracking import Recorder, TrackingError
 
         name, experiment = sweep_names(config)
+        # Started first, so that its imports overlap the grid check; gradlab's launcher records
+        # with `recorders` processes, forked from this one.
+        recorder = Recorder.shared(max(0, int(config.hydra.launcher.get("recorders", 1)) - 1)
+                                   if str(config.hydra.launcher.get("_target_", "")).endswith("BatchedLauncher") else 0)
         jobs = _refuse_bad_jobs(config, name)
-        recorder = Recorder.shared()
         try:
             recorder.open()
             shash = sweep_hash(config)

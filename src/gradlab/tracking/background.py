@@ -15,11 +15,13 @@ runs); if the trainer dies without ending a run, the recorder marks it KILLED.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import queue
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -76,6 +78,7 @@ class Ask:
 
 
 ANSWERED = (Sync, Ask)  # the sender waits for these
+OUTBOX = 32  # messages waiting to be written, at most
 QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
 
 
@@ -84,20 +87,37 @@ class Recorder:
     _shared: "Recorder | None" = None
     _others: list = []  # recorders of a pool besides the shared one
 
-    def __init__(self):
-        # A plain interpreter on two inherited pipes: nothing of this process crosses over (no
-        # SQLite handle, no start method of a launcher's worker pool, no __main__ re-import).
-        down_r, down_w = os.pipe()
-        up_r, up_w = os.pipe()
+    def __init__(self, siblings: int = 0):
+        """A recorder process, and `siblings` more forked from it once it has imported mlflow and
+        matplotlib (a sweep's pool: each import is paid once)."""
+        pairs = [(os.pipe(), os.pipe()) for _ in range(1 + siblings)]  # (down r/w, up r/w) per recorder
+        theirs = [(down[0], up[1]) for down, up in pairs]
+        # A plain interpreter on inherited pipes: nothing of this process crosses over (no SQLite
+        # handle, no start method of a launcher's worker pool, no __main__ re-import).
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", f"from gradlab.tracking.background import serve; serve({down_r}, {up_w})"],
-            pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL)
-        os.close(down_r)
-        os.close(up_w)
+            [sys.executable, "-c", f"from gradlab.tracking.background import serve; serve({theirs[0][0]}, {theirs[0][1]}, "
+                                   f"{theirs[1:]!r})"],
+            pass_fds=[fd for pair in theirs for fd in pair], stdin=subprocess.DEVNULL)
+        for fd in (fd for pair in theirs for fd in pair):
+            os.close(fd)
+        self._attach(pairs[0][0][1], pairs[0][1][0])
+        self.siblings = [Recorder._sibling(down[1], up[0], self) for down, up in pairs[1:]]
+        atexit.register(Recorder.shutdown)
+
+    @classmethod
+    def _sibling(cls, down_w: int, up_r: int, first: "Recorder") -> "Recorder":
+        """A recorder forked by `first`'s process: not our child, so known by its pipes alone."""
+        rec = cls.__new__(cls)
+        rec._proc, rec.first, rec.siblings = None, first, []
+        rec._attach(down_w, up_r)
+        return rec
+
+    def _attach(self, down_w: int, up_r: int) -> None:
         self._pipe = Connection(down_w, readable=False)
-        # A thread writes to the pipe, so the trainer never waits for the recorder to read: a batch's
-        # ends are megabytes, and the recorder takes them in only as it gets through the last ones.
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        # A thread writes to the pipe, so the trainer need not wait for the recorder to read: a run's
+        # end is a megabyte or so, and the recorder takes it in only once it is through the last one.
+        # At most OUTBOX messages wait: a sweep that trains faster than it records holds that much.
+        self._outbox: queue.Queue = queue.Queue(maxsize=OUTBOX)
         self._broken = False
         self._writer = threading.Thread(target=self._write, name="gradlab-recorder-pipe", daemon=True)
         self._writer.start()
@@ -106,38 +126,55 @@ class Recorder:
         self.run_ids: dict[int, str] = {}
         self.holds_runs = False  # until then the recorder holds nothing worth waiting for
         self.uri: str | None = None
-        atexit.register(Recorder.shutdown)
+
+    def alive(self) -> bool:
+        if self._proc is None:
+            return not self._broken and self.first.alive()
+        return self._proc.poll() is None
 
     @classmethod
-    def shared(cls) -> "Recorder":
-        if cls._shared is None or cls._shared._proc.poll() is not None:
-            cls._shared = cls()
+    def shared(cls, siblings: int = 0) -> "Recorder":
+        if cls._shared is None or not cls._shared.alive():
+            cls._shared = cls(siblings)
         return cls._shared
 
     @classmethod
     def shutdown(cls, timeout: float = 300.0) -> None:
         """Let every recorder finish what it was sent, then go."""
-        recs = [r for r in [cls._shared, *cls._others] if r is not None]
+        first = [cls._shared, *cls._shared.siblings] if cls._shared is not None else []
+        recs = list(dict.fromkeys([*first, *cls._others]))
         cls._shared, cls._others = None, []
         for rec in recs:
             rec._close(timeout)
 
     def _close(self, timeout: float) -> None:
-        rec = self
-        if not rec.holds_runs and rec._stop_idle():
+        if not self.holds_runs and self._stop_idle():
             return
-        rec._outbox.put(None)  # the writer sends what waits, then the end
-        rec._writer.join(timeout)
-        if not rec.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
+        self._outbox.put(None)  # the writer sends what waits, then the end
+        self._writer.join(timeout)
+        if not self.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
+            return
+        if self._proc is None:  # a sibling: done when it closes its end of the pipe
+            self._drain(timeout)
             return
         try:
-            rec._proc.wait(timeout)
+            self._proc.wait(timeout)
         except subprocess.TimeoutExpired:  # a stuck recorder must not hang the exit forever
-            rec._proc.kill()
+            self._proc.kill()
+
+    def _drain(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < end and self._recv.poll(max(0.0, end - time.monotonic())):
+                self._recv.recv()
+        except (EOFError, OSError):
+            pass
 
     def _stop_idle(self) -> bool:
         """Kill a recorder that holds no run, unless it is creating a SQLite store (killing that
         could leave a half-made database): holding the creation lock proves it is not."""
+        if self._proc is None:  # a sibling is told to go like one that holds runs
+            return False
         db = sqlite_path(self.uri) if self.uri else None
         if db is None or not db.parent.is_dir():
             self._proc.kill()
@@ -254,15 +291,18 @@ class Recorders:
     so that recording (MLflow writes, figures) keeps every core busy. The first is the shared one."""
 
     def __init__(self, count: int):
-        self.members = [Recorder.shared()] + [Recorder() for _ in range(max(0, count - 1))]
-        Recorder._others += self.members[1:]
+        first = Recorder.shared(count - 1)
+        siblings = [r for r in first.siblings if r.alive()][:count - 1]
+        fresh = [Recorder() for _ in range(count - 1 - len(siblings))]
+        self.members = [first, *siblings, *fresh]
+        Recorder._others += [m for m in self.members[1:] if m not in Recorder._others]
         self.route: dict[int, tuple[Recorder, int]] = {}  # our key -> (member, its key)
         self._keys = 0
         self.uri: str | None = None
 
     def alive(self) -> bool:
         """Every member still running, the first still the shared recorder."""
-        return self.members[0] is Recorder._shared and all(m._proc.poll() is None for m in self.members)
+        return self.members[0] is Recorder._shared and all(m.alive() for m in self.members)
 
     def open(self, uri: str | None = None) -> str:
         for m in self.members:
@@ -329,8 +369,6 @@ def _open(state: _State, m: Open):
 
     if state.store is None or state.store.uri != m.uri:
         state.store = Store(m.uri)
-    with timings.measure("import matplotlib"):
-        import gradlab.plots  # noqa: F401 - matplotlib loads now, while the trainer is busy
 
 
 def _start(state: _State, m: Start):
@@ -356,6 +394,7 @@ def _finish(state: _State, m: Finish):
     for key, end in zip(m.keys, m.ends):
         state.open_runs.discard(key)
         state.store.finish(state.ids[key], end, _files(end))
+    gc.collect()  # the figures' reference cycles, now, before the next run's pile onto them
 
 
 def _files(end: RunEnd) -> dict[str, object]:
@@ -377,7 +416,7 @@ def _files(end: RunEnd) -> dict[str, object]:
 def history_csv(table: dict) -> str:
     """Every recorded epoch at full precision (repr round-trips a float exactly)."""
     lines = [",".join(table["columns"])]
-    lines += [",".join([str(e), *map(repr, map(float, row))]) for e, row in zip(table["epochs"], table["rows"])]
+    lines += [",".join([str(e), *map(repr, row)]) for e, *row in zip(table["epochs"], *table["values"])]
     return "\n".join(lines) + "\n"
 
 
@@ -391,15 +430,30 @@ HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Finish: _fin
             Ask: _ask}
 
 
-def serve(read_fd: int, write_fd: int) -> None:
-    """The recorder process: execute messages in order until the pipe closes."""
+def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
+    """The recorder process: execute messages in order until the pipe closes. Once the slow
+    imports are done, fork a sibling for each further pair of pipes (no store is open yet)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     with timings.measure("import mlflow"):
         import mlflow.tracking  # noqa: F401 - the slow import, done while the trainer imports torch
+    with timings.measure("import matplotlib"):
+        import gradlab.plots  # noqa: F401 - matplotlib loads now, while the trainer is busy
+    # What the imports made lives as long as this process: out of the collector's sight, a full
+    # collection after each run's figures (cycles of artists) costs little and memory stays flat.
+    gc.freeze()
+    role = "recorder"
+    for i, (r, w) in enumerate(siblings):
+        if os.fork() == 0:
+            for fd in (read_fd, write_fd, *(fd for j, pair in enumerate(siblings) if j != i for fd in pair)):
+                os.close(fd)
+            read_fd, write_fd, role = r, w, f"recorder{i + 1}"
+            break
+        os.close(r)
+        os.close(w)
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     state = _State(outbox)
     while True:
         try:
@@ -420,7 +474,7 @@ def serve(read_fd: int, write_fd: int) -> None:
             except OSError:
                 pass
     _end_abandoned(state)
-    timings.write("recorder")
+    timings.write(role)
     # Every write is committed; tearing down mlflow, SQLAlchemy and matplotlib only costs time.
     outbox.close()
     os._exit(0)

@@ -31,7 +31,7 @@ class RunEnd:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
-    history: dict | None = None  # {"columns", "epochs", "rows"}: written as history.csv
+    history: dict | None = None  # {"columns", "epochs", "values"} (engine.History.table): written as history.csv
     plot_data: dict | None = None  # drawn by the recorder (gradlab.plots.figures)
 
     def __post_init__(self):
