@@ -66,6 +66,15 @@ def store_made(uri: str) -> bool:
     return store_ready(Path(uri.removeprefix("sqlite:///")))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def project_store_untouched():
+    """The suite leaves nothing new in the project's own mlruns/ (every test has its own store)."""
+    before = set((ROOT / "mlruns").iterdir())
+    yield
+    added = sorted(str(p.relative_to(ROOT)) for p in set((ROOT / "mlruns").iterdir()) - before)
+    assert not added, f"the test suite wrote into the project's store: {added}"
+
+
 @pytest.fixture(autouse=True)
 def temp_store(tmp_path_factory, monkeypatch):
     """A fresh SQLite store per test; returns its URI."""

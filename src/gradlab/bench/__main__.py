@@ -34,7 +34,7 @@ TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ra
            "dense_peak_rss_mib_max": 1024}
 
 
-def timed(cmd: list[str], env: dict, tfile: Path | None = None) -> tuple[float, dict]:
+def timed(cmd: list[str], env: dict, tfile: Path | None = None, cwd: Path = ROOT) -> tuple[float, dict]:
     """Wall time of a whole process, and the timings it and its recorder wrote (GRADLAB_TIMINGS)."""
     from gradlab import timings
 
@@ -44,7 +44,7 @@ def timed(cmd: list[str], env: dict, tfile: Path | None = None) -> tuple[float, 
         for role in ("", ".recorder"):
             Path(f"{tfile}{role}").unlink(missing_ok=True)
     start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     end = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -167,9 +167,11 @@ def sweep(tmp: Path, epochs: int, reps: int, tutorial_reps: int, quick: bool) ->
                                *subset, f"hydra.sweep.dir={d}/ours"],
                               {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'ours.db'}"})[0])
         if rep < tutorial_reps:
+            # In its own folder: MLflow puts a SQLite store's artifacts in ./mlruns of the working directory.
+            (d / "tutorial").mkdir(parents=True, exist_ok=True)
             tutorial.append(timed([py, "-m", "gradlab.bench.tutorial", "-m", *t_subset, "scaling=factor,standardize",
                                    f"epochs={epochs}", f"hydra.sweep.dir={d}/tutorial", f"hydra.run.dir={d}/tutorial"],
-                                  {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'tutorial.db'}"})[0])
+                                  {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'tutorial.db'}"}, cwd=d / "tutorial")[0])
     t_ours, t_tut = statistics.median(ours), statistics.median(tutorial)
     return {"jobs": jobs, "epochs": epochs, "repetitions": {"gradlab": reps, "tutorial": tutorial_reps},
             "gradlab_seconds": t_ours, "tutorial_seconds": t_tut, "speedup": t_tut / t_ours,
