@@ -289,6 +289,31 @@ def test_real_tracking_server_round_trip(tmp_path):
         server.wait(timeout=30)
 
 
+def test_a_dataset_inserted_meanwhile_by_another_writer_is_linked_not_lost(temp_store, monkeypatch):
+    """Two writers logging the same dataset into one experiment race between MLflow's look-up and
+    its insert; the loser sees UNIQUE constraint failed. Here the race is made to happen once."""
+    from mlflow.exceptions import MlflowException
+
+    store = tracking.Store()
+    real, calls = store.client.log_inputs, []
+
+    def raced(run_id, datasets=None, **kw):
+        calls.append(run_id)
+        if len(calls) == 1:
+            real(run_id, datasets=datasets, **kw)  # the other writer's insert lands first...
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")  # ...and this one's insert fails
+        return real(run_id, datasets=datasets, **kw)
+
+    monkeypatch.setattr(store.client, "log_inputs", raced)
+    x, y = np.arange(6.0).reshape(3, 2), np.arange(3.0)
+    data = [{"name": "d-training", "context": "training", "features": x, "targets": y, "origin": {"a": "b"}, "digest": "d1"}]
+    run_id = store.start(RunSpec("race", "r", {}, {}, inputs=data))
+    assert len(calls) == 2
+    inputs = client(temp_store).get_run(run_id).inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["d-training"]
+
+
 def test_long_values_and_odd_keys_lose_nothing(temp_store, tmp_path):
     store = tracking.Store()
     long_value = "v" * 7000

@@ -49,6 +49,7 @@ MAX_TAG_VALUE = 8000  # MAX_TAG_VAL_LENGTH
 MAX_KEY = 250  # MAX_ENTITY_KEY_LENGTH
 BATCH_METRICS = 1000  # MAX_METRICS_PER_BATCH
 BATCH_PARAMS = 100  # MAX_PARAMS_TAGS_PER_BATCH
+INPUT_ATTEMPTS = 5  # log_inputs, when a concurrent writer inserts the same dataset first
 
 
 class TrackingError(RuntimeError):
@@ -288,6 +289,7 @@ class Store:
         import mlflow.data
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         inputs = []
         for d in datasets:
@@ -297,7 +299,16 @@ class Store:
                 ds = mlflow.data.from_numpy(d["features"], targets=d["targets"], source=source,
                                             name=d["name"], digest=d["digest"])
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", d["context"])]))
-        self.client.log_inputs(run_id, datasets=inputs)
+        for attempt in range(INPUT_ATTEMPTS):
+            try:
+                self.client.log_inputs(run_id, datasets=inputs)
+                return
+            except MlflowException as e:
+                # Runs of one experiment share a dataset row: another process (a second recorder, a
+                # parallel job) may insert it between MLflow's look-up and its insert. Once it is
+                # there, the next attempt finds it and links it.
+                if "UNIQUE constraint failed" not in str(e) or attempt == INPUT_ATTEMPTS - 1:
+                    raise
 
     def log_artifacts(self, run_id: str, files: dict[str, object]) -> None:
         """Write files (relative path -> str or bytes) and log them in one call."""
