@@ -16,9 +16,9 @@ import sys
 
 from gradlab import sweep
 from gradlab.sweep import forget_compositions
-from gradlab.config import Config, ConfigError, DataError, container, flatten, to_typed
+from gradlab.config import Config, ConfigError, container, flatten, to_typed
 from gradlab.record import Job, record_group
-from gradlab.tracking import Recorders, TrackingError
+from gradlab.tracking import Recorders
 
 # Flattened config keys whose values become a tensor axis (a prefix ends with ".").
 BATCHED = ("optimizer.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
@@ -105,7 +105,7 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
             recorded = record_group(group, experiment=experiment, parent_id=sweep.parent_run_id(),
                                     sweep=sweep.sweep_name(), quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]
-        except (ConfigError, DataError, TrackingError, Exception) as e:  # noqa: B014 - the batch's jobs fail; others go on
+        except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
             outcomes = [(e, True)] * len(group)
         for k, (value, failed) in zip(batch, outcomes):

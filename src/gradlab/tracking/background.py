@@ -311,15 +311,14 @@ class Recorders:
         return uri
 
     def start(self, specs: list[RunSpec]) -> list[int]:
-        dealt: dict[int, list[int]] = {}
-        for i in range(len(specs)):
-            dealt.setdefault((self._keys + i) % len(self.members), []).append(i)
-        keys = [0] * len(specs)
-        for m, positions in dealt.items():
-            for pos, local in zip(positions, self.members[m].start([specs[p] for p in positions])):
-                keys[pos] = self._keys + pos + 1
-                self.route[keys[pos]] = (self.members[m], local)
+        """Runs dealt out by key: run k goes to member k mod their number."""
+        keys = list(range(self._keys + 1, self._keys + 1 + len(specs)))
         self._keys += len(specs)
+        for i, member in enumerate(self.members):
+            mine = [k for k in keys if k % len(self.members) == i]
+            if mine:
+                for k, local in zip(mine, member.start([specs[k - keys[0]] for k in mine])):
+                    self.route[k] = (member, local)
         return keys
 
     def _split(self, keys) -> dict[Recorder, list[int]]:

@@ -261,13 +261,15 @@ class Store:
         """Params and tags together, in MLflow's batch limits (100 of them, 1000 metrics)."""
         from mlflow.entities import Param, RunTag
 
-        items = [Param(k, v) for k, v in (params or {}).items()] + [RunTag(k, v) for k, v in (tags or {}).items()]
+        params = [Param(k, v) for k, v in (params or {}).items()]
+        tags = [RunTag(k, v) for k, v in (tags or {}).items()]
         metrics = metrics or []
-        while items or metrics:
-            head, items = items[:BATCH_PARAMS], items[BATCH_PARAMS:]
-            chunk, metrics = metrics[:BATCH_METRICS], metrics[BATCH_METRICS:]
-            self.client.log_batch(run_id, metrics=chunk, params=[p for p in head if isinstance(p, Param)],
-                                  tags=[t for t in head if isinstance(t, RunTag)], synchronous=True)
+        while params or tags or metrics:
+            p, params = params[:BATCH_PARAMS], params[BATCH_PARAMS:]
+            room = BATCH_PARAMS - len(p)  # params and tags share one limit
+            t, tags = tags[:room], tags[room:]
+            m, metrics = metrics[:BATCH_METRICS], metrics[BATCH_METRICS:]
+            self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         safe, full = sanitize(tags, MAX_TAG_VALUE)
