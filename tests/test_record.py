@@ -81,6 +81,47 @@ def test_exception_marks_the_run_failed_and_keeps_what_was_logged(temp_store, mo
     assert [int(x["epoch"]) for x in rows] == list(range(1, 31))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_epoch_stops_at_its_end_with_every_history_whole(temp_store, monkeypatch, sig):
+    """The signal lands inside the bookkeeping of epoch 20 (between its first run's row and the
+    second's): it is held to the epoch's end, so each run has exactly the rows of its epochs run."""
+    from gradlab.engine import History
+    from gradlab.record import Job, record_group
+    from gradlab.signals import Killed
+
+    original, calls = History.append, {"n": 0}
+
+    def append(self, epoch, row):
+        calls["n"] += 1
+        if calls["n"] == 2 * 20 - 1:
+            os.kill(os.getpid(), sig)
+        original(self, epoch, row)
+
+    monkeypatch.setattr(History, "append", append)
+    jobs = [Job(compose("train.epochs=100", f"optimizer.lr={lr}", "tracking.plots=false")) for lr in (1e-4, 2e-4)]
+    with pytest.raises(Killed):
+        record_group(jobs, experiment="default", quiet=True)
+    c = client(temp_store)
+    runs = c.search_runs([c.get_experiment_by_name("default").experiment_id])
+    assert len(runs) == 2
+    for r in runs:
+        assert (r.info.status, r.data.tags["gradlab.outcome"]) == ("KILLED", "killed")
+        assert r.data.metrics["epochs_run"] == 20
+        rows = history_rows(artifact(r.info.run_id, "history.csv", temp_store))
+        assert [int(x["epoch"]) for x in rows] == list(range(1, 21))
+
+
+def test_a_second_signal_while_one_is_held_stops_at_once():
+    from gradlab import signals
+
+    with pytest.raises(signals.Killed) as stop, signals.polled():
+        os.kill(os.getpid(), signal.SIGINT)  # held: the block goes on
+        held = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        held = False
+    assert held and stop.value.signum == signal.SIGINT
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):

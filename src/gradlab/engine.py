@@ -190,16 +190,21 @@ def _cut(v, keep: list[int]):
 
 
 def fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, histories: list[History],
-        on_log: OnLog | None = None) -> list[dict]:
+        on_log: OnLog | None = None, between_epochs: Callable[[], None] | None = None) -> list[dict]:
     """Train a batch of configurations, filling `histories` (the caller's: what was recorded
-    survives an interrupt). Returns each configuration's final parameters (float64 arrays in
-    the model's layout)."""
+    survives an interrupt). `between_epochs` is called after each epoch is recorded: what it
+    raises stops training there, with every history whole. Returns each configuration's final
+    parameters (float64 arrays in the model's layout)."""
     with np.errstate(over="ignore", invalid="ignore"):  # NumPy's overflows are found and stopped below, silently
-        return _fit(problem, params, grad_fn, optimizer, schedule, histories, on_log)
+        return _fit(problem, params, grad_fn, optimizer, schedule, histories, on_log, between_epochs or _nothing)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, histories: list[History],
-         on_log: OnLog | None) -> list[dict]:
+         on_log: OnLog | None, between_epochs: Callable[[], None]) -> list[dict]:
     batch = _Batch(problem, params, optimizer, histories)
     stop = schedule.stop_loss if schedule.stop_loss and any(v is not None for v in schedule.stop_loss) else None
     stopping = stop is not None
@@ -220,6 +225,7 @@ def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule,
                 _log(batch, histories, epoch, losses, norms, values, vals, record, stop, on_log)
             if not batch.configs:
                 break
+            between_epochs()
         for c in batch.configs:
             histories[c].outcome = "completed"
     finally:  # interrupted: those still training have run this long

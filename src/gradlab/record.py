@@ -80,7 +80,8 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
     histories = run.new_histories(s)
     first = jobs[0].cfg
     with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait) as group:
-        finals = run.fit(s, histories, group.on_log)
+        with signals.polled() as check:  # a signal stops training between epochs: no history torn
+            finals = run.fit(s, histories, group.on_log, check)
         timings.stamp("trained")
         results = run.evaluate(s, histories, finals)
         for i, (job, result) in enumerate(zip(jobs, results)):  # each end made as it is sent: memory stays flat

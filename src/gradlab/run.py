@@ -109,9 +109,9 @@ def new_histories(s: Setup) -> list[History]:
     return [History(engine.columns(s.problem)) for _ in s.cfgs]
 
 
-def fit(s: Setup, histories: list[History], on_log=None) -> list[dict]:
+def fit(s: Setup, histories: list[History], on_log=None, between_epochs=None) -> list[dict]:
     """Train the set-up batch in place, filling `histories`; each configuration's final parameters."""
-    return engine.fit(s.problem, s.params, s.grad_fn, s.optimizer, s.schedule, histories, on_log)
+    return engine.fit(s.problem, s.params, s.grad_fn, s.optimizer, s.schedule, histories, on_log, between_epochs)
 
 
 @dataclass

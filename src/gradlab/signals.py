@@ -2,7 +2,9 @@
 
 Both raise `Killed` in the main thread, which unwinds like KeyboardInterrupt, so whatever is open
 gets its end recorded (a run, a sweep's parent). While an end is being written they are held
-(`deferred`) and delivered afterwards. The process then exits by the signal (`die`), as a killed
+(`deferred`) and delivered afterwards. While training they are held to the end of the epoch
+(`polled`): an epoch's updates and its history row are recorded together or not at all; a second
+signal before then stops at once. The process then exits by the signal (`die`), as a killed
 process does: exit status 128 + signum in a shell.
 """
 
@@ -69,6 +71,30 @@ def deferred():
             _restore(previous)
         if pending:
             raise Killed(pending[0])
+
+
+@contextmanager
+def polled():
+    """Hold SIGINT and SIGTERM until the block calls the `check` it is given (between epochs), or
+    ends, then raise Killed for the first that arrived; a second one raises at once."""
+    pending = []
+
+    def hold(signum, frame):
+        if pending:
+            raise Killed(pending[0])
+        pending.append(signum)
+
+    def check() -> None:
+        if pending:
+            raise Killed(pending[0])
+
+    previous = _install(hold)
+    try:
+        yield check
+    finally:
+        if previous is not None:
+            _restore(previous)
+    check()  # one that came after the last epoch's check
 
 
 def die(signum: int) -> None:
