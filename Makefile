@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@# gradlab's own sweeper replaced hydra-optuna-sweeper (it pinned Optuna 2): an older .venv loses it
+	@$(BIN)/python -m pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	@touch $@
 
 train: $(STAMP) ## one run of the default experiment into mlruns/ (ARGS="optimizer=adam optimizer.lr=0.1")

@@ -21,9 +21,9 @@ from conftest import ROOT, compose, gradlab, store_made, wait_for
 from gradlab import compare, optim, tracking
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
-FAST = {"optuna_lr_momentum": ["hydra.sweeper.n_trials=3"]}
+FAST = {"optuna_lr_momentum": ["hydra.sweeper.n_trials=3"], "optuna_pruned_mlp": ["hydra.sweeper.n_trials=3"]}
 JOBS = {"lr_scale_optimizer": 60, "dense_grid": 240, "gradient_methods": 16, "batch_size": 9, "seeds": 8, "optuna_lr_momentum": 3,
-        "bench_grid": 12}  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
+        "optuna_pruned_mlp": 3, "bench_grid": 12}  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
 
 
 def store_runs(uri: str, experiment: str):

@@ -33,7 +33,7 @@ def _fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    from gradlab import sweep
+    from gradlab import sweep, trials
     from gradlab.describe import experiment_name
 
     hc = HydraConfig.get()
@@ -41,8 +41,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         typed = to_typed(cfg)
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
         experiment = sweep.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
-        rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task),
-                     parent_run_id=sweep.parent_run_id(), sweep=sweep.sweep_name())
+        claim = trials.claim(hc.overrides.task)  # a search's trial, when this job is one (basic launcher)
+        rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=sweep.parent_run_id(),
+                     sweep=sweep.sweep_name(), extra_tags=claim.tags if claim else None, watch=claim.watch if claim else None)
         return rec.objective
     except USER_ERRORS as e:
         if hc.mode == RunMode.MULTIRUN:  # Hydra records this job as failed and goes on with the others

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gradlab import report_search
 from gradlab.tracking import Store, TrackingError, query
 from gradlab.tracking.query import RunRecord
 
@@ -41,7 +42,7 @@ def tidy(records: list[RunRecord]) -> pd.DataFrame:
     # A resumed sweep may hold a config twice (an old FAILED try, then its re-run): keep the latest.
     latest = {r.tag("config_hash", r.id): r for r in sorted(records, key=lambda r: r.start_time)}
     df = pd.DataFrame([{"run_id": r.id, "run_name": r.name, "status": r.status, "outcome": r.outcome,
-                        "overrides": r.tag("overrides"), **r.params,
+                        "overrides": r.tag("overrides"), "trial": float(r.tag("trial") or "nan"), **r.params,
                         **{m: r.metrics.get(m, np.nan) for m in METRICS}} for r in latest.values()])
     df["objective"] = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
     df.loc[~df["outcome"].isin(["completed", "converged"]), "objective"] = np.nan
@@ -275,8 +276,13 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     if math.isfinite(threshold):
         df["epochs_to_threshold"] = threshold_steps(df, cur, threshold)
         df["seconds_to_threshold"] = df["epochs_to_threshold"] * df["seconds_per_epoch"]
+    search = report_search.is_search(df)
+    if search:  # a search's axes are its parameters, continuous: its own figures, its best trials
+        axes = ["trial", *report_search.searched(df, prun)]
     tabs = tables(df, axes)
-    figs = figures(df, cur, axes, threshold)
+    if search:
+        tabs["best"] = tabs["ranking"].head(5).drop(columns="rank")
+    figs = report_search.figures(df, cur, prun) if search else figures(df, cur, axes, threshold)
 
     folder = Path(out) if out else Path("reports") / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +291,8 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
           f"Swept: {', '.join(axes) or 'nothing'}. Objective: final validation loss (training loss without a split).",
           f"Threshold for time-to-threshold: training loss <= {threshold:.4g}.", "",
-          "## Best configuration per " + (" and ".join(best_group(axes)) or "sweep"), "",
+          *(_search_lines(prun) if search else []),
+          "## " + ("The five best trials" if search else "Best configuration per " + (" and ".join(best_group(axes)) or "sweep")), "",
           markdown(tabs["best"]), "## Ranking", "", markdown(tabs["ranking"]), "## Outcomes", "", markdown(tabs["counts"])]
     files = {"summary.md": "\n".join(md), "summary.csv": tabs["ranking"].to_csv(index=False),
              "best.csv": tabs["best"].to_csv(index=False), "runs.csv": df.to_csv(index=False)}
@@ -301,6 +308,21 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     for fig in figs.values():  # seaborn draws through pyplot, which keeps every figure until closed
         plt.close(fig)
     return folder
+
+
+def _search_lines(prun) -> list[str]:
+    """What the study says of itself: its best trial, its trials' fates, the importances."""
+    if prun is None or not prun.tag("study"):
+        return []
+    fates = ", ".join(f"{prun.tag('study.' + s)} {s}" for s in ("complete", "pruned", "fail") if prun.tag("study." + s))
+    lines = [f"Search: Optuna study {prun.tag('study')!r} in {prun.tag('study.storage')} ({fates})."]
+    if prun.tag("study.best_trial"):
+        lines.append(f"Best trial {prun.tag('study.best_trial')}: {prun.tag('study.best_params')} -> "
+                     f"{float(prun.tag('study.best_value')):.6g}.")
+    imp = {k[len("gradlab.importance."):]: v for k, v in prun.tags.items() if k.startswith("gradlab.importance.")}
+    if imp:
+        lines.append("Importance: " + ", ".join(f"{k} {v}" for k, v in imp.items()) + ".")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """The training loop. It knows nothing of Hydra or MLflow: it fills a `History` and calls
-`on_log(epoch, configs, rows)` per recorded epoch.
+`on_log(epoch, configs, rows)` per recorded epoch, which may answer with configurations to stop.
 
 Conventions, the classic loops':
 - Epoch k's row describes the state at its start: the parameters θₖ₋₁, the validation loss at θₖ₋₁
@@ -9,6 +9,7 @@ Conventions, the classic loops':
 - A non-finite loss or gradient stops the run at once, before any update uses it: outcome
   `diverged`, with the step and the reason. Nothing non-finite enters the history.
 - With `stop_loss`, the run stops as `converged` after the first epoch whose loss is <= it.
+- A configuration that `on_log` names stops as `pruned` after that epoch (a search gave up on it).
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class History:
         self.metrics = self.columns[1:]
         self._epochs = array("q")
         self._values = [array("d") for _ in self.metrics]  # one per metric, in column order
-        self.outcome = "running"  # completed | converged | diverged (the caller adds failed | killed)
+        self.outcome = "running"  # completed | converged | diverged | pruned (the caller adds failed | killed)
         self.epochs_run = 0  # epochs whose updates all happened
-        self.stop_step: int | None = None  # the step at which the run diverged
+        self.stop_step: int | None = None  # the step at which the run diverged or was pruned
         self.reason: str | None = None
         self.seconds = 0.0
 
@@ -110,7 +111,8 @@ def columns(problem: Problem) -> list[str]:
 
 
 SMALL = 64  # up to this many values in all, the loop reads them out rather than calling torch ops
-OnLog = Callable[[int, list[int], list[list[float]]], None]  # epoch, configurations, their rows
+# epoch, configurations, their rows -> the configurations to stop now (pruned), if any
+OnLog = Callable[[int, list[int], list[list[float]]], "list[int] | None"]
 
 
 class _Reader:
@@ -322,12 +324,15 @@ def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: b
         configs, rows = [configs[i] for i in done], [rows[i] for i in done]
     for c, row in zip(configs, rows):
         histories[c].append(epoch, row)
-    if on_log is not None:
-        on_log(epoch, list(configs), rows)
-    if done:
-        for i in done:
-            histories[batch.configs[i]].outcome = "converged"
-        batch.drop(done)
+    pruned = (on_log(epoch, list(configs), rows) or []) if on_log is not None else []
+    for i in done:
+        histories[batch.configs[i]].outcome = "converged"
+    for c in pruned:
+        h = histories[c]
+        if h.outcome == "running":
+            h.outcome, h.stop_step, h.reason = "pruned", epoch, f"pruned at step {epoch}"
+    if done or pruned:
+        batch.drop([i for i, c in enumerate(batch.configs) if histories[c].outcome != "running"])
 
 
 def _closure_step(grad_fn, batch: _Batch, data):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from gradlab import sweep
+from gradlab import sweep, trials
 from gradlab.sweep import forget_compositions
 from gradlab.config import Config, ConfigError, container, flatten, to_typed
 from gradlab.record import Job, record_group
@@ -50,12 +50,13 @@ def _compose(hydra_context, config, overrides: list[str]) -> Config | Exception:
     """The job's typed config, or the error that stops it."""
     from omegaconf import open_dict
 
-    task = hydra_context.config_loader.load_sweep_config(config, overrides).copy()
-    with open_dict(task):
-        del task["hydra"]
     try:
+        task = hydra_context.config_loader.load_sweep_config(config, overrides).copy()
+        with open_dict(task):
+            del task["hydra"]
         return to_typed(task)
-    except ConfigError as e:
+    except Exception as e:  # noqa: BLE001 - Hydra's composition errors and ConfigError alike: this job fails
+        print(f"gradlab: job [{' '.join(overrides)}] cannot run: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return e
 
 
@@ -91,7 +92,8 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
         if isinstance(typed, Exception):
             results[i] = _job_return(name, overrides, typed, failed=True)
         else:
-            jobs.append(Job(typed, list(overrides)))
+            claim = trials.claim(overrides)  # a search's trial: tags for its run, a watch on its curve
+            jobs.append(Job(typed, list(overrides), claim.tags if claim else {}, claim.watch if claim else None))
             where.append(i)
     batches = groups(jobs, max_batch)
     pool = recorders(n_recorders)

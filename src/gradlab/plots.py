@@ -50,7 +50,7 @@ def loss_curves(d: dict) -> Figure:
         ax.axhline(opt, color=OPT, ls="--", lw=1, label=f"closed-form optimum {opt:.4g}")
     if d.get("stop_step") is not None:
         ax.axvline(d["stop_step"], color=BAD, ls=":", lw=1.5)
-        ax.annotate(f"diverged at step {d['stop_step']}", (d["stop_step"], 0.95), xycoords=("data", "axes fraction"),
+        ax.annotate(f"{d.get('outcome', 'diverged')} at step {d['stop_step']}", (d["stop_step"], 0.95), xycoords=("data", "axes fraction"),
                     ha="right", va="top", color=BAD, fontsize=9, rotation=90)
     ax.set_xlabel("epoch" if not d.get("stream") else "step")
     ax.set_ylabel(f"loss ({d['loss_name']}{', log scale' if log else ''})")

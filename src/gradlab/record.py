@@ -1,7 +1,7 @@
 """A tracked run: validate → set up → describe → start → fit → evaluate → finish.
 
 Whatever happens once its MLflow run exists, a run ends with a status that tells the truth
-(`RunGroup` owns that end): completed/converged -> FINISHED, diverged -> FAILED (with step and
+(`RunGroup` owns that end): completed/converged/pruned -> FINISHED, diverged -> FAILED (with step and
 reason), an exception -> FAILED (with its type and message), SIGINT/SIGTERM -> KILLED. The
 metrics logged so far and the history up to that point are kept in every case. User mistakes
 raise before any run exists.
@@ -28,6 +28,8 @@ class Job:
     cfg: Config
     overrides: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    # A search's eye on the run: given each logged (epoch, objective), True stops it as pruned.
+    watch: Callable[[int, float], bool] | None = None
 
 
 @dataclass
@@ -39,9 +41,9 @@ class Recorded:
 
 
 def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
-           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False) -> Recorded:
+           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False, watch=None) -> Recorded:
     """Validate, build, then train and record one run; returns once its record is complete."""
-    job = Job(cfg, list(overrides or []), dict(extra_tags or {}))
+    job = Job(cfg, list(overrides or []), dict(extra_tags or {}), watch)
     return record_group([job], experiment=experiment, parent_id=parent_run_id, sweep=sweep, quiet=quiet)[0]
 
 
@@ -79,7 +81,8 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
     recorder.poll()  # a store the recorder could not open stops us before training
     histories = run.new_histories(s)
     first = jobs[0].cfg
-    with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait) as group:
+    with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait,
+                  [j.watch for j in jobs]) as group:
         with signals.polled() as check:  # a signal stops training between epochs: no history torn
             finals = run.fit(s, histories, group.on_log, check)
         timings.stamp("trained")
@@ -122,9 +125,9 @@ def _ending(s, i: int, cfg: Config, result) -> RunEnd:
 
 
 def ending(result, plot_data: dict | None) -> RunEnd:
-    """The end of a run that trained to a result: completed, converged or diverged."""
+    """The end of a run that trained to a result: completed, converged, diverged or pruned."""
     h = result.history
-    tags = {"gradlab.diverged_step": str(h.stop_step), "gradlab.reason": h.reason} if h.outcome == "diverged" else {}
+    tags = {f"gradlab.{h.outcome}_step": str(h.stop_step), "gradlab.reason": h.reason} if h.stop_step is not None else {}
     files = {"params.json": json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)}
     return RunEnd(h.outcome, result.metrics, tags, files, plot_data=plot_data)
 
@@ -144,17 +147,23 @@ class RunGroup:
     without a result ends KILLED (a signal) or FAILED (an exception), with its history so far."""
 
     def __init__(self, recorder: Recorder, specs: list[RunSpec], histories: list, schedule, max_points: int,
-                 progress: bool | None, wait: bool = True):
+                 progress: bool | None, wait: bool = True, watches: list | None = None):
         self.recorder, self.histories, self.wait = recorder, histories, wait
+        self.watches = {i: w for i, w in enumerate(watches or []) if w is not None}
         self.keys = recorder.start(specs)
         metrics = histories[0].metrics
         self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(), max_points)
         self.progress = Progress(schedule.epochs, metrics, progress)
         self.ends: dict[int, Callable[[], RunEnd]] = {}  # run -> how to make its end (it trained to a result)
+        self.objective_at = metrics.index("val_loss" if "val_loss" in metrics else "train_loss")
 
-    def on_log(self, epoch: int, configs: list[int], rows: list) -> None:
+    def on_log(self, epoch: int, configs: list[int], rows: list) -> list[int]:
+        """Streams the rows; returns the runs their watch stops (pruned)."""
         self.stream(epoch, configs, rows)
         self.progress(epoch, configs, rows)
+        if not self.watches:
+            return []
+        return [c for c, row in zip(configs, rows) if c in self.watches and self.watches[c](epoch, row[self.objective_at])]
 
     def complete(self, i: int, make_end: Callable[[], RunEnd]) -> None:
         self.ends[i] = make_end

@@ -180,8 +180,8 @@ def evaluate(s: Setup, histories: list[History], finals: list[dict]) -> list[Res
 
 def objective(metrics: dict, outcome: str) -> float:
     """What a sweeper minimises: the final validation loss, else the final training loss; +inf
-    for a run that diverged (a result, but the worst one)."""
-    if outcome == "diverged":
+    for a run that diverged (a result, but the worst one) or was pruned (a search gave up on it)."""
+    if outcome in ("diverged", "pruned"):
         return math.inf
     return metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
 
@@ -222,7 +222,7 @@ def plot_data(s: Setup, i: int, result: Result, title: str) -> dict:
     out = {"loss": {
         "epoch": h.array("epoch"), "train_loss": h.array("train_loss"),
         "val_loss": h.array("val_loss") if "val_loss" in h.columns else None,
-        "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step,
+        "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step, "outcome": h.outcome,
         "loss_name": loss_name, "title": title, "stream": s.stream is not None,
     }}
     final = _numpy_params(s, result.params)

@@ -31,6 +31,7 @@ PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
 SWEEP_ENV = "GRADLAB_SWEEP"
 EXPERIMENT_ENV = "GRADLAB_SWEEP_EXPERIMENT"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.gradlab_optuna.optuna_sweeper.OptunaSweeper"
 
 _parent: dict = {}  # the sweep this process launched: recorder, key, id, name, experiment, jobs
 
@@ -51,6 +52,13 @@ def _params(config: DictConfig) -> list[str]:
     """The sweep as Hydra's basic sweeper sees it: hydra.sweeper.params, then the command line."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     return params + list(config.hydra.overrides.task)
+
+
+def annotate(tags: dict[str, str]) -> None:
+    """Tags for the parent run of the sweep this process launched, written with its end (a
+    search's study and best trial)."""
+    if _parent:
+        _parent.setdefault("tags", {}).update(tags)
 
 
 def grid(config: DictConfig) -> list[list[str]] | None:
@@ -148,6 +156,8 @@ def sweep_hash(config: DictConfig) -> str:
 
 def _refuse_bad_jobs(config: DictConfig, name: str) -> list[list[str]] | None:
     """The grid's jobs, once every one of them checks out; exits 2 listing those that do not."""
+    if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
+        _refuse_bad_search(config)
     jobs = grid(config)
     bad = check(config, jobs) if jobs is not None else []
     if bad:
@@ -157,6 +167,23 @@ def _refuse_bad_jobs(config: DictConfig, name: str) -> list[list[str]] | None:
             print(f"  [{' '.join(overrides)}]: {message}", file=sys.stderr)
         sys.exit(2)
     return jobs
+
+
+def _refuse_bad_search(config: DictConfig) -> None:
+    """A search whose settings cannot work stops before its parent run exists."""
+    from gradlab.search import Plan, SearchError
+
+    try:
+        plan = Plan.of(OmegaConf.to_container(config.hydra.sweeper, resolve=True), list(config.hydra.overrides.task))
+    except SearchError as e:
+        print(f"gradlab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    bad = check(config, [plan.probe()])
+    if bad:
+        overrides, message = bad[0]
+        print(f"gradlab: error: search {config.hydra.job.config_name!r}: a trial [{' '.join(overrides)}] cannot run: "
+              f"{message}; nothing was run", file=sys.stderr)
+        sys.exit(2)
 
 
 def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | None, shash: str) -> RunSpec:
@@ -243,14 +270,17 @@ def finish() -> int:
     best_run = min(finished, key=_objective) if finished else None
     best = _objective(best_run) if best_run else math.inf
     metrics = {"jobs": len(children), "jobs_finished": sum(len(by_outcome.get(k, [])) for k in ("completed", "converged")),
-               "jobs_diverged": len(by_outcome.get("diverged", [])), "jobs_failed": len(failed) + missing}
+               "jobs_diverged": len(by_outcome.get("diverged", [])), "jobs_pruned": len(by_outcome.get("pruned", [])),
+               "jobs_failed": len(failed) + missing}
+    tags = dict(parent.get("tags", {}))
     if math.isfinite(best):
         metrics["best_objective"] = best
-    tags = {} if best_run is None else {"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides")}
+        tags.update({"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides")})
     recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing else "completed", metrics, tags)])
     recorder.sync()
+    pruned = f"{metrics['jobs_pruned']} pruned, " if metrics["jobs_pruned"] else ""
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {metrics['jobs_finished']} finished, "
-          f"{metrics['jobs_diverged']} diverged, {len(failed)} failed  (parent run {parent['id']})")
+          f"{metrics['jobs_diverged']} diverged, {pruned}{len(failed)} failed  (parent run {parent['id']})")
     if missing:
         print(f"  {missing} job(s) ended before their run existed; their errors are above")
     for c in failed:

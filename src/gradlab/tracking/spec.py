@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # gradlab's outcome of a run -> MLflow's status. A diverged run is a result, but not a success.
-STATUS = {"completed": "FINISHED", "converged": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
-RESULTS = ("completed", "converged", "diverged")  # outcomes a resumed sweep need not redo
+# A pruned run is one a search stopped early on purpose: finished, with its curves up to that step.
+STATUS = {"completed": "FINISHED", "converged": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED",
+          "failed": "FAILED", "killed": "KILLED"}
+RESULTS = ("completed", "converged", "diverged", "pruned")  # outcomes a resumed sweep need not redo
 
 
 @dataclass

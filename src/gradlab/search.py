@@ -1,0 +1,338 @@
+"""Optuna searches, for gradlab's sweeper (`hydra/sweeper=optuna`).
+
+The search space is written as Hydra's sweep syntax, read as hydra-optuna-sweeper read it:
+`interval(a, b)` a uniform float, `tag(log, interval(a, b))` its log scale, `choice(...)` a categorical, `range(a, b, step)` a stepped int (float if any of them is),
+both ends included as Optuna's are; a plain value is fixed for every trial.
+
+Trials are asked `n_jobs` at a time (ask-and-tell) and launched together: with the batched
+launcher they train as one batch. Each trial's run reports its objective (validation loss, else
+training loss) to the trial about `reports` times; one the pruner stops ends as `pruned` and
+leaves its batch. A diverged trial is a result (+inf when minimising), never a crash of the study.
+The study lives in `storage` (default: an Optuna journal beside the MLflow store) under
+`study_name` (default: the sweep's name and its parent run), so a sweep resumed with
+`tracking.skip_finished=true` continues its study: finished trials stay, interrupted ones run again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, Transformer
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from gradlab import trials
+
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "grid": optuna.samplers.GridSampler, "cmaes": optuna.samplers.CmaEsSampler,
+            "qmc": optuna.samplers.QMCSampler}
+PRUNERS = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+           "percentile": optuna.pruners.PercentilePruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+           "hyperband": optuna.pruners.HyperbandPruner}
+DIRECTIONS = ("minimize", "maximize")
+# A FAIL trial without this user attr was interrupted (a signal, a dead process): it runs again.
+FAILED = "gradlab.job_failed"
+REQUEUED = "gradlab.requeued"  # study attr: the interrupted trials already asked again
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # gradlab prints a line per trial instead
+
+
+class SearchError(ValueError):
+    """A search setting that cannot work; the message names it and what it may be."""
+
+
+# ------------------------------------------------------------------------------- space
+def space(params: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """(the searched distributions, the fixed values) of `key=value` overrides."""
+    searched, fixed = {}, {}
+    for o in OverridesParser.create().parse_overrides(params):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            searched[key] = distribution(o)
+        else:
+            fixed[key] = o.get_value_element_as_str()
+    return searched, fixed
+
+
+def distribution(o) -> BaseDistribution:
+    """One sweep override as an Optuna distribution (hydra-optuna-sweeper's reading)."""
+    value = o.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        return CategoricalDistribution(list(o.sweep_iterator(transformer=Transformer.encode)))
+    if isinstance(value, RangeSweep):
+        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+            return FloatDistribution(value.start, value.stop, step=value.step)
+        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+    if isinstance(value, IntervalSweep):  # Hydra reads its ends as floats: always a float range
+        return FloatDistribution(value.start, value.end, log="log" in value.tags)
+    raise SearchError(f"hydra.sweeper.params: {o.input_line!r} is not a search space; "
+                      "use interval(a, b), tag(log, interval(a, b)), choice(...) or range(a, b, step)")
+
+
+def grid_values(name: str, d: BaseDistribution) -> list:
+    """Every value of a discrete distribution, for the grid sampler."""
+    if isinstance(d, CategoricalDistribution):
+        return list(d.choices)
+    if d.step is not None and not d.log:
+        n = int(round((d.high - d.low) / d.step)) + 1
+        return [d.low + i * d.step for i in range(n)]
+    raise SearchError(f"hydra.sweeper.params.{name}: the grid sampler needs a finite set of values; "
+                      "use choice(...) or range(a, b, step)")
+
+
+# --------------------------------------------------------------------- sampler, pruner
+def build(kind: str, table: dict, settings: dict, **given):
+    """The `settings.name` entry of `table`, made with the other settings (each checked by name)."""
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}  # None: the sampler's own default
+    name = str(settings.pop("name", "none" if kind == "pruner" else "tpe"))
+    if name not in table:
+        raise SearchError(f"hydra.sweeper.{kind}.name={name!r} is not one of: {', '.join(table)}")
+    cls = table[name]
+    accepted = [p for p in inspect.signature(cls).parameters if p not in given]
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise SearchError(f"hydra.sweeper.{kind}.{unknown[0]}: the {name} {kind} takes "
+                          f"{', '.join(accepted) or 'no settings'}")
+    try:
+        return cls(**given, **settings)
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"hydra.sweeper.{kind} ({name}): {e}") from None
+
+
+@dataclass
+class Plan:
+    """A search as its settings describe it, checked before anything runs."""
+
+    searched: dict[str, BaseDistribution]
+    fixed: dict[str, str]
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+    direction: str
+    n_trials: int
+    n_jobs: int
+    max_failure_rate: float
+    reports: int
+    sampler_settings: dict
+    grid: dict
+
+    @classmethod
+    def of(cls, settings: dict, arguments: list[str]) -> "Plan":
+        params = [f"{k}={v}" for k, v in (settings.get("params") or {}).items()] + list(arguments)
+        searched, fixed = space(params)
+        for key in fixed:
+            searched.pop(key, None)  # a value on the command line fixes what the file searches
+        if not searched:
+            raise SearchError("hydra.sweeper.params: nothing to search; give a key a search space, "
+                              "e.g. hydra.sweeper.params.optimizer.lr='tag(log, interval(1e-4, 1))'")
+        sampler_settings = dict(settings.get("sampler") or {})
+        grid = {}
+        if sampler_settings.get("name") == "grid":
+            grid = {"search_space": {k: grid_values(k, d) for k, d in searched.items()}}
+        direction = str(settings.get("direction", "minimize"))
+        if direction not in DIRECTIONS:
+            raise SearchError(f"hydra.sweeper.direction={direction!r} is not one of: {', '.join(DIRECTIONS)}")
+        n_trials, n_jobs, reports = (int(settings.get(k, d)) for k, d in (("n_trials", 20), ("n_jobs", 1), ("reports", 50)))
+        rate = float(settings.get("max_failure_rate", 0.0))
+        for key, v, ok in (("n_trials", n_trials, n_trials >= 1), ("n_jobs", n_jobs, n_jobs >= 1),
+                           ("reports", reports, reports >= 1), ("max_failure_rate", rate, 0.0 <= rate <= 1.0)):
+            if not ok:
+                raise SearchError(f"hydra.sweeper.{key}={v} is out of range "
+                                  f"({'between 0 and 1' if key == 'max_failure_rate' else 'at least 1'})")
+        if grid:
+            n_trials = min(n_trials, math.prod(len(v) for v in grid["search_space"].values()))
+        return cls(searched, fixed, build("sampler", SAMPLERS, sampler_settings, **grid),
+                   build("pruner", PRUNERS, settings.get("pruner") or {}), direction, n_trials, n_jobs, rate, reports,
+                   sampler_settings, grid)
+
+    def sampler_after(self, trials: int) -> optuna.samplers.BaseSampler:
+        """The sampler for a study that has `trials` already: its seed moved on by as many, or a
+        resumed search would draw its first trials' values again."""
+        seed = self.sampler_settings.get("seed")
+        if seed is None or not trials:
+            return self.sampler
+        return build("sampler", SAMPLERS, {**self.sampler_settings, "seed": int(seed) + trials}, **self.grid)
+
+
+    def probe(self) -> list[str]:
+        """The overrides of one job at a corner of the space, to check before anything runs."""
+        def corner(d):
+            return d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
+        return [*(f"{k}={corner(d)}" for k, d in self.searched.items()), *(f"{k}={v}" for k, v in self.fixed.items())]
+
+
+# ------------------------------------------------------------------------------- study
+def default_storage(mlflow_uri: str) -> str:
+    """An Optuna journal beside the MLflow store's database (in the working directory for a server)."""
+    from gradlab.tracking.store import sqlite_path
+
+    db = sqlite_path(mlflow_uri)
+    return str((db.parent if db is not None else Path.cwd()) / "optuna.journal")
+
+
+def open_storage(where: str):
+    """An RDB URL (sqlite:///…, postgresql://…) as Optuna reads it; anything else is a journal file."""
+    if "://" in where:
+        return where
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(where).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(where))
+
+
+def recover(study: optuna.Study) -> int:
+    """Ask again, once each, the trials that a signal stopped and those a dead process left
+    running (one search per study at a time); returns how many."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)
+    requeued = set(study.user_attrs.get(REQUEUED, []))
+    again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if not t.user_attrs.get(FAILED) and t.number not in requeued]
+    for t in again:
+        study.enqueue_trial(t.params, skip_if_exists=False)
+    if again:
+        study.set_user_attr(REQUEUED, sorted(requeued | {t.number for t in again}))
+    return len(again)
+
+
+def finished(study: optuna.Study) -> list:
+    """The trials that count towards n_trials: complete, pruned, or failed by their job."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+            if t.state != TrialState.FAIL or t.user_attrs.get(FAILED)]
+
+
+# ------------------------------------------------------------------------------ trials
+class Watch:
+    """A run's objective reported to its trial about every `stride` epochs; True once pruned."""
+
+    def __init__(self, trial: optuna.Trial, stride: int):
+        self.trial, self.stride, self.due = trial, stride, 0
+        self.pruned_at: int | None = None
+
+    def __call__(self, epoch: int, value: float) -> bool:
+        if epoch < self.due or not math.isfinite(value):
+            return False
+        self.due = epoch + self.stride
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            return True
+        return False
+
+
+def _value(ret, direction: str) -> float | None:
+    """A job's result as the trial's value; None if the job failed."""
+    from hydra.core.utils import JobStatus
+
+    if ret.status != JobStatus.COMPLETED:
+        return None
+    value = float(ret.return_value)
+    if math.isnan(value):
+        return None
+    if math.isinf(value):  # diverged: the worst result, whichever the direction
+        return math.inf if direction == "minimize" else -math.inf
+    return value
+
+
+def _line(number: int, overrides: list[str], outcome: str) -> str:
+    return f"  trial {number}: {' '.join(overrides)} -> {outcome}"
+
+
+def run(config, launcher, settings: dict, arguments: list[str], default_name: str) -> dict[str, str]:
+    """The search: ask a batch of trials, launch them, tell their results, until n_trials are
+    done; returns the study's summary, as tags for the sweep's parent run."""
+    from gradlab.tracking import tracking_uri
+
+    plan = Plan.of(settings, arguments)
+    storage = settings.get("storage") or default_storage(tracking_uri())
+    name = settings.get("study_name") or default_name
+    study = optuna.create_study(storage=open_storage(storage), study_name=name, sampler=plan.sampler,
+                                pruner=plan.pruner, direction=plan.direction, load_if_exists=True)
+    study.sampler = plan.sampler_after(len(study.trials))
+    again = recover(study)
+    done = len(finished(study))
+    to_go = max(0, plan.n_trials - done)
+    print(f"gradlab: search {name!r} ({type(plan.sampler).__name__}, {type(plan.pruner).__name__}) in {storage}: "
+          f"{to_go} trials to run of {plan.n_trials}, {plan.n_jobs} at a time"
+          + (f"; {done} already done" if done else "") + (f", {again} interrupted ones again" if again else ""), flush=True)
+    stride = max(1, int(config.train.epochs) // plan.reports)
+    job = 0
+    while to_go > 0:
+        batch = [study.ask(plan.searched) for _ in range(min(plan.n_jobs, to_go))]
+        overrides = [[*(f"{k}={v}" for k, v in t.params.items()), *(f"{k}={v}" for k, v in plan.fixed.items())]
+                     for t in batch]
+        watches = [Watch(t, stride) for t in batch]
+        for t, o, w in zip(batch, overrides, watches):
+            trials.offer(o, trials.Claim({"gradlab.trial": str(t.number), "gradlab.study": name}, w))
+        try:
+            returns = launcher.launch(overrides, initial_job_idx=job)
+        except BaseException:  # a signal: these trials run again when the sweep is resumed
+            for t in batch:
+                _told(study, t, state=TrialState.FAIL)
+            raise
+        finally:
+            trials.withdraw()
+        job += len(batch)
+        to_go -= len(batch)
+        _tell(study, plan.direction, batch, overrides, watches, returns)
+        if _too_many_failures(study, plan.max_failure_rate):
+            break
+    return summary(study, name, storage, list(plan.searched))
+
+
+def _tell(study, direction: str, batch, overrides, watches, returns) -> None:
+    for t, o, w, ret in zip(batch, overrides, watches, returns):
+        if w.pruned_at is not None:
+            _told(study, t, state=TrialState.PRUNED)
+            print(_line(t.number, o, f"pruned at epoch {w.pruned_at}"), flush=True)
+            continue
+        value = _value(ret, direction)
+        if value is None:
+            t.set_user_attr(FAILED, True)
+        _told(study, t, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
+        print(_line(t.number, o, "failed" if value is None else f"{value:.6g}"), flush=True)
+
+
+def _told(study, trial, value=None, state=TrialState.COMPLETE) -> None:
+    """study.tell; the grid sampler's request to stop once every cell is asked (an error outside
+    Study.optimize, after the result is stored) is met anyway: n_trials is capped at the grid."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+
+
+def _too_many_failures(study, rate: float) -> bool:
+    done = finished(study)
+    failed = sum(t.state == TrialState.FAIL for t in done)
+    if done and failed / len(done) > rate:
+        print(f"gradlab: error: the search stops: {failed} of {len(done)} trials failed, more than "
+              f"hydra.sweeper.max_failure_rate={rate:g}; their errors are above", file=sys.stderr)
+        return True
+    return False
+
+
+def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str, str]:
+    """Where the study is, its trials' fates, its best trial, its parameters' importances."""
+    states = [t.state for t in finished(study)]
+    tags = {"gradlab.study": name, "gradlab.study.storage": storage, "gradlab.study.params": " ".join(study_params),
+            **{f"gradlab.study.{s.name.lower()}": str(states.count(s)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)]
+    if complete:
+        best = min(complete, key=lambda t: t.value) if study.direction.name == "MINIMIZE" else max(complete, key=lambda t: t.value)
+        tags.update({"gradlab.study.best_trial": str(best.number), "gradlab.study.best_value": repr(best.value),
+                     "gradlab.study.best_params": " ".join(f"{k}={v}" for k, v in best.params.items())})
+        print(f"gradlab: search {name!r}: best trial {best.number}: {tags['gradlab.study.best_params']} -> {best.value:.6g}")
+    try:
+        importances = optuna.importance.get_param_importances(study) if len(complete) >= 2 else {}
+    except (ValueError, RuntimeError):  # too few distinct results to tell the parameters apart
+        importances = {}
+    tags.update({f"gradlab.importance.{k}": f"{v:.4f}" for k, v in importances.items()})
+    return tags

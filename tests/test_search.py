@@ -1,0 +1,228 @@
+"""gradlab's Optuna sweeper (hydra/sweeper=optuna): the old plugin's search-space syntax, seeded
+reproducibility, pruning inside a batch, divergence as a result, bad settings refused before any
+run, resume after an interrupt, and the search's report."""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import math
+import signal
+import statistics
+import subprocess
+import sys
+
+import mlflow
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from conftest import ROOT, store_made, wait_for
+from gradlab import compare, search
+from gradlab.search import Plan, SearchError
+from gradlab.tracking import Store
+
+SWEEPS = str(ROOT / "sweeps")
+
+
+def runs_of(uri: str, experiment: str):
+    """(the parent runs, the children) of an experiment."""
+    c = mlflow.MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    found = c.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    return ([r for r in found if r.data.tags.get("gradlab.role") == "sweep"],
+            [r for r in found if "mlflow.parentRunId" in r.data.tags])
+
+
+def study_of(parent) -> optuna.Study:
+    tags = parent.data.tags
+    return optuna.load_study(study_name=tags["gradlab.study"], storage=search.open_storage(tags["gradlab.study.storage"]))
+
+
+def history(uri: str, run_id: str) -> list[dict]:
+    mlflow.set_tracking_uri(uri)
+    return list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/history.csv"))))
+
+
+# ------------------------------------------------------------------------ the syntax
+# hydra-optuna-sweeper 1.3.0 read these as Optuna 2's UniformDistribution(1, 2), IntUniformDistribution,
+# LogUniformDistribution, IntLogUniformDistribution, CategoricalDistribution, IntUniformDistribution(step)
+# and DiscreteUniformDistribution(q): Optuna 3 renamed them, one for one, to the distributions below.
+@pytest.mark.parametrize("override, expected", [
+    ("x=interval(1.0, 2.0)", FloatDistribution(1.0, 2.0)),
+    ("x=interval(1, 5)", FloatDistribution(1.0, 5.0)),  # Hydra reads an interval's ends as floats
+    ("x=tag(log, interval(1e-4, 2.0))", FloatDistribution(1e-4, 2.0, log=True)),
+    ("x=tag(log, interval(1, 100))", FloatDistribution(1.0, 100.0, log=True)),
+    ("x=choice(adam, sgd, 3)", CategoricalDistribution(["adam", "sgd", 3])),
+    ("x=a,b", CategoricalDistribution(["a", "b"])),
+    ("x=range(1, 9, 2)", IntDistribution(1, 9, step=2)),
+    ("x=range(0.0, 1.0, 0.25)", FloatDistribution(0.0, 1.0, step=0.25)),
+])
+def test_the_old_plugins_search_space_syntax_parses_to_the_same_distributions(override, expected):
+    searched, fixed = search.space([override])
+    assert searched == {"x": expected} and fixed == {}
+
+
+def test_a_plain_value_is_fixed_and_the_command_line_fixes_what_the_file_searches():
+    plan = Plan.of({"params": {"optimizer.lr": "tag(log, interval(1e-4, 1.0))", "optimizer.momentum": "interval(0, 0.9)"}},
+                   ["optimizer.momentum=0.5", "train.epochs=10"])
+    assert plan.searched == {"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True)}
+    assert plan.fixed == {"optimizer.momentum": "0.5", "train.epochs": "10"}
+
+
+def test_the_grid_sampler_takes_every_value_and_caps_the_trials():
+    plan = Plan.of({"sampler": {"name": "grid"}, "n_trials": 100,
+                    "params": {"a": "choice(1, 2, 3)", "b": "range(0.0, 1.0, 0.5)"}}, [])
+    assert plan.n_trials == 3 * 3  # b: 0.0, 0.5, 1.0 (Optuna's ends are both included)
+    assert isinstance(plan.sampler, optuna.samplers.GridSampler)
+    with pytest.raises(SearchError, match=r"hydra.sweeper.params.a: the grid sampler needs a finite set"):
+        Plan.of({"sampler": {"name": "grid"}, "params": {"a": "interval(0.0, 1.0)"}}, [])
+
+
+@pytest.mark.parametrize("kind, name, cls", [
+    ("sampler", "tpe", optuna.samplers.TPESampler), ("sampler", "random", optuna.samplers.RandomSampler),
+    ("sampler", "cmaes", optuna.samplers.CmaEsSampler), ("sampler", "qmc", optuna.samplers.QMCSampler),
+    ("pruner", "none", optuna.pruners.NopPruner), ("pruner", "median", optuna.pruners.MedianPruner),
+    ("pruner", "percentile", optuna.pruners.PercentilePruner),
+    ("pruner", "successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+    ("pruner", "hyperband", optuna.pruners.HyperbandPruner),
+])
+def test_every_sampler_and_pruner_is_built_with_its_settings(kind, name, cls):
+    settings = {"name": name, **({"percentile": 30.0} if name == "percentile" else {}), **({"seed": 3} if kind == "sampler" else {})}
+    plan = Plan.of({kind: settings, "params": {"x": "interval(0.0, 1.0)"}}, [])
+    assert type(getattr(plan, kind)) is cls
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"pruner": {"name": "bogus"}}, "hydra.sweeper.pruner.name='bogus' is not one of: none, median, percentile"),
+    ({"pruner": {"name": "median", "percentile": 30.0}}, "hydra.sweeper.pruner.percentile: the median pruner takes n_startup_trials"),
+    ({"sampler": {"name": "random", "n_startup_trials": 5}}, "hydra.sweeper.sampler.n_startup_trials: the random sampler takes seed"),
+    ({"direction": "down"}, "hydra.sweeper.direction='down' is not one of: minimize, maximize"),
+    ({"n_jobs": 0}, "hydra.sweeper.n_jobs=0 is out of range"),
+    ({"max_failure_rate": 2.0}, "hydra.sweeper.max_failure_rate=2.0 is out of range (between 0 and 1)"),
+])
+def test_a_bad_setting_names_itself_and_what_it_may_be(settings, message):
+    with pytest.raises(SearchError) as e:
+        Plan.of({"params": {"x": "interval(0.0, 1.0)"}, **settings}, [])
+    assert message in str(e.value)
+
+
+def test_optuna_is_current_and_the_old_plugin_is_gone():
+    assert int(importlib.metadata.version("optuna").split(".")[0]) >= 5
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("hydra-optuna-sweeper")
+
+
+# ------------------------------------------------------------------------- searches
+def test_a_bad_search_is_refused_before_any_run_exists(cli, temp_store):
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.pruner.name=bogus")
+    assert code == 2 and "hydra.sweeper.pruner.name='bogus' is not one of" in err
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "optimizer=gd")  # gd has no momentum to search
+    assert code == 2 and "a trial [optimizer.lr=0.0001 optimizer.momentum=0.0 optimizer=gd] cannot run" in err
+    assert not store_made(temp_store) or runs_of(temp_store, "optuna_lr_momentum") == ([], [])
+
+
+def test_a_seeded_search_is_reproducible(cli, temp_store):
+    args = ["-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
+            "train.epochs=200", "tracking.plots=false"]
+    for _ in range(2):
+        code, _, err = cli(*args)
+        assert code == 0, err
+    parents, children = runs_of(temp_store, "optuna_lr_momentum")
+    assert len(parents) == 2 and len(children) == 12
+    by_parent = {p.info.run_id: {} for p in parents}
+    for c in children:
+        by_parent[c.data.tags["mlflow.parentRunId"]][int(c.data.tags["gradlab.trial"])] = (
+            c.data.params["optimizer.lr"], c.data.params["optimizer.momentum"], c.data.metrics.get("final_val_loss"))
+    first, second = by_parent.values()
+    assert sorted(first) == list(range(6)) and first == second  # same trials, same values
+    assert len({v[:2] for v in first.values()}) == 6  # six different configurations
+    assert parents[0].data.tags["gradlab.study.best_value"] == parents[1].data.tags["gradlab.study.best_value"]
+    assert parents[0].data.tags["gradlab.study"] != parents[1].data.tags["gradlab.study"]  # a study per sweep
+
+
+def test_a_diverging_trial_is_a_result_and_the_study_goes_on(cli, temp_store):
+    code, out, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid",
+                         "optimizer.lr=choice(0.001,50.0)", "optimizer.momentum=0.5", "train.epochs=300", "tracking.plots=false")
+    assert code == 0, err
+    (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
+    fate = {c.data.params["optimizer.lr"]: (c.info.status, c.data.tags["gradlab.outcome"]) for c in children}
+    assert fate == {"0.001": ("FINISHED", "completed"), "50.0": ("FAILED", "diverged")}
+    trials = {t.params["optimizer.lr"]: t for t in study_of(parent).trials}
+    assert all(t.state == TrialState.COMPLETE for t in trials.values())
+    assert trials[50.0].value == math.inf and math.isfinite(trials[0.001].value)
+    assert parent.info.status == "FINISHED" and parent.data.tags["gradlab.study.best_params"] == "optimizer.lr=0.001"
+
+
+def test_the_pruner_stops_trials_inside_their_batch_and_their_runs_say_pruned(cli, temp_store, tmp_path):
+    epochs, warmup = 600, 100
+    code, out, err = cli("-cd", SWEEPS, "-cn", "optuna_pruned_mlp", "hydra.sweeper.n_trials=16", f"train.epochs={epochs}",
+                         f"hydra.sweeper.pruner.n_warmup_steps={warmup}")
+    assert code == 0, err
+    assert out.count("8 jobs in 1 batch (sizes 8)") == 2  # two batches of 8 trials, each one program
+    (parent,), children = runs_of(temp_store, "optuna_pruned_mlp")
+    study = study_of(parent)
+    states = {t.number: t.state for t in study.trials}
+    pruned = [c for c in children if c.data.tags["gradlab.outcome"] == "pruned"]
+    second = [c for c in children if int(c.data.tags["gradlab.trial"]) >= 8]
+    assert pruned and all(int(c.data.tags["gradlab.trial"]) >= 8 for c in pruned)  # n_startup_trials=8
+    assert any(c.data.tags["gradlab.outcome"] == "completed" for c in second)  # the others of its batch went on
+    assert {int(c.data.tags["gradlab.trial"]) for c in pruned} == {n for n, s in states.items() if s == TrialState.PRUNED}
+    startup = [t for t in study.trials if t.number < 8]
+    for c in pruned:
+        step = int(c.data.tags["gradlab.pruned_step"])
+        assert c.info.status == "FINISHED" and warmup <= step < epochs
+        assert c.data.metrics["epochs_run"] == step
+        assert int(history(temp_store, c.info.run_id)[-1]["epoch"]) == step  # its history kept, up to that step
+        trial = study.trials[int(c.data.tags["gradlab.trial"])]
+        # The median rule by hand: worse than the median of the finished trials at that step.
+        assert trial.intermediate_values[step] > statistics.median(t.intermediate_values[step] for t in startup)
+    for c in second:
+        if c.data.tags["gradlab.outcome"] == "completed":
+            assert c.data.metrics["epochs_run"] == epochs
+
+    folder = compare.report(Store(), parent=parent.info.run_id, out=tmp_path / "report")
+    assert {"search_progress.png", "search_curves.png", "search_space.png", "search_importance.png"} <= {
+        p.name for p in folder.iterdir()}
+    best = min((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"Best trial {best.number}: " in (folder / "summary.md").read_text()
+    assert set(parent.data.tags) >= {"gradlab.importance.optimizer.lr", "gradlab.importance.optimizer.momentum"}
+    assert parent.data.metrics["jobs_pruned"] == len(pruned)
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_resumes_without_repeating_its_finished_trials(temp_store, tmp_path):
+    args = [sys.executable, "-m", "gradlab", "-cd", "sweeps", "-cn", "optuna_lr_momentum", "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.n_jobs=2", "train.epochs=100000", "train.log_every=100", "tracking.plots=false",
+            f"hydra.sweep.dir={tmp_path}/ms"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: store_made(temp_store) and len(runs_of(temp_store, "optuna_lr_momentum")[1]) >= 3,
+                 timeout=180, proc=proc)  # the first batch recorded, the second training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGINT, err[-2000:]
+    (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
+    assert parent.info.status == "KILLED"
+    first = {c.data.tags["gradlab.trial"]: c for c in children if c.data.tags["gradlab.outcome"] != "killed"}
+    killed = [c for c in children if c.data.tags["gradlab.outcome"] == "killed"]
+    assert set(first) == {"0", "1"} and len(killed) == 2
+
+    done = subprocess.run([*args, "tracking.skip_finished=true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (resumed,), children = runs_of(temp_store, "optuna_lr_momentum")
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    study = study_of(resumed)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6  # n_trials, the interrupted ones not counted
+    params = [(t.params["optimizer.lr"], t.params["optimizer.momentum"]) for t in complete]
+    assert len(set(params)) == 6  # nothing finished was run again...
+    interrupted = {(float(c.data.params["optimizer.lr"]), float(c.data.params["optimizer.momentum"])) for c in killed}
+    assert interrupted <= set(params)  # ...and what a signal stopped ran to its end
+    results = [c for c in children if c.data.tags["gradlab.outcome"] != "killed"]
+    assert len(results) == 6 and {c.data.tags["gradlab.trial"] for c in first.values()} <= {
+        c.data.tags["gradlab.trial"] for c in results}
