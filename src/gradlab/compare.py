@@ -319,9 +319,9 @@ def _search_lines(prun) -> list[str]:
     if prun.tag("study.best_trial"):
         lines.append(f"Best trial {prun.tag('study.best_trial')}: {prun.tag('study.best_params')} -> "
                      f"{float(prun.tag('study.best_value')):.6g}.")
-    imp = {k[len("gradlab.importance."):]: v for k, v in prun.tags.items() if k.startswith("gradlab.importance.")}
+    imp = report_search.importances(prun)
     if imp:
-        lines.append("Importance: " + ", ".join(f"{k} {v}" for k, v in imp.items()) + ".")
+        lines.append("Importance (Optuna, PED-ANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + ".")
     return [*lines, ""]
 
 

@@ -115,7 +115,8 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
             results[i] = _job_return(name, job_overrides[i], value, failed)
         done += len(group)
         _progress(done, len(jobs))
-    pool.sync()  # every run recorded before the sweeper sees the results
+    # The results go back before every record is written: a search trains its next trials while
+    # these are recorded; the sweep's end waits for them all (sweep.finish).
     _progress_end(len(jobs))
     return [results[i] for i in range(len(job_overrides))]
 

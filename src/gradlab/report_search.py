@@ -46,11 +46,19 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, parent) -> dict:
     params = searched(d, parent)
     if params:
         out["search_space.png"] = over_params(d, params)
-    importances = {k[len("gradlab.importance."):]: float(v) for k, v in (parent.tags if parent else {}).items()
-                   if k.startswith("gradlab.importance.")}
-    if importances:
-        out["search_importance.png"] = importance(importances)
+    found = importances(parent)
+    if found:
+        out["search_importance.png"] = importance(found)
     return out
+
+
+def importances(parent) -> dict[str, float]:
+    """The searched parameters' importances, computed by Optuna from the parent run's study."""
+    if parent is None or not parent.tag("study"):
+        return {}
+    from gradlab import search
+
+    return search.importances(parent.tag("study"), parent.tag("study.storage"))
 
 
 def _subplots(*shape, **kw):

@@ -95,6 +95,8 @@ def build(kind: str, table: dict, settings: dict, **given):
         raise SearchError(f"hydra.sweeper.{kind}.name={name!r} is not one of: {', '.join(table)}")
     cls = table[name]
     accepted = [p for p in inspect.signature(cls).parameters if p not in given]
+    if not accepted:  # nothing to set (no pruning): the settings written for another are left unused
+        settings = {}
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
         raise SearchError(f"hydra.sweeper.{kind}.{unknown[0]}: the {name} {kind} takes "
@@ -320,7 +322,7 @@ def _too_many_failures(study, rate: float) -> bool:
 
 
 def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str, str]:
-    """Where the study is, its trials' fates, its best trial, its parameters' importances."""
+    """Where the study is, its trials' fates, its best trial."""
     states = [t.state for t in finished(study)]
     tags = {"gradlab.study": name, "gradlab.study.storage": storage, "gradlab.study.params": " ".join(study_params),
             **{f"gradlab.study.{s.name.lower()}": str(states.count(s)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
@@ -330,9 +332,16 @@ def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str
         tags.update({"gradlab.study.best_trial": str(best.number), "gradlab.study.best_value": repr(best.value),
                      "gradlab.study.best_params": " ".join(f"{k}={v}" for k, v in best.params.items())})
         print(f"gradlab: search {name!r}: best trial {best.number}: {tags['gradlab.study.best_params']} -> {best.value:.6g}")
-    try:
-        importances = optuna.importance.get_param_importances(study) if len(complete) >= 2 else {}
-    except (ValueError, RuntimeError):  # too few distinct results to tell the parameters apart
-        importances = {}
-    tags.update({f"gradlab.importance.{k}": f"{v:.4f}" for k, v in importances.items()})
     return tags
+
+
+def importances(name: str, storage: str) -> dict[str, float]:
+    """Each searched parameter's importance (Optuna's default evaluator, PED-ANOVA); empty when
+    the study is gone or has too few distinct results to tell the parameters apart. Asked by the
+    report: importing optuna.importance costs a second (it loads scikit-learn)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)]
+        return optuna.importance.get_param_importances(study) if len(complete) >= 2 else {}
+    except (KeyError, ValueError, RuntimeError, OSError):
+        return {}

@@ -254,8 +254,11 @@ def finish() -> int:
     """Record the end of the sweep this process launched (if any); returns the failed-job count."""
     if not _parent:
         return 0
+    from gradlab.tracking import Recorder
+
     parent = _close()
     recorder, name, expected = parent["recorder"], parent["name"], parent["jobs"]
+    Recorder.sync_all()  # the jobs' records, some still being written, are all in before they are read
     latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
     for c in recorder.ask("children", parent["id"]):
         latest[c.tag("config_hash", c.id)] = c

@@ -12,7 +12,9 @@ rep by rep, and reported as medians:
    the bare script;
 5. batched sweeps: the headline sweep (60 jobs) and a dense grid (240 jobs) through the batched
    launcher against the basic one, the 12-job grid against its loops written bare, and the dense
-   grid's peak memory.
+   grid's peak memory;
+6. pruning: the search of sweeps/optuna_pruned_mlp.yaml with its median pruner against the same
+   search without one: trials pruned, epochs run, wall time, and the best configuration each found.
 """
 
 from __future__ import annotations
@@ -260,6 +262,31 @@ def batched(tmp: Path, quick: bool) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------- 6
+def pruning(tmp: Path, quick: bool) -> dict:
+    """The pruned search against itself with `pruner.name=none`, each into a fresh store."""
+    from gradlab.tracking import Store, query
+
+    py = sys.executable
+    small = ["hydra.sweeper.n_trials=16", "train.epochs=400", "hydra.sweeper.pruner.n_warmup_steps=50"] if quick else []
+    out = {}
+    for label, pruner in (("pruned", "median"), ("unpruned", "none")):
+        d = tmp / f"search-{label}"
+        uri = f"sqlite:///{d / 'mlflow.db'}"
+        seconds = timed([py, "-m", "gradlab", "-cd", "sweeps", "-cn", "optuna_pruned_mlp", f"hydra.sweeper.pruner.name={pruner}",
+                         "tracking.plots=false", *small, f"hydra.sweep.dir={d}/ms"], {"MLFLOW_TRACKING_URI": uri})[0]
+        store = Store(uri)
+        parent = query.latest_sweep(store, "optuna_pruned_mlp")
+        kids = query.children(store, parent.id)
+        out[label] = {"seconds": seconds, "trials": len(kids), "pruned": sum(k.outcome == "pruned" for k in kids),
+                      "epochs_run": int(sum(k.metrics.get("epochs_run", 0) for k in kids)),
+                      "best_value": float(parent.tag("study.best_value", "nan")), "best_params": parent.tag("study.best_params")}
+    p, u = out["pruned"], out["unpruned"]
+    out.update(epochs_saved=1 - p["epochs_run"] / u["epochs_run"], time_saved=1 - p["seconds"] / u["seconds"],
+               same_best=p["best_params"] == u["best_params"])
+    return out
+
+
 # ------------------------------------------------------------------------------ report
 def verdicts(r: dict) -> dict:
     inner = {m: v["ratio"] for m, v in r["inner_loop"]["methods"].items() if m != "numpy"}
@@ -311,6 +338,14 @@ def table(r: dict) -> str:
               f"{g['bare_loops_seconds']:.1f} s   ratio {g['ratio']:.2f}x  (target <= 1.0)",
               f"   peak memory of the dense grid (trainer + recorders, sampled): resident {bt['dense_memory_mib']['peak_rss_mib']:.0f} MiB, "
               f"proportional {bt['dense_memory_mib']['peak_pss_mib']:.0f} MiB  (target < 1024)", ""]
+    pr = r["pruning"]
+    lines += ["6. pruning (sweeps/optuna_pruned_mlp.yaml, median pruner) against the same search without one:"]
+    for label in ("pruned", "unpruned"):
+        v = pr[label]
+        lines.append(f"   {label:9} {v['trials']} trials, {v['pruned']:2d} pruned, {v['epochs_run']:6d} epochs run, "
+                     f"{v['seconds']:5.1f} s; best {v['best_value']:.4g} at {v['best_params']}")
+    lines += [f"   pruning saved {pr['epochs_saved']:.0%} of the epochs and {pr['time_saved']:.0%} of the wall time; "
+              f"{'the same' if pr['same_best'] else 'a different'} best configuration", ""]
     if r["mode"] == "quick":
         lines += ["   (quick mode: a smoke run; the targets apply to the full benchmark)"]
     else:
@@ -345,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         result["sweep"] = sweep(tmp, epochs, max(1, min(reps, 3)), a.tutorial_repeat, a.quick)
         print("bench: batched sweeps (the basic launcher's dense grid takes minutes) ...", file=sys.stderr, flush=True)
         result["batched"] = batched(tmp, a.quick)
+        print("bench: pruning ...", file=sys.stderr, flush=True)
+        result["pruning"] = pruning(tmp, a.quick)
     result["verdicts"] = verdicts(result)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,14 @@ class Recorder:
         for rec in recs:
             rec._close(timeout)
 
+    @classmethod
+    def sync_all(cls) -> None:
+        """Wait until every recorder of this process has written what it was sent."""
+        first = [cls._shared, *cls._shared.siblings] if cls._shared is not None else []
+        for rec in dict.fromkeys([*first, *cls._others]):
+            if rec.alive() and rec.holds_runs:
+                rec.sync()
+
     def _close(self, timeout: float) -> None:
         if not self.holds_runs and self._stop_idle():
             return
