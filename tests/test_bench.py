@@ -40,4 +40,8 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     for value in (batched["headline"]["batched_seconds"], batched["dense"]["basic_seconds"], batched["grid12"]["ratio"],
                   batched["dense_memory_mib"]["peak_rss_mib"]):
         assert isinstance(value, float) and math.isfinite(value) and value > 0
+    pruning = r["pruning"]
+    assert pruning["pruned"]["trials"] == pruning["unpruned"]["trials"] == 16 and pruning["unpruned"]["pruned"] == 0
+    assert pruning["unpruned"]["epochs_run"] == 16 * 400  # quick mode: 16 trials x 400 epochs, none stopped early
     assert "1. single run" in proc.stdout and "3. inner loop" in proc.stdout and "5. batched sweeps" in proc.stdout
+    assert "6. pruning" in proc.stdout
