@@ -1,6 +1,6 @@
 """Batched sweeps: a grid trained as one tensor program gives every job the result it gets alone.
 
-The reference is each job run by itself through the same code as a single run (`run.train`): a
+The reference is each job run by itself through the same code as a single run (`training.train`): a
 batch must change nothing but the speed. Then the launcher end to end: groups, several kinds of
 job in one sweep, interrupts, resume, Optuna through it.
 """
@@ -19,7 +19,7 @@ import pytest
 from omegaconf import open_dict
 
 from conftest import ROOT, compose, store_made, wait_for
-from gradlab import launch, run
+from gradlab import launch, training
 from gradlab.config import to_typed
 from gradlab.record import Job
 
@@ -54,11 +54,11 @@ def batched_and_alone(cfgs: list) -> list[tuple]:
     """(batched result, the job's result alone) for every config, the batches made as the launcher makes them."""
     pairs = [None] * len(cfgs)
     for group in launch.groups([Job(c) for c in cfgs], max_batch=1024):
-        s = run.setup(*[cfgs[i] for i in group])
-        histories = run.new_histories(s)
-        results = run.evaluate(s, histories, run.fit(s, histories))
+        s = training.setup(*[cfgs[i] for i in group])
+        histories = training.new_histories(s)
+        results = training.evaluate(s, histories, training.fit(s, histories))
         for i, r in zip(group, results):
-            pairs[i] = (r, run.train(cfgs[i])[1])
+            pairs[i] = (r, training.train(cfgs[i])[1])
     return pairs
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from conftest import compose
-from gradlab import run
+from gradlab import training
 
 T_U = torch.tensor([35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4], dtype=torch.float64)
 T_C = torch.tensor([0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0], dtype=torch.float64)
 
 
 def train(*overrides):
-    return run.train(compose(*overrides))
+    return training.train(compose(*overrides))
 
 
 def test_first_row_is_the_state_before_any_update():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import compose
-from gradlab import models, run
+from gradlab import models, training
 from gradlab.config import Loss
 
 CASES = [  # (model, data): every model, with one- and several-input data where it applies
@@ -24,7 +24,7 @@ def setup(model, data, grad, dtype="float64", loss="mse", device="cpu", seed=3):
     cfg = compose(f"model={model}", f"data={data}", f"grad={grad}", f"train.dtype={dtype}", f"train.loss={loss}",
                   "data.val_fraction=null", "data.scaling=none", "optimizer=gd", f"device={device}",
                   "model.init=normal", f"train.seed={seed}", *(["data.n_samples=20"] if data in ("line", "teacher") else []))
-    return run.setup(cfg)
+    return training.setup(cfg)
 
 
 def gradients(model, data, grad, **kw):

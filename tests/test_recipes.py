@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import CONF, compose
-from gradlab import run
+from gradlab import training
 
 RECIPES = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 DESIGN_RECIPES = {
@@ -31,7 +31,7 @@ T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
 
 def train(recipe: str, *overrides: str):
-    s, result = run.train(compose(f"experiment={recipe}", *overrides))
+    s, result = training.train(compose(f"experiment={recipe}", *overrides))
     return s, result
 
 

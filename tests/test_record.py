@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, compose, gradlab, store_made, wait_for
-from gradlab import plots, run, tracking
+from gradlab import plots, training, tracking
 from gradlab.config import from_container
 from gradlab.describe import provenance
 from gradlab.record import record
@@ -398,7 +398,7 @@ def test_provenance_is_complete(temp_store):
     assert tags["gradlab.overrides"] == "train.seed=7"
     assert "seed: 7" in artifact(rec.run_id, "config.yaml", temp_store)
     # datasets: a digest of all of their values, computed here independently
-    s = run.setup(compose("train.epochs=5", "train.seed=7"))
+    s = training.setup(compose("train.epochs=5", "train.seed=7"))
     inputs = {d.dataset.name: d for d in r.inputs.dataset_inputs}
     for context, x, y in (("training", s.prepared[0].raw_train, s.prepared[0].y_train), ("validation", s.prepared[0].raw_val, s.prepared[0].y_val)):
         digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:32]
@@ -481,8 +481,8 @@ PLOTS = [
 
 @pytest.mark.parametrize("overrides,expected", PLOTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_every_plot_is_produced_where_it_applies(overrides, expected):
-    s, result = run.train(compose(*overrides))
-    figs = plots.figures(run.plot_data(s, 0, result, "title"))
+    s, result = training.train(compose(*overrides))
+    figs = plots.figures(training.plot_data(s, 0, result, "title"))
     assert {Path(k).stem for k in figs} == expected
     ax = figs["plots/loss_curves.png"].axes[0]
     if result.history.outcome == "diverged":  # the divergence point is marked

@@ -161,6 +161,17 @@ def test_a_diverging_trial_is_a_result_and_the_study_goes_on(cli, temp_store):
     assert parent.info.status == "FINISHED" and parent.data.tags["gradlab.study.best_params"] == "optimizer.lr=0.001"
 
 
+def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store):
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_jobs=1",
+                       "optimizer.lr=choice(0.01,-1.0)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=false")
+    assert code == 1, err
+    assert "optimizer.lr=-1.0" in err and "more than hydra.sweeper.max_failure_rate=0" in err
+    (parent,), _ = runs_of(temp_store, "optuna_lr_momentum")
+    assert parent.info.status == "FAILED" and "the search stopped" in parent.data.tags["gradlab.error.message"]
+    failed = [t for t in study_of(parent).trials if t.state == TrialState.FAIL]
+    assert [t.params["optimizer.lr"] for t in failed] == [-1.0] and failed[0].user_attrs[search.FAILED]
+
+
 def test_the_pruner_stops_trials_inside_their_batch_and_their_runs_say_pruned(cli, temp_store, tmp_path):
     epochs, warmup = 600, 100
     code, out, err = cli("-cd", SWEEPS, "-cn", "optuna_pruned_mlp", "hydra.sweeper.n_trials=16", f"train.epochs={epochs}",

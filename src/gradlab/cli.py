@@ -33,17 +33,17 @@ def _fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    from gradlab import sweep, trials
+    from gradlab import multirun, trials
     from gradlab.describe import experiment_name
 
     hc = HydraConfig.get()
     try:
         typed = to_typed(cfg)
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
-        experiment = sweep.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
+        experiment = multirun.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
         claim = trials.claim(hc.overrides.task)  # a search's trial, when this job is one (basic launcher)
-        rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=sweep.parent_run_id(),
-                     sweep=sweep.sweep_name(), extra_tags=claim.tags if claim else None, watch=claim.watch if claim else None)
+        rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=multirun.parent_run_id(),
+                     sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None, watch=claim.watch if claim else None)
         return rec.objective
     except USER_ERRORS as e:
         if hc.mode == RunMode.MULTIRUN:  # Hydra records this job as failed and goes on with the others
@@ -53,18 +53,18 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def train(args: list[str]) -> int:
     """One run, or a multirun (-m): Hydra composes each job's config and `record` runs it."""
-    from gradlab import sweep
+    from gradlab import multirun
 
     code = 0
     try:
         _hydra_main()
     except signals.Killed as e:
-        sweep.abort(e.signum)
+        multirun.abort(e.signum)
         raise
     except SystemExit as e:  # Hydra exits 1 after a failed job, skipping on_multirun_end
         code = e.code if isinstance(e.code, int) else 1
     finally:
-        failed = sweep.finish()  # a no-op once abort closed the sweep
+        failed = multirun.finish()  # a no-op once abort closed the sweep
         Recorder.shutdown()
     return code or (1 if failed else 0)
 

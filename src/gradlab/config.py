@@ -298,7 +298,7 @@ def _at_least(key: str, value: int, low: int) -> None:
 def validate(cfg: Config) -> None:
     """Range and pairing checks that the schema types cannot express; raises ConfigError. What
     depends on the objects (a model without data, a device that cannot run a method) is checked
-    where they are built (run.setup)."""
+    where they are built (training.setup)."""
     _validate_train(cfg.train, cfg.tracking)
     _validate_optimizer(cfg.optimizer)
     _validate_model(cfg.model, cfg.grad)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from gradlab import sweep, trials
-from gradlab.sweep import forget_compositions
+from gradlab import multirun, trials
+from gradlab.multirun import forget_compositions
 from gradlab.config import Config, ConfigError, container, flatten, to_typed
 from gradlab.record import Job, record_group
 from gradlab.tracking import Recorders
@@ -97,15 +97,15 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
             where.append(i)
     batches = groups(jobs, max_batch)
     pool = recorders(n_recorders)
-    experiment = sweep.sweep_experiment() or config.tracking.experiment or "default"
+    experiment = multirun.sweep_experiment() or config.tracking.experiment or "default"
     print(f"gradlab: {len(jobs)} jobs in {len(batches)} batch{'es' if len(batches) != 1 else ''} "
           f"(sizes {', '.join(str(len(b)) for b in batches)}), recorded into {experiment!r} at {pool.open()}", flush=True)
     done = 0
     for batch in batches:
         group = [jobs[k] for k in batch]
         try:
-            recorded = record_group(group, experiment=experiment, parent_id=sweep.parent_run_id(),
-                                    sweep=sweep.sweep_name(), quiet=True, recorder=pool, wait=False)
+            recorded = record_group(group, experiment=experiment, parent_id=multirun.parent_run_id(),
+                                    sweep=multirun.sweep_name(), quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]
         except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -116,7 +116,7 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
         done += len(group)
         _progress(done, len(jobs))
     # The results go back before every record is written: a search trains its next trials while
-    # these are recorded; the sweep's end waits for them all (sweep.finish).
+    # these are recorded; the sweep's end waits for them all (multirun.finish).
     _progress_end(len(jobs))
     return [results[i] for i in range(len(job_overrides))]
 

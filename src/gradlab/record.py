@@ -37,7 +37,7 @@ class Recorded:
     run_id: str | None  # None for a run of a sweep's batch that did not wait for its record
     outcome: str
     objective: float
-    result: object  # run.Result, or None if skipped (an identical run already has a result)
+    result: object  # training.Result, or None if skipped (an identical run already has a result)
 
 
 def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
@@ -73,20 +73,20 @@ def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = No
 
 def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, parent_id, sweep, quiet,
            wait: bool) -> list[Recorded]:
-    from gradlab import run
+    from gradlab import training
 
-    s = run.setup(*[j.cfg for j in jobs])  # ConfigError / DataError here leave no run behind
+    s = training.setup(*[j.cfg for j in jobs])  # ConfigError / DataError here leave no run behind
     timings.stamp("setup")
     specs = [describe_run(j, cfg, s, i, experiment, parent_id, sweep) for i, (j, cfg) in enumerate(zip(jobs, logged))]
     recorder.poll()  # a store the recorder could not open stops us before training
-    histories = run.new_histories(s)
+    histories = training.new_histories(s)
     first = jobs[0].cfg
     with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait,
                   [j.watch for j in jobs]) as group:
         with signals.polled() as check:  # a signal stops training between epochs: no history torn
-            finals = run.fit(s, histories, group.on_log, check)
+            finals = training.fit(s, histories, group.on_log, check)
         timings.stamp("trained")
-        results = run.evaluate(s, histories, finals)
+        results = training.evaluate(s, histories, finals)
         for i, (job, result) in enumerate(zip(jobs, results)):  # each end made as it is sent: memory stays flat
             group.complete(i, functools.partial(_ending, s, i, job.cfg, result))
     # Run ids come back as the recorder gets to them; a sweep that does not wait has no use for them.
@@ -119,9 +119,9 @@ def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: s
 
 
 def _ending(s, i: int, cfg: Config, result) -> RunEnd:
-    from gradlab import run
+    from gradlab import training
 
-    return ending(result, run.plot_data(s, i, result, describe.title(cfg)) if cfg.tracking.plots else None)
+    return ending(result, training.plot_data(s, i, result, describe.title(cfg)) if cfg.tracking.plots else None)
 
 
 def ending(result, plot_data: dict | None) -> RunEnd:
@@ -134,7 +134,7 @@ def ending(result, plot_data: dict | None) -> RunEnd:
 
 def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict[int, Recorded]:
     """The jobs whose identical config already has a result in `experiment`, by position."""
-    from gradlab.run import objective
+    from gradlab.training import objective
 
     hashes = [config_hash(flatten(container(cfg))) for cfg in logged]
     found = recorder.ask("finished", experiment, hashes)

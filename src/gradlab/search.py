@@ -283,8 +283,10 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
         job += len(batch)
         to_go -= len(batch)
         _tell(study, plan.direction, batch, overrides, watches, returns)
-        if _too_many_failures(study, plan.max_failure_rate):
-            break
+        stop = _too_many_failures(study, plan.max_failure_rate)
+        if stop:
+            print(f"gradlab: error: {stop}", file=sys.stderr)
+            return {**summary(study, name, storage, list(plan.searched)), "gradlab.error.message": stop}
     return summary(study, name, storage, list(plan.searched))
 
 
@@ -311,14 +313,14 @@ def _told(study, trial, value=None, state=TrialState.COMPLETE) -> None:
             raise
 
 
-def _too_many_failures(study, rate: float) -> bool:
+def _too_many_failures(study, rate: float) -> str | None:
+    """Why the search stops, once more of its trials so far failed than it tolerates."""
     done = finished(study)
     failed = sum(t.state == TrialState.FAIL for t in done)
     if done and failed / len(done) > rate:
-        print(f"gradlab: error: the search stops: {failed} of {len(done)} trials failed, more than "
-              f"hydra.sweeper.max_failure_rate={rate:g}; their errors are above", file=sys.stderr)
-        return True
-    return False
+        return (f"the search stopped: {failed} of {len(done)} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={rate:g}; their errors are above")
+    return None
 
 
 def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str, str]:

@@ -186,7 +186,7 @@ def inner_loop(epochs: int, reps: int) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from gradlab import run
+    from gradlab import training
     from gradlab.bench import loops
     from gradlab.config import register_configs
     from gradlab.progress import Progress
@@ -199,8 +199,8 @@ def inner_loop(epochs: int, reps: int) -> dict:
         overrides += ["device=numpy"] if method == "numpy" else [f"grad={method}"]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = OmegaConf.to_object(compose("config", overrides=overrides))
-        s = run.setup(cfg)
-        history = run.new_histories(s)
+        s = training.setup(cfg)
+        history = training.new_histories(s)
         # The trainer's side of a run: rows are thinned and batched, then handed over (here, dropped).
         stream = MetricStream(lambda points: None, [1], history[0].columns, s.schedule.expected_rows(), 1000)
         progress = Progress(epochs, history[0].metrics, False)
@@ -210,7 +210,7 @@ def inner_loop(epochs: int, reps: int) -> dict:
             progress(epoch, configs, rows)
 
         start = time.perf_counter()
-        run.fit(s, history, on_log)
+        training.fit(s, history, on_log)
         return time.perf_counter() - start
 
     out = {}

@@ -77,9 +77,9 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function)
 
     def sweep(self, arguments: List[str]) -> None:
-        from gradlab import search, sweep
+        from gradlab import search, multirun
 
-        parent = sweep.parent_run_id() or "local"  # a study per sweep: resuming the sweep resumes it
+        parent = multirun.parent_run_id() or "local"  # a study per sweep: resuming the sweep resumes it
         summary = search.run(self.config, self.launcher, self.settings, arguments,
-                             default_name=f"{sweep.sweep_name() or 'search'}-{parent[:12]}")
-        sweep.annotate(summary)
+                             default_name=f"{multirun.sweep_name() or 'search'}-{parent[:12]}")
+        multirun.annotate(summary)

@@ -56,7 +56,7 @@ def _params(config: DictConfig) -> list[str]:
 
 def annotate(tags: dict[str, str]) -> None:
     """Tags for the parent run of the sweep this process launched, written with its end (a
-    search's study and best trial)."""
+    search's study and best trial); a `gradlab.error.message` among them fails the sweep."""
     if _parent:
         _parent.setdefault("tags", {}).update(tags)
 
@@ -130,7 +130,7 @@ def check(config: DictConfig, jobs: list[list[str]]) -> list[tuple[list[str], st
     """(overrides, message) for each job whose config cannot run; builds nothing that lasts."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from gradlab import run
+    from gradlab import training
     from gradlab.config import validate, to_typed
 
     loader = GlobalHydra.instance().config_loader()
@@ -143,7 +143,7 @@ def check(config: DictConfig, jobs: list[list[str]]) -> list[tuple[list[str], st
                 del cfg["hydra"]
             typed = to_typed(cfg)
             validate(typed)
-            run.setup(typed)
+            training.setup(typed)
         except Exception as e:  # Hydra's composition errors, ConfigError, DataError alike
             bad.append((job, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
     return bad
@@ -279,7 +279,8 @@ def finish() -> int:
     if math.isfinite(best):
         metrics["best_objective"] = best
         tags.update({"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides")})
-    recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing else "completed", metrics, tags)])
+    stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
+    recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing or stopped else "completed", metrics, tags)])
     recorder.sync()
     pruned = f"{metrics['jobs_pruned']} pruned, " if metrics["jobs_pruned"] else ""
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {metrics['jobs_finished']} finished, "
@@ -290,11 +291,11 @@ def finish() -> int:
         print(f"  FAILED [{c.tag('overrides')}]: {c.tag('error.type')} {c.tag('error.message')}".rstrip())
     if children:
         print(f"  compare them: make compare EXPERIMENT={parent['experiment']}")
-    return len(failed) + missing
+    return len(failed) + missing + bool(stopped)
 
 
 def _objective(run) -> float:
-    from gradlab.run import objective
+    from gradlab.training import objective
 
     return objective(run.metrics, run.outcome)
 
