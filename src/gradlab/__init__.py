@@ -1,1 +1,15 @@
-"""gradlab: composable, recorded, comparable gradient-descent experiments."""
+"""gradlab: composable, recorded, comparable gradient-descent experiments.
+
+From Python (a notebook): gradlab.run, gradlab.sweep, gradlab.runs, gradlab.history (gradlab.api).
+"""
+
+API = ("run", "sweep", "runs", "history", "RunResult", "SweepResult")
+
+
+def __getattr__(name: str):
+    # Loaded on first use: the CLI imports this package too, and need not pay for pandas.
+    if name in API:
+        from gradlab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'gradlab' has no attribute {name!r}")

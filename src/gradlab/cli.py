@@ -51,8 +51,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         _fail(str(e))
 
 
-def train(args: list[str]) -> int:
-    """One run, or a multirun (-m): Hydra composes each job's config and `record` runs it."""
+def train(args: list[str], shutdown: bool = True) -> int:
+    """One run, or a multirun (-m): Hydra composes each job's config and `record` runs it.
+    Hydra reads the arguments from sys.argv; `shutdown=False` keeps the recorders for later calls."""
     from gradlab import multirun
 
     code = 0
@@ -65,7 +66,8 @@ def train(args: list[str]) -> int:
         code = e.code if isinstance(e.code, int) else 1
     finally:
         failed = multirun.finish()  # a no-op once abort closed the sweep
-        Recorder.shutdown()
+        if shutdown:
+            Recorder.shutdown()
     return code or (1 if failed else 0)
 
 

@@ -188,9 +188,6 @@ def _against_lr(df, y, ylabel, title, hue, col, axes):
 
 
 def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: float) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -333,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", "-o", help="folder for the report (default: reports/<experiment>)")
     p.add_argument("--threshold", type=float, help="training loss for time-to-threshold (default: 1.05 × the best reachable)")
     a = p.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; from a notebook (gradlab.api) the figures stay inline
     try:
         store = Store()
         folder = report(store, a.experiment, a.parent, a.all, a.out, a.threshold)

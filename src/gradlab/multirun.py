@@ -34,6 +34,7 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.gradlab_optuna.optuna_sweeper.OptunaSweeper"
 
 _parent: dict = {}  # the sweep this process launched: recorder, key, id, name, experiment, jobs
+last: dict = {}  # the last sweep this process finished: its parent run's id and experiment
 
 
 def parent_run_id() -> str | None:
@@ -257,6 +258,7 @@ def finish() -> int:
     from gradlab.tracking import Recorder
 
     parent = _close()
+    last.update(id=parent["id"], experiment=parent["experiment"])
     recorder, name, expected = parent["recorder"], parent["name"], parent["jobs"]
     Recorder.sync_all()  # the jobs' records, some still being written, are all in before they are read
     latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts

@@ -15,6 +15,15 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {expected}")
 
 
+class OverrideError(ConfigError):
+    """Overrides that cannot be composed (an unknown key or option), or a sweep refused: the
+    message is Hydra's or the CLI's line, as the command prints it."""
+
+    def __init__(self, message: str):
+        self.key = self.value = self.expected = None
+        ValueError.__init__(self, message)
+
+
 class DataError(ValueError):
     """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
 

@@ -35,9 +35,6 @@ def reached(df: pd.DataFrame) -> pd.Series:
 
 
 def figures(df: pd.DataFrame, cur: pd.DataFrame, parent) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")

@@ -1,0 +1,284 @@
+"""gradlab from Python, for notebooks: run, sweep and read results.
+
+    import gradlab
+    r = gradlab.run("experiment=thermometer_handgrad_raw", optimizer__lr=1e-2)   # __ stands for .
+    r.outcome, r.metrics, r.history            # the history: a DataFrame, every recorded epoch
+    r                                          # in Jupyter: its summary and figures inline
+    s = gradlab.sweep({"optimizer": ["gd", "adam"], "optimizer.lr": [1e-3, 1e-2]}, "train.epochs=500")
+    s.runs                                     # the tidy DataFrame the comparison report uses
+    s.figures()                                # the report's figures
+    gradlab.runs(experiment="default"), gradlab.history(r.run_id)
+
+The same conf/, the same validation and the same store as the CLI (MLFLOW_TRACKING_URI, else
+mlruns/). User mistakes raise ConfigError (OverrideError for what Hydra cannot compose), DataError
+or TrackingError with the CLI's one-line message, never SystemExit; an interrupted cell leaves its runs KILLED and raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gradlab import signals
+from gradlab.options import OverrideError
+
+SWEEP_FILES = Path(__file__).resolve().parents[2] / "sweeps"
+# Optuna imports tqdm.auto, which warns in Jupyter without ipywidgets; gradlab shows no tqdm bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+
+# -------------------------------------------------------------------------------- runs
+@dataclass
+class RunResult:
+    """One recorded run: what `gradlab.run` returns."""
+
+    run_id: str
+    experiment: str
+    name: str
+    outcome: str  # completed | converged | diverged
+    metrics: dict[str, float]
+    params: dict[str, list]  # final parameters, after the last update
+    optimum: dict[str, list] | None  # the closed-form optimum, where there is one
+    history: pd.DataFrame  # every recorded epoch (as history.csv)
+    config: object = field(repr=False)
+    _result: object = field(repr=False)
+    _figures: dict | None = field(default=None, repr=False)
+
+    @property
+    def figures(self) -> dict:
+        """The run's figures (matplotlib Figures, by artifact name), drawn again from its result."""
+        if self._figures is None:
+            from gradlab import describe, plots, training
+
+            s = training.setup(self.config)
+            self._figures = plots.figures(training.plot_data(s, 0, self._result, describe.title(self.config)))
+        return self._figures
+
+    def _repr_html_(self) -> str:
+        from gradlab import plots
+
+        metrics = "".join(f"<tr><td>{k}</td><td>{v:.6g}</td></tr>" for k, v in self.metrics.items())
+        images = "".join(f'<img src="data:image/png;base64,{base64.b64encode(plots.png(f)).decode()}" width="480">'
+                         for f in self.figures.values())
+        return (f"<b>{self.name}</b>: {self.outcome} after {len(self.history)} recorded epochs "
+                f"(run {self.run_id} in {self.experiment!r})<table>{metrics}</table>{images}")
+
+
+def run(*overrides: str, **settings) -> RunResult:
+    """Compose conf/ with these overrides (and settings: optimizer__lr=0.1 is optimizer.lr=0.1),
+    train and record one run; its result."""
+    from gradlab import describe
+    from gradlab.record import record
+
+    args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in settings.items())]
+    cfg, recipe = compose(args)
+    experiment = describe.experiment_name(cfg.tracking.experiment, recipe)
+    with _interruptible():
+        rec = record(cfg, experiment=experiment, overrides=args, quiet=True)
+    result = rec.result
+    return RunResult(rec.run_id, experiment, describe.run_name(cfg), rec.outcome, dict(result.metrics), result.params,
+                     result.optimum, pd.DataFrame(list(result.history.records()), columns=result.history.columns),
+                     cfg, result)
+
+
+def compose(overrides: list[str]):
+    """(the typed, validated config, the recipe chosen) for these overrides, as the CLI composes them."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gradlab.config import register_configs, to_typed, validate
+    from gradlab.tracking import project_root
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(project_root() / "conf"), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    except Exception as e:  # noqa: BLE001 - Hydra's composition errors: a bad key or option, said in one line
+        raise OverrideError(_first_line(e)) from None
+    recipe = cfg.hydra.runtime.choices.get("experiment")
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        del cfg["hydra"]
+    typed = to_typed(cfg)
+    validate(typed)
+    return typed, recipe
+
+
+# ------------------------------------------------------------------------------ sweeps
+@dataclass
+class SweepResult:
+    """One recorded sweep: its parent run and the tidy frame of its runs."""
+
+    parent_id: str
+    experiment: str
+    runs: pd.DataFrame
+    failed: int  # jobs that failed (a diverged one is a result, not a failure)
+
+    def figures(self) -> dict:
+        """The comparison report's figures for these runs (matplotlib Figures, by file name)."""
+        from gradlab import compare, report_search
+        from gradlab.tracking import Store, query
+
+        import matplotlib.pyplot as plt
+
+        store = Store()
+        cur = compare.curves(store, self.runs)
+        if report_search.is_search(self.runs):
+            figs = report_search.figures(self.runs, cur, query.run(store, self.parent_id))
+        else:
+            figs = compare.figures(self.runs, cur, compare.swept(self.runs), compare.default_threshold(self.runs))
+        for fig in figs.values():  # out of pyplot's keeping: Jupyter shows the one asked for, not all
+            plt.close(fig)
+        return figs
+
+    def _repr_html_(self) -> str:
+        cols = [c for c in ["run_name", "outcome", "objective", "final_train_loss", "excess_loss", "epochs_run"] if c in self.runs]
+        table = self.runs.sort_values("objective")[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        return f"<b>sweep {self.parent_id}</b> in {self.experiment!r}: {len(self.runs)} runs, {self.failed} failed{table}"
+
+
+def sweep(grid: dict | str | list[str], *overrides: str, launcher: str = "batched") -> SweepResult:
+    """A multirun: `grid` as {key: [values]}, Hydra sweep strings ("optimizer=gd,adam"), or the
+    name of a file in sweeps/; recorded as a parent run with a child per job, as `make sweep`."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gradlab import cli, multirun
+
+    args = ["-m", *_sweep_args(grid), *overrides]
+    if not any(a.startswith(("hydra/launcher=", "hydra.launcher")) for a in args) and launcher:
+        args.append(f"hydra/launcher={launcher}")
+    if not any(a.startswith("hydra.sweep.dir=") for a in args):  # Hydra's bookkeeping, out of the way
+        import tempfile
+
+        args.append(f"hydra.sweep.dir={tempfile.mkdtemp(prefix='gradlab-sweep-')}")
+    GlobalHydra.instance().clear()
+    errors = io.StringIO()
+    multirun.last.clear()
+    try:
+        with _tee_stderr(errors), _argv(["gradlab", *args]), _interruptible(), signals.as_exceptions():
+            code = cli.train(args, shutdown=False)
+    finally:
+        GlobalHydra.instance().clear()
+    if not multirun.last:  # refused before the sweep began: the CLI's one-line reason
+        raise OverrideError(_reason(errors.getvalue()) or f"the sweep did not start (exit status {code})")
+    return _sweep_result(multirun.last["id"], multirun.last["experiment"], code)
+
+
+def _sweep_args(grid) -> list[str]:
+    if isinstance(grid, dict):
+        return [f"{k}={','.join(_value(v) for v in (vs if isinstance(vs, (list, tuple)) else [vs]))}" for k, vs in grid.items()]
+    items = [grid] if isinstance(grid, str) else list(grid)
+    if len(items) == 1 and "=" not in items[0]:  # a sweep file's name
+        if not (SWEEP_FILES / f"{items[0]}.yaml").exists():
+            names = ", ".join(sorted(p.stem for p in SWEEP_FILES.glob("*.yaml")))
+            raise OverrideError(f"no sweep {items[0]!r} in {SWEEP_FILES}; there are: {names}")
+        return ["-cd", str(SWEEP_FILES), "-cn", items[0]]
+    return items
+
+
+def _sweep_result(parent_id: str, experiment: str, code: int) -> SweepResult:
+    from gradlab import compare
+    from gradlab.tracking import Store, query
+
+    store = Store()
+    frame = compare.tidy(query.children(store, parent_id))
+    failed = int((~frame["outcome"].isin(["completed", "converged", "diverged", "pruned"])).sum()) if len(frame) else 0
+    return SweepResult(parent_id, experiment, frame, failed)
+
+
+# ------------------------------------------------------------------------------- reads
+def runs(experiment: str | None = None, sweep: str | None = None) -> pd.DataFrame:
+    """Recorded runs as the report's tidy frame: a sweep's children (its parent run id), an
+    experiment's runs, or, with neither, the children of the latest sweep."""
+    from gradlab import compare
+    from gradlab.tracking import Store
+
+    _, _, frame = compare.select(Store(), experiment, sweep, everything=experiment is not None and sweep is None)
+    return frame
+
+
+def history(run_id: str) -> pd.DataFrame:
+    """A run's whole history (history.csv: every recorded epoch, not the thinned metrics)."""
+    from gradlab.tracking import Store, query
+
+    return pd.read_csv(io.StringIO(query.artifact_text(Store(), run_id, "history.csv")))
+
+
+# ------------------------------------------------------------------------------ helpers
+def _value(v) -> str:
+    """A Python value as Hydra's override grammar reads it."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if v is None:
+        return "null"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _reason(stderr: str) -> str:
+    """The CLI's one-line reason: its "error:" line and what follows it."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "error:" in line:
+            return "\n".join(lines[i:]).replace("gradlab: error: ", "", 1)
+    return lines[0] if lines else ""
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C (a notebook's interrupt) ends the runs KILLED, then is a KeyboardInterrupt again."""
+    try:
+        yield
+    except signals.Killed:
+        raise KeyboardInterrupt from None
+
+
+@contextlib.contextmanager
+def _argv(argv: list[str]):
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+@contextlib.contextmanager
+def _tee_stderr(copy: io.StringIO):
+    """stderr shown as usual, and kept: a refused sweep's reason becomes the exception's message."""
+    saved = sys.stderr
+    sys.stderr = _Tee(saved, copy)
+    try:
+        yield
+    finally:
+        sys.stderr = saved
