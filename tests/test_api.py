@@ -102,8 +102,9 @@ def test_mistakes_raise_typed_exceptions_with_the_clis_message(temp_store):
     assert r.outcome == "completed"
 
 
-def test_an_interrupted_call_leaves_its_run_killed_and_the_process_usable(temp_store):
-    def interrupt_once_training():
+def interrupt_once_training(temp_store):
+    """SIGINT to this process once a run of thermometer_sgd_split has logged its first points."""
+    def watch():
         end = time.monotonic() + 60
         while time.monotonic() < end and not store_made(temp_store):  # a client must not race its creation
             time.sleep(0.1)
@@ -119,7 +120,11 @@ def test_an_interrupted_call_leaves_its_run_killed_and_the_process_usable(temp_s
             time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def test_an_interrupted_call_leaves_its_run_killed_and_the_process_usable(temp_store):
+    interrupt_once_training(temp_store)
     with pytest.raises(KeyboardInterrupt):
         gradlab.run(*SMALL[:1], "train.epochs=100000000")
     (killed,) = only(temp_store, "thermometer_sgd_split")
@@ -127,6 +132,15 @@ def test_an_interrupted_call_leaves_its_run_killed_and_the_process_usable(temp_s
     mlflow.set_tracking_uri(temp_store)
     assert len(history_csv(killed.info.run_id)) == int(killed.data.metrics["epochs_run"]) > 0
     assert gradlab.run(*SMALL).outcome == "completed"  # the kernel goes on
+
+
+def test_an_interrupted_sweep_leaves_its_parent_and_children_killed(temp_store):
+    interrupt_once_training(temp_store)
+    with pytest.raises(KeyboardInterrupt):
+        gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, SMALL[0], "train.epochs=100000000", "tracking.plots=false")
+    found = only(temp_store, "thermometer_sgd_split")
+    assert len(found) == 3 and {(r.info.status, r.data.tags["gradlab.outcome"]) for r in found} == {("KILLED", "killed")}
+    assert len(gradlab.sweep({"optimizer.lr": [0.01]}, *SMALL).runs) == 1  # and the next sweep runs
 
 
 @pytest.mark.slow
