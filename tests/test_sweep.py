@@ -334,3 +334,31 @@ def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_
     parents, children = store_runs(temp_store, "default")
     assert parents[0].info.status == "KILLED" and parents[0].data.tags["gradlab.outcome"] == "killed"
     assert len(children) == 1 and children[0].info.status == "KILLED"  # the second job never started
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running(temp_store, tmp_path):
+    """Ctrl-C on a terminal reaches the whole process group; joblib then SIGKILLs each worker's
+    process tree. The runs in flight must still end, KILLED, by their recorders."""
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
+                             "tracking.plots=false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def both_jobs_logging():
+        _, children = store_runs(temp_store, "default") if store_made(temp_store) else ([], [])
+        c = mlflow.MlflowClient(temp_store)
+        return len(children) == 2 and all(c.get_metric_history(k.info.run_id, "train_loss") for k in children)
+
+    try:
+        wait_for(both_jobs_logging, timeout=120, every=0.5, proc=proc)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    def settled():  # the recorders end their runs after their trainers are gone
+        parents, children = store_runs(temp_store, "default")
+        return all(r.info.status != "RUNNING" for r in parents + children) and (parents, children)
+
+    parents, children = wait_for(settled, timeout=60, every=0.5)
+    assert parents[0].info.status == "KILLED"
+    assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}

@@ -18,12 +18,14 @@ import atexit
 import gc
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from gradlab import timings
 from gradlab.tracking.spec import RunEnd, RunSpec
@@ -94,13 +96,19 @@ class Recorder:
         theirs = [(down[0], up[1]) for down, up in pairs]
         # A plain interpreter on inherited pipes: nothing of this process crosses over (no SQLite
         # handle, no start method of a launcher's worker pool, no __main__ re-import).
-        self._proc = subprocess.Popen(
+        # It leaves this process's tree at once (serve forks, the child it started exits): a
+        # launcher that kills its worker's tree (joblib's loky: SIGKILL to every descendant) must
+        # not take the recorder along, which then ends the runs its trainer left.
+        started = subprocess.Popen(
             [sys.executable, "-c", f"from gradlab.tracking.background import serve; serve({theirs[0][0]}, {theirs[0][1]}, "
                                    f"{theirs[1:]!r})"],
             pass_fds=[fd for pair in theirs for fd in pair], stdin=subprocess.DEVNULL)
         for fd in (fd for pair in theirs for fd in pair):
             os.close(fd)
+        self.first = None
         self._attach(pairs[0][0][1], pairs[0][1][0])
+        started.wait()
+        self.pid = self._first_message("pid")
         self.siblings = [Recorder._sibling(down[1], up[0], self) for down, up in pairs[1:]]
         atexit.register(Recorder.shutdown)
 
@@ -108,7 +116,7 @@ class Recorder:
     def _sibling(cls, down_w: int, up_r: int, first: "Recorder") -> "Recorder":
         """A recorder forked by `first`'s process: not our child, so known by its pipes alone."""
         rec = cls.__new__(cls)
-        rec._proc, rec.first, rec.siblings = None, first, []
+        rec.pid, rec.first, rec.siblings = None, first, []
         rec._attach(down_w, up_r)
         return rec
 
@@ -127,10 +135,15 @@ class Recorder:
         self.holds_runs = False  # until then the recorder holds nothing worth waiting for
         self.uri: str | None = None
 
+    def _first_message(self, kind: str):
+        got, value = self._recv.recv()
+        assert got == kind, got
+        return value
+
     def alive(self) -> bool:
-        if self._proc is None:
+        if self.first is not None:
             return not self._broken and self.first.alive()
-        return self._proc.poll() is None
+        return not self._broken and _running(self.pid)
 
     @classmethod
     def shared(cls, siblings: int = 0) -> "Recorder":
@@ -162,13 +175,9 @@ class Recorder:
         self._writer.join(timeout)
         if not self.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
             return
-        if self._proc is None:  # a sibling: done when it closes its end of the pipe
-            self._drain(timeout)
-            return
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:  # a stuck recorder must not hang the exit forever
-            self._proc.kill()
+        self._drain(timeout)  # done when it closes its end of the pipe
+        if self.first is None and _running(self.pid):  # a stuck recorder must not hang the exit forever
+            _kill(self.pid)
 
     def _drain(self, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -181,17 +190,15 @@ class Recorder:
     def _stop_idle(self) -> bool:
         """Kill a recorder that holds no run, unless it is creating a SQLite store (killing that
         could leave a half-made database): holding the creation lock proves it is not."""
-        if self._proc is None:  # a sibling is told to go like one that holds runs
+        if self.first is not None:  # a sibling is told to go like one that holds runs
             return False
         db = sqlite_path(self.uri) if self.uri else None
         if db is None or not db.parent.is_dir():
-            self._proc.kill()
-            self._proc.wait()
+            _kill(self.pid)
             return True
         try:
             with creation_lock(db, blocking=False):
-                self._proc.kill()
-                self._proc.wait()
+                _kill(self.pid)
         except BlockingIOError:
             return False
         return True
@@ -292,6 +299,27 @@ class Recorder:
             if kind == "error":  # the run was never made
                 raise TrackingError(value)
         return self.run_ids[key]
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan waits for its reaper)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class Recorders:
@@ -440,8 +468,10 @@ HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Finish: _fin
 def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     """The recorder process: execute messages in order until the pipe closes. Once the slow
     imports are done, fork a sibling for each further pair of pipes (no store is open yet)."""
-    import signal
-
+    if os.fork():  # out of the trainer's process tree (see Recorder): this one goes, its child records
+        os._exit(0)
+    outbox = Connection(write_fd, readable=False)
+    outbox.send(("pid", os.getpid()))  # the trainer knows it by its pid: not its child any more
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with timings.measure("import mlflow"):
@@ -454,13 +484,15 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     role = "recorder"
     for i, (r, w) in enumerate(siblings):
         if os.fork() == 0:
-            for fd in (read_fd, write_fd, *(fd for j, pair in enumerate(siblings) if j != i for fd in pair)):
+            for fd in (read_fd, *(fd for j, pair in enumerate(siblings) if j != i for fd in pair)):
                 os.close(fd)
-            read_fd, write_fd, role = r, w, f"recorder{i + 1}"
+            outbox.close()  # the first one's pipe up
+            read_fd, role = r, f"recorder{i + 1}"
+            outbox = Connection(w, readable=False)
             break
         os.close(r)
         os.close(w)
-    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    inbox = Connection(read_fd, writable=False)
     state = _State(outbox)
     while True:
         try:
