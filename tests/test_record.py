@@ -158,8 +158,9 @@ def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
 
 
 def _start_and_wait_for_run(uri: str, **popen):
+    popen.setdefault("stderr", subprocess.DEVNULL)
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+                            stdout=subprocess.DEVNULL, **popen)
 
     def running():
         if not store_made(uri):
@@ -182,6 +183,36 @@ def test_sigkill_of_the_trainer_alone_is_closed_by_the_recorder(temp_store):
     r = wait_for(lambda: (x := only_run(temp_store)).info.status != "RUNNING" and x, timeout=60)
     assert r.info.status == "KILLED" and r.data.tags["gradlab.outcome"] == "killed"
     assert "ended before recording its end" in r.data.tags["gradlab.reason"]
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_recorder_alone_is_closed_by_the_trainer_with_its_history(temp_store):
+    proc = _start_and_wait_for_run(temp_store, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    recorders = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _in_group(int(p.name), proc.pid)
+                 and b"background import serve" in _cmdline(p)]
+    assert len(recorders) == 1
+    os.kill(recorders[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "the gradlab recorder process stopped" in err
+    r = only_run(temp_store)
+    assert (r.info.status, r.data.tags["gradlab.outcome"]) == ("FAILED", "failed")
+    assert r.data.tags["gradlab.error.type"] == "RecorderGone"
+    rows = history_rows(artifact(r.info.run_id, "history.csv", temp_store))
+    assert rows and len(rows) == int(r.data.metrics["epochs_run"])  # its history, written by the trainer
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 @pytest.mark.slow

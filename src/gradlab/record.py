@@ -19,6 +19,7 @@ from gradlab import describe, signals, timings
 from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
 from gradlab.progress import Progress
 from gradlab.tracking import MetricStream, Recorder, RunEnd, RunSpec
+from gradlab.tracking.background import RecorderGone
 
 
 @dataclass
@@ -175,23 +176,31 @@ class RunGroup:
         self.progress.close()
         with signals.deferred():  # a second Ctrl-C here must not leave a run RUNNING
             try:
-                self.stream.close()
-                for i, (key, h) in enumerate(zip(self.keys, self.histories)):  # a message a run: memory stays flat
-                    end = self._end(i, error)
-                    end.history = h.table()
-                    self.recorder.finish([key], [end])
-                timings.stamp("queued")
-                if self.wait or error is not None:  # an interrupted sweep goes no further: its ends must be in
-                    self.recorder.sync()
-                timings.stamp("recorded")
-            except Exception:
+                self._send_ends(error)
+            except Exception as e:
+                if isinstance(error or e, RecorderGone):  # this process writes the ends it left
+                    self.recorder.finish_here(self.keys, [self._full_end(i, error or e) for i in range(len(self.keys))])
                 if error is None:  # else the error that stopped the runs is the one to report
                     raise
         if isinstance(error, KeyboardInterrupt):  # Ctrl-C without gradlab's handler unwinds as Killed too
             raise signals.Killed(signal.SIGINT) from None
 
+    def _send_ends(self, error: BaseException | None) -> None:
+        self.stream.close()
+        for i in range(len(self.keys)):  # a message a run: memory stays flat
+            self.recorder.finish([self.keys[i]], [self._full_end(i, error)])
+        timings.stamp("queued")
+        if self.wait or error is not None:  # an interrupted sweep goes no further: its ends must be in
+            self.recorder.sync()
+        timings.stamp("recorded")
+
+    def _full_end(self, i: int, error: BaseException | None) -> RunEnd:
+        end = self._end(i, error)
+        end.history = self.histories[i].table()
+        return end
+
     def _end(self, i: int, error: BaseException | None) -> RunEnd:
-        make = self.ends.pop(i, None)
+        make = self.ends.get(i)  # kept: if the recorder dies, the end is made again, here
         if make is None:
             return self.stopped(i, error)
         try:

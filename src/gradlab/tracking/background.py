@@ -85,6 +85,10 @@ QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
 
 
 # ---------------------------------------------------------------- the trainer's side
+class RecorderGone(TrackingError):
+    """The recorder process died (killed, out of memory): the trainer ends what it held."""
+
+
 class Recorder:
     _shared: "Recorder | None" = None
     _others: list = []  # recorders of a pool besides the shared one
@@ -239,7 +243,7 @@ class Recorder:
                 return
 
     def _gone(self) -> TrackingError:
-        return TrackingError("the gradlab recorder process stopped; a run it held may need `gradlab reap`")
+        return RecorderGone("the gradlab recorder process stopped")
 
     def _next(self) -> tuple[str, object]:
         """The next reply: ("answer", value), ("error", text) or ("started", {key: run id})."""
@@ -257,6 +261,29 @@ class Recorder:
             kind, value = self._next()
             if kind == "error":
                 raise TrackingError(value)
+
+    def finish_here(self, keys: list[int], ends: list[RunEnd]) -> None:
+        """The recorder is gone: write these ends from this process, for each run it had made
+        that the store still holds RUNNING (an end it wrote before it died stays)."""
+        from gradlab.tracking.store import Store
+
+        self._take_replies()
+        store = None
+        for key, end in zip(keys, ends):
+            run_id = self.run_ids.get(key)
+            if run_id is None:
+                continue
+            store = store or Store(self.uri)
+            if store.client.get_run(run_id).info.status == "RUNNING":
+                store.finish(run_id, end, _files(end))
+
+    def _take_replies(self) -> None:
+        """Every reply the recorder sent before it went (its runs' ids among them)."""
+        try:
+            while self._recv.poll():
+                self._next()
+        except (TrackingError, EOFError, OSError):
+            pass
 
     # ---------------------------------------------------------------- the interface
     def open(self, uri: str | None = None) -> str:
@@ -386,6 +413,11 @@ class Recorders:
     def run_id(self, key: int) -> str:
         member, local = self.route[key]
         return member.run_id(local)
+
+    def finish_here(self, keys: list[int], ends: list[RunEnd]) -> None:
+        by_key = dict(zip(keys, ends))
+        for member, ks in self._split(keys).items():
+            member.finish_here([self.route[k][1] for k in ks], [by_key[k] for k in ks])
 
 
 # ------------------------------------------------------------------- the recorder's side
