@@ -97,6 +97,12 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["data=noisy_line"], 2, ["train.batch_size=None", "train.batch_size=8"]),
     (["optimizer=adam", "optimizer.eps=-1"], 2, ["optimizer.eps=-1.0", "torch.optim.Adam refuses it"]),
     (["optimizer=adagrad", "optimizer.lr_decay=-1"], 2, ["optimizer.lr_decay=-1.0", "refuses it"]),
+    (["optimizer=adam", "optimizer.betas=[0.9]"], 2, ["optimizer.betas=[0.9]", "two numbers"]),
+    (["optimizer=adam", "optimizer.betas=[0.9,0.9,0.9]"], 2, ["optimizer.betas=[0.9, 0.9, 0.9]", "two numbers"]),
+    (["optimizer=lbfgs", "optimizer.history_size=0"], 2, ["optimizer.history_size=0", ">= 1"]),
+    (["grad=finite_difference", "grad.eps=1e-300"], 2, ["grad.eps=1e-300", "machine epsilon of train.dtype=float32"]),
+    (["optimizer.dampening=-1"], 2, ["optimizer.dampening=-1.0", "[0, 1]"]),
+    (["tracking.experiment=" + "x" * 501], 2, ["tracking.experiment=", "at most 500 characters"]),
 ]
 # An absent device is refused with what works; where the device exists, the case does not apply.
 import torch  # noqa: E402

@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 from omegaconf import MISSING, OmegaConf
 
 from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Scaling  # noqa: F401 - re-exported
@@ -301,14 +302,21 @@ def validate(cfg: Config) -> None:
     where they are built (training.setup)."""
     _validate_train(cfg.train, cfg.tracking)
     _validate_optimizer(cfg.optimizer)
-    _validate_model(cfg.model, cfg.grad)
+    _validate_model(cfg.model, cfg.grad, cfg.train)
     _validate_data(cfg.data, cfg.train)
+
+
+MAX_EXPERIMENT_NAME = 500  # mlflow.utils.validation's limit on an experiment's name
 
 
 def _validate_train(t: TrainConfig, tracking: TrackingConfig) -> None:
     _at_least("train.epochs", t.epochs, 1)
     _at_least("train.log_every", t.log_every, 1)
     _at_least("tracking.max_points", tracking.max_points, 2)
+    if tracking.experiment is not None and len(tracking.experiment) > MAX_EXPERIMENT_NAME:
+        raise ConfigError("tracking.experiment", tracking.experiment[:40] + "…",
+                          f"must be at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit); "
+                          f"this one has {len(tracking.experiment)}")
     if t.batch_size is not None:
         _at_least("train.batch_size", t.batch_size, 1)
     if t.stop_loss is not None and not math.isfinite(t.stop_loss):
@@ -319,17 +327,28 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
     _finite_positive("optimizer.lr", o.lr)
     if isinstance(o, (SGDConfig, RMSpropConfig)) and o.momentum < 0:
         raise ConfigError("optimizer.momentum", o.momentum, "must be >= 0")
+    if isinstance(o, SGDConfig) and not 0.0 <= o.dampening <= 1.0:
+        raise ConfigError("optimizer.dampening", o.dampening, "must be in [0, 1] (the share of each gradient left out of the momentum)")
     if isinstance(o, SGDConfig) and o.nesterov and (o.momentum <= 0 or o.dampening != 0):
         raise ConfigError("optimizer.nesterov", True, "needs optimizer.momentum > 0 and optimizer.dampening=0")
+    if isinstance(o, AdamConfig) and len(o.betas) != 2:
+        raise ConfigError("optimizer.betas", list(o.betas), "needs two numbers, [beta1, beta2], e.g. [0.9, 0.999]")
     if isinstance(o, AdamConfig) and not all(0.0 <= b < 1.0 for b in o.betas):
         raise ConfigError("optimizer.betas", list(o.betas), "each beta must be in [0, 1)")
+    if isinstance(o, LBFGSConfig):
+        _at_least("optimizer.history_size", o.history_size, 1)
+        _at_least("optimizer.max_iter", o.max_iter, 1)
     if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
         raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
 
 
-def _validate_model(m: ModelConfig, grad: GradConfig) -> None:
+def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
     if isinstance(grad, FiniteDifferenceConfig) and grad.eps is not None:
         _finite_positive("grad.eps", grad.eps)
+        machine = float(np.finfo(t.dtype.value).eps)
+        if grad.eps < machine:
+            raise ConfigError("grad.eps", grad.eps, f"must be >= {machine:.3g}, the machine epsilon of "
+                              f"train.dtype={t.dtype.value} (a smaller step is lost in rounding); null picks one")
     if isinstance(m, MLPConfig):
         _at_least("model.hidden", m.hidden, 1)
     if m.init is Init.normal:
