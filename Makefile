@@ -10,7 +10,8 @@ SWEEP ?= lr_scale_optimizer
 JOBS ?= 1
 EXPERIMENT ?=
 PORT ?= 5000
-STORE ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
+# The store the UI shows: STORE=..., else MLFLOW_TRACKING_URI (as every other command reads it), else mlruns/.
+STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 BENCH_OUT ?= bench-results/bench.json
 
 .DEFAULT_GOAL := help
@@ -47,7 +48,7 @@ test: $(STAMP) ## the whole test suite, slow tier included (what .ci/run calls)
 test-fast: $(STAMP) ## the fast tier only
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-ui: $(STAMP) ## the MLflow UI on the embedded store, on 127.0.0.1 only (PORT=5000)
+ui: $(STAMP) ## the MLflow UI on the store (MLFLOW_TRACKING_URI, else mlruns/), on 127.0.0.1 only (PORT=5000)
 	@# gradlab opens (or creates) the store first, under its creation lock: a UI creating the same new
 	@# store beside a starting run would corrupt it, and a store that cannot work fails here, clearly.
 	@MLFLOW_TRACKING_URI="$(STORE)" $(BIN)/gradlab reap --dry-run > /dev/null

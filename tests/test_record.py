@@ -474,6 +474,26 @@ def test_rerun_reproduces_the_run(temp_store, monkeypatch, capsys):
     assert len(history_rows(texts[0])) == 200
 
 
+def test_rerun_treats_a_stored_config_as_data_not_as_interpolations(temp_store, monkeypatch, capsys):
+    from gradlab import cli
+
+    cfg = compose("train.epochs=20")
+    first = record(cfg, experiment="again", quiet=True)
+    text = artifact(first.run_id, "config.yaml", temp_store).replace("run_name: null", "run_name: ${oc.env:GRADLAB_SECRET}")
+    assert "${oc.env:GRADLAB_SECRET}" in text
+    store = tracking.Store(temp_store)
+    forged = store.start(RunSpec("again", "forged", {}, {}, files={"config.yaml": text}))
+    monkeypatch.setenv("GRADLAB_SECRET", "hunter2")
+    monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", forged])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "tracking.run_name" in err and "interpolation" in err
+    c = client(temp_store)
+    runs = c.search_runs([c.get_experiment_by_name("again").experiment_id])
+    assert len(runs) == 2 and "hunter2" not in str([r.data for r in runs])  # nothing ran, nothing leaked
+
+
 def test_rerun_of_a_job_from_a_resumed_sweep_runs_again(temp_store, monkeypatch):
     from gradlab import cli
 

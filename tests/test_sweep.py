@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -362,3 +363,21 @@ def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running(temp_store, tmp_path):
     parents, children = wait_for(settled, timeout=60, every=0.5)
     assert parents[0].info.status == "KILLED"
     assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/gradlab-abs-escape"])
+def test_a_report_stays_in_reports_whatever_the_experiment_is_called(cli, temp_store, tmp_path, monkeypatch, name):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = cli("-m", "optimizer.lr=0.01,0.02", "train.epochs=20", "tracking.plots=false", f"tracking.experiment={name}")
+    assert code == 0, err
+    folder = compare.report(tracking.Store(), experiment=name).resolve()
+    assert folder.parent == (tmp_path / "work" / "reports").resolve() and (folder / "summary.md").exists()
+    assert not (tmp_path / "escape").exists() and not Path("/tmp/gradlab-abs-escape").exists()
+
+
+def test_make_ui_shows_the_store_the_environment_names(tmp_path):
+    uri = f"sqlite:///{tmp_path}/elsewhere.db"
+    dry = subprocess.run(["make", "-n", "-s", "ui"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert f'--backend-store-uri "{uri}"' in dry.stdout, dry.stdout + dry.stderr

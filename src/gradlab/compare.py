@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -281,7 +282,7 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
         tabs["best"] = tabs["ranking"].head(5).drop(columns="rank")
     figs = report_search.figures(df, cur, prun) if search else figures(df, cur, axes, threshold)
 
-    folder = Path(out) if out else Path("reports") / name
+    folder = Path(out) if out else Path("reports") / folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     source = f"sweep run {prun.id} ({prun.name})" if prun is not None and not everything else f"all runs of {name!r}"
     counts = ", ".join(f"{r.runs} {r.outcome}" for r in tabs["counts"].itertuples())
@@ -305,6 +306,13 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     for fig in figs.values():  # seaborn draws through pyplot, which keeps every figure until closed
         plt.close(fig)
     return folder
+
+
+def folder_name(experiment: str) -> str:
+    """The experiment's name as one safe folder name: no separators, no leading dot, so that an
+    experiment called ../../x or /abs/path is written under reports/ like any other."""
+    safe = re.sub(r"[^\w.-]", "_", experiment)
+    return safe if safe and not safe.startswith(".") else "_" + safe
 
 
 def _search_lines(prun) -> list[str]:

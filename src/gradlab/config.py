@@ -427,9 +427,20 @@ def flatten(d: dict, prefix: str = "") -> Dict[str, str]:
 
 
 def from_container(d: dict) -> Config:
-    """A typed Config from a plain dict such as a logged config.yaml (each option's own schema)."""
+    """A typed Config from a plain dict such as a logged config.yaml (each option's own schema).
+    It is data: an interpolation (${...}, which OmegaConf would resolve, environment included)
+    is refused by name."""
+    _refuse_interpolations(d)
     base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
+
+
+def _refuse_interpolations(d, prefix: str = "") -> None:
+    for key, value in (d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) else ()):
+        name = f"{prefix}{key}"
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(name, value, "is an interpolation; a stored config is data, and gradlab resolves none")
+        _refuse_interpolations(value, name + ".")
 
 
 def config_hash(flat: Dict[str, str]) -> str:
