@@ -6,6 +6,7 @@ run behind in the store.
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
@@ -130,12 +131,30 @@ def test_bad_input_is_refused_clearly_and_records_nothing(cli, runs, args, code,
     ("a,b,y\n1,2,3\n2,abc,5\n", ["line 3", "column 'b'", "'abc'", "not a number"]),
     ("a,b,y\n1,2,3\n2,3,5\n,4,6\n", ["line 4", "column 'a'", "blank"]),
     ("a,b,y\n1,2,3\n2,3\n", ["line 3 has 2 cells", "header has 3"]),
+    ("x,x,y\n1,2,3\n2,3,5\n", ["'x' appears 2 times in the header", "rename"]),
+    ('a,b,y\n1,2,3\n"4\n5",3,5\n', ["line 4", "column 'a'", "not a number"]),  # a quoted cell across lines is one cell
 ])
 def test_bad_csv_names_the_row_and_column(cli, runs, csv_file, content, words):
     code, _, err = cli("data=csv", f"data.path={csv_file(content)}", "data.val_fraction=null", "train.epochs=2")
     assert code == 2
     for w in words:
         assert w in err
+    assert runs() == []
+
+
+def test_a_csv_path_that_is_a_folder_or_unreadable_is_refused_by_what_it_is(cli, runs, tmp_path, csv_file, monkeypatch):
+    code, _, err = cli("data=csv", f"data.path={tmp_path}", "train.epochs=2")
+    assert code == 2 and "is a folder, not a file" in err and "Traceback" not in err
+    locked, read = csv_file(GOOD_CSV), Path.read_bytes
+
+    def read_bytes(self):  # what a mode of 000 does to a user who is not root (CI runs as root)
+        if self == Path(locked):
+            raise PermissionError(13, "Permission denied", str(self))
+        return read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    code, _, err = cli("data=csv", f"data.path={locked}", "train.epochs=2")
+    assert code == 2 and "cannot be read (Permission denied)" in err and "Traceback" not in err
     assert runs() == []
 
 

@@ -373,6 +373,8 @@ def _validate_data(d: DataConfig, t: TrainConfig) -> None:
     if isinstance(d, CsvDataConfig):
         if not d.path:
             raise ConfigError("data.path", d.path, "data=csv needs a file: data.path=/path/to/file.csv")
+        if Path(d.path).expanduser().is_dir():
+            raise ConfigError("data.path", d.path, "is a folder, not a file; point it at a CSV file")
         if not Path(d.path).expanduser().is_file():
             raise ConfigError("data.path", d.path, f"no such file (resolved to {Path(d.path).expanduser().resolve()})")
     if d.name == "none" and (d.val_fraction is not None or d.scaling is not Scaling.none):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,14 +85,23 @@ def _teacher(cfg) -> Dataset:
 def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | None = None) -> Dataset:
     """Read a numeric CSV with a header row. Errors name the file, the line and the column."""
     path = Path(path).expanduser()
-    raw = path.read_bytes()
     where = f"data.path={str(path)!r}"
+    try:
+        raw = path.read_bytes()
+    except OSError as e:  # unreadable (permissions, a device that fails): say so, not a traceback
+        raise DataError(f"{where}: the file cannot be read ({e.strerror}); check its permissions") from None
     text = raw.decode("utf-8-sig", errors="replace")
-    rows = list(csv.reader(text.splitlines()))
-    if not rows or not any(cell.strip() for cell in rows[0]):
+    # The csv module reads a quoted cell across lines as one cell; each record keeps the line it ends on.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = [(reader.line_num, row) for row in reader]
+    if not rows or not any(cell.strip() for cell in rows[0][1]):
         raise DataError(f"{where}: the file is empty; expected a header row naming the columns, then data rows")
-    header = [c.strip() for c in rows[0]]
-    body = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]  # line numbers, 1-based
+    header = [c.strip() for c in rows[0][1]]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise DataError(f"{where}: column {twice[0]!r} appears {header.count(twice[0])} times in the header; "
+                        "rename the columns so that each name is unique")
+    body = [(line, r) for line, r in rows[1:] if any(c.strip() for c in r)]
     if not body:
         raise DataError(f"{where}: the file has a header ({', '.join(header)}) but no data rows")
     target = header[-1] if target is None else target
