@@ -153,31 +153,54 @@ def open_client(uri: str, db: Path | None):
     """An MlflowClient on a working store, creating a SQLite one under the creation lock."""
     from mlflow.tracking import MlflowClient
 
-    creating = False
     try:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             if not store_ready(db):
                 with creation_lock(db):
-                    if not store_ready(db):
-                        creating = True
-                        MlflowClient(uri).search_experiments(max_results=1)
-                        con = sqlite3.connect(db)  # readers (the UI) never block the writer
-                        con.execute("PRAGMA journal_mode=WAL")
-                        con.close()
+                    if not store_ready(db) and not db.exists():
+                        create(db)
+                wait_ready(db)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
         return client
     except Exception as e:
         if not _is_store_error(e):
             raise
-        error = _translate(e, uri)
-        if creating:  # programs that create one new SQLite store at once break each other's migrations
-            error = TrackingError(
-                f"{error}, while creating it: another program (mlflow ui, a script) may have been "
-                f"creating the same new store at that moment. Delete {db} and start again."
-            )
-        raise error from None
+        raise _translate(e, uri) from None
+
+
+def create(db: Path) -> None:
+    """A new SQLite store, made in a file beside its final path and moved into place only once
+    complete: no reader ever sees a half-made store, and gradlab never migrates one that another
+    program (mlflow ui, a script) is creating there. If one appears meanwhile, theirs is kept."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    part = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    leftovers = [part, *(part.with_name(part.name + s) for s in ("-wal", "-shm", "-journal"))]
+    try:
+        made = SqlAlchemyStore(f"sqlite:///{part}", (db.parent / "artifacts").as_uri())
+        made.engine.dispose()
+        con = sqlite3.connect(part)  # readers (the UI) never block the writer
+        con.execute("PRAGMA journal_mode=WAL")
+        con.close()
+        try:
+            os.link(part, db)  # atomic, and only where there is no file yet
+        except FileExistsError:
+            pass
+    finally:
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+
+
+def wait_ready(db: Path, timeout: float = 60.0) -> None:
+    """Until the store at `db` is complete (another program may still be creating it)."""
+    end = time.monotonic() + timeout
+    while not store_ready(db):
+        if time.monotonic() > end:
+            raise TrackingError(f"{db} is not a complete MLflow store after {timeout:.0f} s (a creation that "
+                                "stopped half-way?); move it away, and gradlab makes a new one")
+        time.sleep(0.1)
 
 
 # ------------------------------------------------------------------------------ writes
