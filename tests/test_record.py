@@ -562,3 +562,17 @@ def test_every_plot_is_produced_where_it_applies(overrides, expected):
     for fig in figs.values():
         fig.savefig(io.BytesIO(), format="png")
         assert all(a.get_xlabel() and a.get_ylabel() for a in fig.axes if a.get_label() != "<colorbar>")
+
+
+@pytest.mark.slow
+def test_a_store_deleted_mid_run_is_an_error_not_a_success(temp_store):
+    db = Path(temp_store.removeprefix("sqlite:///"))
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000", "tracking.plots=false"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: store_made(temp_store) and only_run(temp_store), timeout=90, proc=proc)
+    for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        p.unlink(missing_ok=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    assert "was deleted or replaced while gradlab recorded into it" in err
+    assert "completed after" not in out  # no summary that claims a record

@@ -229,6 +229,20 @@ class Store:
         self.db = sqlite_path(self.uri)
         self.client = open_client(self.uri, self.db)
         self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
+        self._inode = self.db.stat().st_ino if self.db is not None else None
+
+    def still_there(self) -> None:
+        """Raise if the database file was deleted or replaced since it was opened: SQLite would go
+        on writing into the deleted file, and every record would be lost without a word."""
+        if self.db is None:
+            return
+        try:
+            same = self.db.stat().st_ino == self._inode
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise TrackingError(f"the store {self.db} was deleted or replaced while gradlab recorded into it; "
+                                "what was recorded since went with the old file. Run again to record it anew")
 
     # ---------------------------------------------------------------- experiments
     def experiment_id(self, name: str) -> str:
@@ -369,6 +383,7 @@ class Store:
         finally:
             self.end(run_id, end.status)
             self._full_tags.pop(run_id, None)
+        self.still_there()
 
     def reopen(self, run_id: str) -> None:
         """A finished run RUNNING again (a sweep's parent, resumed)."""
