@@ -569,10 +569,24 @@ def test_a_store_deleted_mid_run_is_an_error_not_a_success(temp_store):
     db = Path(temp_store.removeprefix("sqlite:///"))
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000", "tracking.plots=false"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: store_made(temp_store) and only_run(temp_store), timeout=90, proc=proc)
+    def started():
+        try:
+            return store_made(temp_store) and only_run(temp_store)
+        except (AttributeError, ValueError):  # the experiment, or its run, is not there yet
+            return None
+
+    wait_for(started, timeout=90, proc=proc)
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         p.unlink(missing_ok=True)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, (out, err)
     assert "was deleted or replaced while gradlab recorded into it" in err
     assert "completed after" not in out  # no summary that claims a record
+
+
+def test_a_recorder_is_known_by_its_pid_and_start_time_not_a_reused_pid():
+    from gradlab.tracking.background import _running, _start_time
+
+    me = os.getpid()
+    assert _running(me, _start_time(me))
+    assert not _running(me, "0")  # the same pid, another process's start: not the recorder we started

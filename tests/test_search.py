@@ -72,6 +72,24 @@ def test_a_plain_value_is_fixed_and_the_command_line_fixes_what_the_file_searche
     assert plan.fixed == {"optimizer.momentum": "0.5", "train.epochs": "10"}
 
 
+def test_a_later_entry_of_a_key_wins_whether_it_searches_or_fixes():
+    searched, fixed = search.space(["optimizer.momentum=0.9", "optimizer.momentum=interval(0, 0.95)"])
+    assert searched == {"optimizer.momentum": FloatDistribution(0.0, 0.95)} and fixed == {}
+    searched, fixed = search.space(["optimizer.momentum=interval(0, 0.95)", "optimizer.momentum=0.9"])
+    assert searched == {} and fixed == {"optimizer.momentum": "0.9"}
+
+
+def test_resuming_an_exhausted_grid_with_trials_left_running_does_not_crash(tmp_path):
+    plan = Plan.of({"sampler": {"name": "grid"}, "params": {"a": "choice(1, 2)"}}, [])
+    study = optuna.create_study(storage=search.open_storage(str(tmp_path / "j.journal")), study_name="g",
+                                sampler=plan.sampler)
+    for _ in range(2):  # both cells asked, then the process died
+        study.ask(plan.searched)
+    assert search.recover(study) == 2  # both asked again...
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.system_attrs["fixed_params"]["a"] for t in waiting) == [1, 2]  # ...with their values
+
+
 def test_the_grid_sampler_takes_every_value_and_caps_the_trials():
     plan = Plan.of({"sampler": {"name": "grid"}, "n_trials": 100,
                     "params": {"a": "choice(1, 2, 3)", "b": "range(0.0, 1.0, 0.5)"}}, [])

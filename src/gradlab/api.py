@@ -79,6 +79,7 @@ def run(*overrides: str, **settings) -> RunResult:
 
     args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in settings.items())]
     cfg, recipe = compose(args)
+    cfg.tracking.skip_finished = False  # a call asks for a run and its result: it always trains
     experiment = describe.experiment_name(cfg.tracking.experiment, recipe)
     with _interruptible():
         rec = record(cfg, experiment=experiment, overrides=args, quiet=True)

@@ -324,9 +324,9 @@ def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: b
         configs, rows = [configs[i] for i in done], [rows[i] for i in done]
     for c, row in zip(configs, rows):
         histories[c].append(epoch, row)
-    pruned = (on_log(epoch, list(configs), rows) or []) if on_log is not None else []
-    for i in done:
+    for i in done:  # before on_log: a run that converged is not a search's to prune
         histories[batch.configs[i]].outcome = "converged"
+    pruned = (on_log(epoch, list(configs), rows) or []) if on_log is not None else []
     for c in pruned:
         h = histories[c]
         if h.outcome == "running":

@@ -164,7 +164,8 @@ class RunGroup:
         self.progress(epoch, configs, rows)
         if not self.watches:
             return []
-        return [c for c, row in zip(configs, rows) if c in self.watches and self.watches[c](epoch, row[self.objective_at])]
+        return [c for c, row in zip(configs, rows) if c in self.watches and self.histories[c].outcome == "running"
+                and self.watches[c](epoch, row[self.objective_at])]
 
     def complete(self, i: int, make_end: Callable[[], RunEnd]) -> None:
         self.ends[i] = make_end
@@ -178,7 +179,7 @@ class RunGroup:
             try:
                 self._send_ends(error)
             except Exception as e:
-                if isinstance(error or e, RecorderGone):  # this process writes the ends it left
+                if isinstance(e, RecorderGone) or isinstance(error, RecorderGone):  # this process writes the ends it left
                     self.recorder.finish_here(self.keys, [self._full_end(i, error or e) for i in range(len(self.keys))])
                 if error is None:  # else the error that stopped the runs is the one to report
                     raise

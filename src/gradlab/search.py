@@ -51,8 +51,10 @@ class SearchError(ValueError):
 def space(params: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
     """(the searched distributions, the fixed values) of `key=value` overrides."""
     searched, fixed = {}, {}
-    for o in OverridesParser.create().parse_overrides(params):
+    for o in OverridesParser.create().parse_overrides(params):  # a later entry of a key wins (the command line)
         key = o.get_key_element()
+        searched.pop(key, None)
+        fixed.pop(key, None)
         if o.is_sweep_override():
             searched[key] = distribution(o)
         else:
@@ -127,8 +129,6 @@ class Plan:
     def of(cls, settings: dict, arguments: list[str]) -> "Plan":
         params = [f"{k}={v}" for k, v in (settings.get("params") or {}).items()] + list(arguments)
         searched, fixed = space(params)
-        for key in fixed:
-            searched.pop(key, None)  # a value on the command line fixes what the file searches
         if not searched:
             raise SearchError("hydra.sweeper.params: nothing to search; give a key a search space, "
                               "e.g. hydra.sweeper.params.optimizer.lr='tag(log, interval(1e-4, 1))'")
@@ -192,7 +192,7 @@ def recover(study: optuna.Study) -> int:
     """Ask again, once each, the trials that a signal stopped and those a dead process left
     running (one search per study at a time); returns how many."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
+        _told(study, t.number, state=TrialState.FAIL)
     requeued = set(study.user_attrs.get(REQUEUED, []))
     again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
              if not t.user_attrs.get(FAILED) and t.number not in requeued]

@@ -113,6 +113,7 @@ class Recorder:
         self._attach(pairs[0][0][1], pairs[0][1][0])
         started.wait()
         self.pid = self._first_message("pid")
+        self._born = _start_time(self.pid)  # with the pid: a pid reused by another process is not ours
         self.siblings = [Recorder._sibling(down[1], up[0], self) for down, up in pairs[1:]]
         atexit.register(Recorder.shutdown)
 
@@ -147,7 +148,7 @@ class Recorder:
     def alive(self) -> bool:
         if self.first is not None:
             return not self._broken and self.first.alive()
-        return not self._broken and _running(self.pid)
+        return not self._broken and _running(self.pid, self._born)
 
     @classmethod
     def shared(cls, siblings: int = 0) -> "Recorder":
@@ -180,7 +181,7 @@ class Recorder:
         if not self.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
             return
         self._drain(timeout)  # done when it closes its end of the pipe
-        if self.first is None and _running(self.pid):  # a stuck recorder must not hang the exit forever
+        if self.first is None and _running(self.pid, self._born):  # a stuck recorder must not hang the exit forever
             _kill(self.pid)
 
     def _drain(self, timeout: float) -> None:
@@ -198,11 +199,13 @@ class Recorder:
             return False
         db = sqlite_path(self.uri) if self.uri else None
         if db is None or not db.parent.is_dir():
-            _kill(self.pid)
+            if _running(self.pid, self._born):
+                _kill(self.pid)
             return True
         try:
             with creation_lock(db, blocking=False):
-                _kill(self.pid)
+                if _running(self.pid, self._born):
+                    _kill(self.pid)
         except BlockingIOError:
             return False
         return True
@@ -328,18 +331,31 @@ class Recorder:
         return self.run_ids[key]
 
 
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan waits for its reaper)."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state first), or None where there is none."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22 of stat: when the process started
+
+
+def _running(pid: int, born: str | None) -> bool:
+    """That process (the same start time: not a reused pid) exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:  # no /proc here: the pid is all there is to go by
         return True
+    return fields[0] != "Z" and (born is None or fields[19] == born)
 
 
 def _kill(pid: int) -> None:
@@ -415,9 +431,15 @@ class Recorders:
         return member.run_id(local)
 
     def finish_here(self, keys: list[int], ends: list[RunEnd]) -> None:
+        """A member died: its runs' ends are written from here; the living members record theirs."""
         by_key = dict(zip(keys, ends))
         for member, ks in self._split(keys).items():
-            member.finish_here([self.route[k][1] for k in ks], [by_key[k] for k in ks])
+            local, mine = [self.route[k][1] for k in ks], [by_key[k] for k in ks]
+            if member.alive():
+                member.finish(local, mine)
+                member.sync()
+            else:
+                member.finish_here(local, mine)
 
 
 # ------------------------------------------------------------------- the recorder's side
@@ -459,6 +481,8 @@ def _log(state: _State, m: Log):
 
 def _finish(state: _State, m: Finish):
     for key, end in zip(m.keys, m.ends):
+        if key not in state.open_runs:  # ended already (sent again after a sibling recorder died)
+            continue
         state.open_runs.discard(key)
         state.store.finish(state.ids[key], end, _files(end))
     gc.collect()  # the figures' reference cycles, now, before the next run's pile onto them

@@ -188,6 +188,9 @@ def create(db: Path) -> None:
             os.link(part, db)  # atomic, and only where there is no file yet
         except FileExistsError:
             pass
+        except OSError:  # a file system without hard links: a rename, under the lock, where none is yet
+            if not db.exists():
+                os.replace(part, db)
     finally:
         for p in leftovers:
             p.unlink(missing_ok=True)
