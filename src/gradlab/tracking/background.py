@@ -23,7 +23,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -85,6 +86,9 @@ QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
 
 
 # ---------------------------------------------------------------- the trainer's side
+START_TOKEN = "gradlab.start_token"
+
+
 class RecorderGone(TrackingError):
     """The recorder process died (killed, out of memory): the trainer ends what it held."""
 
@@ -137,6 +141,7 @@ class Recorder:
         self._recv = Connection(up_r, writable=False)
         self._keys = 0
         self.run_ids: dict[int, str] = {}
+        self._starting: dict[int, tuple[str, str]] = {}  # key -> (experiment, start token)
         self.holds_runs = False  # until then the recorder holds nothing worth waiting for
         self.uri: str | None = None
 
@@ -273,10 +278,10 @@ class Recorder:
         self._take_replies()
         store = None
         for key, end in zip(keys, ends):
-            run_id = self.run_ids.get(key)
-            if run_id is None:
-                continue
             store = store or Store(self.uri)
+            run_id = self.run_ids.get(key) or _by_token(store, *self._starting.get(key, (None, None)))
+            if run_id is None:  # never made
+                continue
             if store.client.get_run(run_id).info.status == "RUNNING":
                 store.finish(run_id, end, _files(end))
 
@@ -301,7 +306,11 @@ class Recorder:
         keys = tuple(range(self._keys + 1, self._keys + 1 + len(specs)))
         self._keys += len(specs)
         self.holds_runs = True
-        self.send(Start(keys, tuple(specs)))
+        # Each run carries a token: if the recorder dies between making a run and saying so, the
+        # trainer still finds it (finish_here).
+        specs = tuple(replace(s, tags={**s.tags, START_TOKEN: f"{uuid.uuid4().hex}"}) for s in specs)
+        self._starting.update({k: (s.experiment, s.tags[START_TOKEN]) for k, s in zip(keys, specs)})
+        self.send(Start(keys, specs))
         return list(keys)
 
     def reopen(self, run_id: str) -> int:
@@ -329,6 +338,15 @@ class Recorder:
             if kind == "error":  # the run was never made
                 raise TrackingError(value)
         return self.run_ids[key]
+
+
+def _by_token(store, experiment: str | None, token: str | None) -> str | None:
+    """The run made with this start token, if the recorder got that far."""
+    exp = store.client.get_experiment_by_name(experiment) if experiment else None
+    if exp is None:
+        return None
+    found = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{START_TOKEN}` = '{token}'", max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def _stat(pid: int) -> list[str] | None:
