@@ -280,7 +280,8 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     tabs = tables(df, axes)
     if search:
         tabs["best"] = tabs["ranking"].head(5).drop(columns="rank")
-    figs = report_search.figures(df, cur, prun) if search else figures(df, cur, axes, threshold)
+    found = report_search.importances(prun) if search else {}  # Optuna's evaluator, once: figure and summary
+    figs = report_search.figures(df, cur, prun, found) if search else figures(df, cur, axes, threshold)
 
     folder = Path(out) if out else Path("reports") / folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -289,7 +290,7 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
           f"Swept: {', '.join(axes) or 'nothing'}. Objective: final validation loss (training loss without a split).",
           f"Threshold for time-to-threshold: training loss <= {threshold:.4g}.", "",
-          *(_search_lines(prun) if search else []),
+          *(_search_lines(prun, found) if search else []),
           "## " + ("The five best trials" if search else "Best configuration per " + (" and ".join(best_group(axes)) or "sweep")), "",
           markdown(tabs["best"]), "## Ranking", "", markdown(tabs["ranking"]), "## Outcomes", "", markdown(tabs["counts"])]
     files = {"summary.md": "\n".join(md), "summary.csv": tabs["ranking"].to_csv(index=False),
@@ -315,7 +316,7 @@ def folder_name(experiment: str) -> str:
     return safe if safe and not safe.startswith(".") else "_" + safe
 
 
-def _search_lines(prun) -> list[str]:
+def _search_lines(prun, imp: dict[str, float]) -> list[str]:
     """What the study says of itself: its best trial, its trials' fates, the importances."""
     if prun is None or not prun.tag("study"):
         return []
@@ -324,7 +325,6 @@ def _search_lines(prun) -> list[str]:
     if prun.tag("study.best_trial"):
         lines.append(f"Best trial {prun.tag('study.best_trial')}: {prun.tag('study.best_params')} -> "
                      f"{float(prun.tag('study.best_value')):.6g}.")
-    imp = report_search.importances(prun)
     if imp:
         lines.append("Importance (Optuna, PED-ANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + ".")
     return [*lines, ""]

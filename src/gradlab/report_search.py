@@ -34,7 +34,8 @@ def reached(df: pd.DataFrame) -> pd.Series:
     return last.where(fates(df).isin(["complete", "pruned"]))
 
 
-def figures(df: pd.DataFrame, cur: pd.DataFrame, parent) -> dict:
+def figures(df: pd.DataFrame, cur: pd.DataFrame, parent, found: dict[str, float] | None = None) -> dict:
+    """The search's figures; `found`: its importances, where the caller has them already."""
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
@@ -43,7 +44,7 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, parent) -> dict:
     params = searched(d, parent)
     if params:
         out["search_space.png"] = over_params(d, params)
-    found = importances(parent)
+    found = importances(parent) if found is None else found
     if found:
         out["search_importance.png"] = importance(found)
     return out
