@@ -16,7 +16,7 @@ import sys
 
 from gradlab import multirun, trials
 from gradlab.multirun import forget_compositions
-from gradlab.config import Config, ConfigError, container, flatten, to_typed
+from gradlab.config import Config, container, flatten, to_typed
 from gradlab.record import Job, record_group
 from gradlab.tracking import Recorders
 
