@@ -61,6 +61,25 @@ def test_default_experiment_name():
     assert run_name(compose("experiment=rosenbrock_gd")) == "rosenbrock-analytic-gd-lr0.001"
 
 
+def test_headline_sweep_children_are_named_by_what_varies():
+    from gradlab.describe import run_name
+
+    varied = ["optimizer", "optimizer.lr", "data.scaling"]
+    names = {}
+    for o in ("gd", "adam"):
+        for lr in ("1e-4", "1"):
+            for scaling in ("none", "factor", "standardize"):
+                job = [f"optimizer={o}", f"optimizer.lr={lr}", f"data.scaling={scaling}", "train.epochs=3000"]
+                names[(o, lr, scaling)] = run_name(compose(*job), job, varied)
+    assert names[("adam", "1e-4", "factor")].startswith("adam lr=0.0001 ×0.1 · thermometer-x0.1-")
+    assert names[("gd", "1", "none")].startswith("gd lr=1 raw · ")
+    assert names[("gd", "1", "standardize")].startswith("gd lr=1 standardize · ")
+    assert len(set(names.values())) == len(names)
+    # a single run leads with its command line's choices (not the experiment's name, nor tracking's)
+    job = ["experiment=rosenbrock_gd", "optimizer.lr=0.002", "tracking.plots=false", "train.seed=3"]
+    assert run_name(compose(*job), job) == "lr=0.002 seed=3 · rosenbrock-analytic-gd-lr0.002-seed3"
+
+
 # ------------------------------------------------------------------------- bad input
 @pytest.fixture
 def csv_file(tmp_path):

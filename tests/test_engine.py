@@ -121,6 +121,32 @@ def test_final_metrics_use_the_final_parameters():
     assert r.objective == r.metrics["final_val_loss"]
 
 
+def test_converged_flag_excess_and_log10_companions():
+    # gd with lr 0.01 on the scaled thermometer reaches the least-squares line (numpy's lstsq) in
+    # its 5000 epochs; after 20 it is far from it.
+    _, done = train("experiment=thermometer_handgrad_scaled", "train.dtype=float64")
+    _, early = train("experiment=thermometer_handgrad_scaled", "train.dtype=float64", "train.epochs=20")
+    x = 0.1 * T_U.numpy()
+    design = np.stack([x, np.ones(11)], 1)
+    coef = np.linalg.lstsq(design, T_C.numpy(), rcond=None)[0]
+    optimum = float(((design @ coef - T_C.numpy()) ** 2).mean())
+    for r in (done, early):
+        excess = r.metrics["final_train_loss"] - optimum
+        assert r.metrics["excess_loss"] == pytest.approx(max(excess, 0.0), abs=1e-12)
+        assert r.metrics["log10_final_train_loss"] == pytest.approx(math.log10(r.metrics["final_train_loss"]))
+        assert r.metrics["log10_lr"] == pytest.approx(-2.0)
+    assert done.metrics["converged"] == 1.0 and early.metrics["converged"] == 0.0
+    assert early.metrics["log10_excess_loss"] == pytest.approx(math.log10(early.metrics["excess_loss"]))
+
+
+def test_round_off_below_the_optimum_is_no_excess():
+    from gradlab.engine import History
+    from gradlab.training import LOG_FLOOR, _final_metrics
+
+    m = _final_metrics(History(["epoch", "train_loss"]), 1.7199999, None, 1.72)
+    assert m["excess_loss"] == 0.0 and m["converged"] == 1.0 and m["log10_excess_loss"] == math.log10(LOG_FLOOR)
+
+
 def test_progress_lines_on_a_terminal_and_silence_otherwise(monkeypatch, capsys):
     from gradlab import progress
 

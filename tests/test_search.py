@@ -225,7 +225,7 @@ def test_the_pruner_stops_trials_inside_their_batch_and_their_runs_say_pruned(cl
     found = optuna.importance.get_param_importances(study)  # Optuna's own numbers, in the report
     assert set(found) == {"optimizer.lr", "optimizer.momentum"}
     assert f"optimizer.lr {found['optimizer.lr']:.2f}" in (folder / "summary.md").read_text()
-    assert parent.data.metrics["jobs_pruned"] == len(pruned)
+    assert int(parent.data.tags["gradlab.jobs_pruned"]) == len(pruned)
 
 
 @pytest.mark.slow

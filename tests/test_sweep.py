@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,7 +67,10 @@ def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert children and all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
-    assert parents[0].data.metrics["jobs"] == len(children) == JOBS[name]
+    assert int(parents[0].data.tags["gradlab.jobs"]) == len(children) == JOBS[name]
+    assert not parents[0].data.metrics  # bookkeeping is tags: no parent-only charts among the children's
+    names = [c.info.run_name for c in children]
+    assert len(set(names)) == len(names), "two children of one sweep share a name"
 
 
 # ------------------------------------------------------------------- parent and children
@@ -75,7 +79,7 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
     assert code == 0, err
     parents, children = store_runs(temp_store, "default")
     (parent,) = parents
-    assert parent.info.run_name == "multirun" and parent.info.status == "FINISHED"
+    assert re.fullmatch(r"multirun \d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name) and parent.info.status == "FINISHED"
     assert len(children) == 4
     assert {c.data.tags["gradlab.overrides"] for c in children} == {
         f"optimizer={o} optimizer.lr={lr} train.epochs=30 tracking.plots=False" for o in ("gd", "adam") for lr in ("0.001", "0.01")}
@@ -88,14 +92,26 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
     assert "sweep.yaml" in {a.path for a in mlflow.MlflowClient(temp_store).list_artifacts(parent.info.run_id)}
     best = min(children, key=lambda c: c.data.metrics["final_val_loss"])
     assert parent.data.tags["gradlab.best_run"] == best.info.run_id
-    assert parent.data.metrics["best_objective"] == best.data.metrics["final_val_loss"]
+    assert float(parent.data.tags["gradlab.best_objective"]) == best.data.metrics["final_val_loss"]
+    # each child's name leads with the values the sweep varies, and nothing else
+    for c in children:
+        o = c.data.params["optimizer.name"]
+        assert c.info.run_name.startswith(f"{o} lr={float(c.data.params['optimizer.lr']):g} · "), c.info.run_name
+    # the parent's page (its description) ranks the children
+    note = parent.data.tags["mlflow.note.content"]
+    assert "varied `optimizer`, `optimizer.lr`" in note
+    ranked = [line.split(" | ")[1] for line in note.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    by_objective = sorted(children, key=lambda c: c.data.metrics["final_val_loss"])
+    assert ranked == [c.info.run_name for c in by_objective]
 
 
 def test_named_sweep_lands_in_its_own_experiment(cli, temp_store):
     code, _, err = cli("-cd", str(ROOT / "sweeps"), "-cn", "seeds", "train.seed=0,1", "train.epochs=5", "tracking.plots=false")
     assert code == 0, err
     parents, children = store_runs(temp_store, "seeds")
-    assert len(parents) == 1 and parents[0].info.run_name == "seeds" and len(children) == 2
+    assert len(parents) == 1 and parents[0].info.run_name.startswith("seeds ") and len(children) == 2
+    assert parents[0].data.tags["gradlab.sweep"] == "seeds"
+    assert sorted(c.info.run_name.split(" · ")[0] for c in children) == ["seed=0", "seed=1"]
 
 
 def test_a_bad_value_anywhere_in_the_grid_stops_the_sweep_before_any_job(cli, temp_store, runs):
@@ -138,8 +154,8 @@ def test_crashing_and_diverging_jobs(cli, temp_store, monkeypatch):
     assert crashed.info.status == "FAILED" and crashed.data.tags["gradlab.outcome"] == "failed"
     assert crashed.data.tags["gradlab.error.message"] == "optimizer state corrupted"
     assert diverged.info.status == "FAILED" and diverged.data.tags["gradlab.outcome"] == "diverged"
-    assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_failed"] == 1
-    assert parents[0].data.metrics["jobs_diverged"] == 1
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["gradlab.jobs_failed"] == "1"
+    assert parents[0].data.tags["gradlab.jobs_diverged"] == "1"
     assert "FAILED [optimizer.lr=0.02 train.epochs=200 tracking.plots=False]: RuntimeError optimizer state corrupted" in out
 
 

@@ -43,7 +43,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         experiment = multirun.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
         claim = trials.claim(hc.overrides.task)  # a search's trial, when this job is one (basic launcher)
         rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=multirun.parent_run_id(),
-                     sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None, watch=claim.watch if claim else None)
+                     sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None, watch=claim.watch if claim else None,
+                     varied=multirun.sweep_varies())
         return rec.objective
     except USER_ERRORS as e:
         if hc.mode == RunMode.MULTIRUN:  # Hydra records this job as failed and goes on with the others

@@ -5,6 +5,7 @@ No MLflow here: these are the values the tracking package writes.
 
 from __future__ import annotations
 
+import enum
 import functools
 import getpass
 import hashlib
@@ -27,10 +28,58 @@ def experiment_name(explicit: str | None, recipe: str | None, sweep_file: str | 
     return explicit or sweep_file or recipe or DEFAULT_EXPERIMENT
 
 
-def run_name(cfg: Config) -> str:
-    """Readable from the choices: thermometer-x0.1-linear-autograd-sgd-lr0.01."""
+def run_name(cfg: Config, overrides: list[str] | None = None, varied: list[str] | None = None) -> str:
+    """Led by what tells the run apart, then its choices in full: a sweep's child by the values
+    its sweep varies (`varied`, its keys), a single run by its command line's overrides, e.g.
+    `adam lr=0.01 ×0.1 · thermometer-x0.1-linear-autograd-adam-lr0.01`. The UI cuts a name
+    after some 15 characters: its start must differ."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
+    values = _override_values(overrides or [])
+    if varied is not None:
+        keys = [k for k in varied if k in values]
+    else:
+        keys = [k for k in values if not k.startswith(("tracking.", "hydra.")) and k != "experiment"]
+    lead = list(dict.fromkeys(label(k, values[k], cfg) for k in keys))  # data.scaling and its factor: one label
+    return " ".join(lead) + " · " + choices(cfg) if lead else choices(cfg)
+
+
+def _override_values(overrides: list[str]) -> dict[str, str]:
+    """key -> value of `key=value` overrides (a later one wins; `+`, `++` and `~` prefixes dropped)."""
+    out = {}
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if sep:
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def label(key: str, value: str, cfg: Config) -> str:
+    """How one chosen value reads in a name: `adam`, `lr=0.01`, `×0.1`, `raw`, `seed=3`."""
+    scaling = cfg.data.scaling
+    if key == "data.scaling" or (key == "data.scale_factor" and scaling is Scaling.factor):
+        return f"×{cfg.data.scale_factor:g}" if scaling is Scaling.factor else ("raw" if scaling is Scaling.none else scaling.value)
+    if "." not in key:  # a group's option (optimizer=adam) or a sweep's own group
+        return value
+    short = {"optimizer.lr": "lr", "optimizer.momentum": "m", "train.batch_size": "bs"}.get(key, key.rpartition(".")[2])
+    current = _lookup(cfg, key)
+    if isinstance(current, enum.Enum):
+        current = current.value
+    return f"{short}={current:.6g}" if isinstance(current, float) else f"{short}={value if current is None else current}"
+
+
+def _lookup(cfg, key: str):
+    """A config's value at a dotted key, or None where there is none (a sweep's own key)."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def choices(cfg: Config) -> str:
+    """The run's choices in a line: thermometer-x0.1-linear-autograd-sgd-lr0.01."""
     d = cfg.data
     data = [] if d.name == "none" else [d.name]
     if d.scaling is Scaling.factor:

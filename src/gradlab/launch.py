@@ -105,7 +105,8 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
         group = [jobs[k] for k in batch]
         try:
             recorded = record_group(group, experiment=experiment, parent_id=multirun.parent_run_id(),
-                                    sweep=multirun.sweep_name(), quiet=True, recorder=pool, wait=False)
+                                    sweep=multirun.sweep_name(), quiet=True, recorder=pool, wait=False,
+                                    varied=multirun.sweep_varies())
             outcomes = [(rec.objective, False) for rec in recorded]
         except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)

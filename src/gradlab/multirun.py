@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import time
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -30,6 +31,7 @@ from gradlab.tracking.spec import RunEnd, RunSpec
 PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
 SWEEP_ENV = "GRADLAB_SWEEP"
 EXPERIMENT_ENV = "GRADLAB_SWEEP_EXPERIMENT"
+VARIES_ENV = "GRADLAB_SWEEP_VARIES"  # the keys the sweep varies, comma-separated: they lead its children's names
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.gradlab_optuna.optuna_sweeper.OptunaSweeper"
 
@@ -47,6 +49,25 @@ def sweep_name() -> str | None:
 
 def sweep_experiment() -> str | None:
     return os.environ.get(EXPERIMENT_ENV) or None
+
+
+def sweep_varies() -> list[str] | None:
+    """The keys the running sweep varies, or None outside a sweep."""
+    value = os.environ.get(VARIES_ENV)
+    return None if value is None else [k for k in value.split(",") if k]
+
+
+def varied_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies (a grid's lists, a search's distributions), in the order it names
+    them; a later plain value of a key (the command line) fixes it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys: dict[str, None] = {}
+    for o in OverridesParser.create().parse_overrides(_params(config)):
+        keys.pop(o.key_or_group, None)
+        if o.is_sweep_override():
+            keys[o.key_or_group] = None
+    return list(keys)
 
 
 def _params(config: DictConfig) -> list[str]:
@@ -200,17 +221,19 @@ def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | No
     files = {"sweep.yaml": sweep_yaml}
     if jobs is not None:
         files["jobs.txt"] = "\n".join(" ".join(j) for j in jobs) + "\n"
-    return RunSpec(experiment, name, params, tags, files=files)
+    # Two runs of one sweep file are told apart by their start: "lr_scale_optimizer 12-01 14:52:07"
+    return RunSpec(experiment, f"{name} {time.strftime('%m-%d %H:%M:%S')}", params, tags, files=files)
 
 
 def sweep_names(config: DictConfig) -> tuple[str, str]:
-    """(the sweep's name, its experiment): a sweep file names both; an ad-hoc grid is a "multirun"."""
+    """(the sweep's name, its experiment): a sweep file names both; an ad-hoc grid is named after
+    its recipe, else "multirun"."""
     from gradlab.describe import experiment_name
 
     file = config.hydra.job.config_name
     sweep_file = None if file == "config" else file
     recipe = config.hydra.runtime.choices.get("experiment")
-    return sweep_file or "multirun", experiment_name(config.tracking.experiment, recipe, sweep_file)
+    return sweep_file or recipe or "multirun", experiment_name(config.tracking.experiment, recipe, sweep_file)
 
 
 class SweepCallback(Callback):
@@ -238,15 +261,17 @@ class SweepCallback(Callback):
             sys.exit(2)
         # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
         expected = len(jobs) if jobs and not config.tracking.skip_finished else None
-        _parent.update(recorder=recorder, key=key, id=parent_id, name=name, experiment=experiment, jobs=expected)
-        os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment})
+        varied = varied_keys(config)
+        _parent.update(recorder=recorder, key=key, id=parent_id, name=name, experiment=experiment, jobs=expected,
+                       varied=varied)
+        os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment, VARIES_ENV: ",".join(varied)})
 
 
 def _close() -> dict:
     """The sweep this process launched, forgotten by the process and its future jobs."""
     parent = dict(_parent)
     _parent.clear()
-    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV):
+    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV, VARIES_ENV):
         os.environ.pop(key, None)
     return parent
 
@@ -274,19 +299,21 @@ def finish() -> int:
     finished = [c for c in children if c.status == "FINISHED"]
     best_run = min(finished, key=_objective) if finished else None
     best = _objective(best_run) if best_run else math.inf
-    metrics = {"jobs": len(children), "jobs_finished": sum(len(by_outcome.get(k, [])) for k in ("completed", "converged")),
-               "jobs_diverged": len(by_outcome.get("diverged", [])), "jobs_pruned": len(by_outcome.get("pruned", [])),
-               "jobs_failed": len(failed) + missing}
-    tags = dict(parent.get("tags", {}))
+    counts = {"jobs": len(children), "finished": sum(len(by_outcome.get(k, [])) for k in ("completed", "converged")),
+              "diverged": len(by_outcome.get("diverged", [])), "pruned": len(by_outcome.get("pruned", [])),
+              "failed": len(failed) + missing}
+    # Bookkeeping as tags, not metrics: the UI charts every metric of the experiment beside the children's.
+    tags = {**parent.get("tags", {}), **{f"gradlab.jobs_{k}" if k != "jobs" else "gradlab.jobs": str(v) for k, v in counts.items()},
+            "mlflow.note.content": _note(name, parent.get("varied", []), counts, children)}
     if math.isfinite(best):
-        metrics["best_objective"] = best
-        tags.update({"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides")})
+        tags.update({"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides"),
+                     "gradlab.best_objective": repr(best)})
     stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
-    recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing or stopped else "completed", metrics, tags)])
+    recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing or stopped else "completed", {}, tags)])
     recorder.sync()
-    pruned = f"{metrics['jobs_pruned']} pruned, " if metrics["jobs_pruned"] else ""
-    print(f"gradlab: sweep {name!r}: {len(children)} jobs: {metrics['jobs_finished']} finished, "
-          f"{metrics['jobs_diverged']} diverged, {pruned}{len(failed)} failed  (parent run {parent['id']})")
+    pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
+    print(f"gradlab: sweep {name!r}: {len(children)} jobs: {counts['finished']} finished, "
+          f"{counts['diverged']} diverged, {pruned}{len(failed)} failed  (parent run {parent['id']})")
     if missing:
         print(f"  {missing} job(s) ended before their run existed; their errors are above")
     for c in failed:
@@ -294,6 +321,14 @@ def finish() -> int:
     if children:
         print(f"  compare them: make compare EXPERIMENT={parent['experiment']}")
     return len(failed) + missing + bool(stopped)
+
+
+def _note(name: str, varied: list[str], counts: dict, children: list) -> str:
+    """The parent run's description, shown on its page in the UI: what varied, the ranking."""
+    from gradlab import ranking
+
+    entries = [ranking.entry(c.name, c.outcome, c.params, c.metrics) for c in children]
+    return ranking.note(name, varied, {k: v for k, v in counts.items() if k != "jobs"}, entries)
 
 
 def _objective(run) -> float:

@@ -42,18 +42,19 @@ class Recorded:
 
 
 def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
-           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False, watch=None) -> Recorded:
+           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False, watch=None,
+           varied: list[str] | None = None) -> Recorded:
     """Validate, build, then train and record one run; returns once its record is complete."""
     job = Job(cfg, list(overrides or []), dict(extra_tags or {}), watch)
-    return record_group([job], experiment=experiment, parent_id=parent_run_id, sweep=sweep, quiet=quiet)[0]
+    return record_group([job], experiment=experiment, parent_id=parent_run_id, sweep=sweep, quiet=quiet, varied=varied)[0]
 
 
 def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = None, sweep: str | None = None,
-                 quiet: bool = False, recorder=None, wait: bool = True) -> list[Recorded]:
+                 quiet: bool = False, recorder=None, wait: bool = True, varied: list[str] | None = None) -> list[Recorded]:
     """Train jobs that differ only in values as one batch, each recorded as its own run; returns
     once every record is complete (`wait`), or once every end is sent (the caller syncs the
-    recorder later: a sweep trains its next batch while this one is written). User mistakes
-    raise before any run exists."""
+    recorder later: a sweep trains its next batch while this one is written). `varied`: the keys
+    a sweep varies, which lead its children's names. User mistakes raise before any run exists."""
     timings.stamp("record")
     for job in jobs:
         validate(job.cfg)
@@ -65,20 +66,20 @@ def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = No
     out = dict(done)
     if todo:
         out.update(zip(todo, _train(recorder, [jobs[i] for i in todo], [logged[i] for i in todo], experiment,
-                                    parent_id, sweep, quiet, wait)))
+                                    parent_id, sweep, quiet, wait, varied)))
     if not quiet:
         for i, rec in done.items():
-            print(f"gradlab: skipped {describe.run_name(jobs[i].cfg)}: run {rec.run_id} already {rec.outcome} with this config")
+            print(f"gradlab: skipped {describe.run_name(jobs[i].cfg, jobs[i].overrides, varied)}: run {rec.run_id} already {rec.outcome} with this config")
     return [out[i] for i in range(len(jobs))]
 
 
 def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, parent_id, sweep, quiet,
-           wait: bool) -> list[Recorded]:
+           wait: bool, varied: list[str] | None) -> list[Recorded]:
     from gradlab import training
 
     s = training.setup(*[j.cfg for j in jobs])  # ConfigError / DataError here leave no run behind
     timings.stamp("setup")
-    specs = [describe_run(j, cfg, s, i, experiment, parent_id, sweep) for i, (j, cfg) in enumerate(zip(jobs, logged))]
+    specs = [describe_run(j, cfg, s, i, experiment, parent_id, sweep, varied) for i, (j, cfg) in enumerate(zip(jobs, logged))]
     recorder.poll()  # a store the recorder could not open stops us before training
     histories = training.new_histories(s)
     first = jobs[0].cfg
@@ -99,7 +100,8 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
     return recorded
 
 
-def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: str | None, sweep: str | None) -> RunSpec:
+def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: str | None, sweep: str | None,
+                 varied: list[str] | None = None) -> RunSpec:
     """The run to create for configuration i of a set-up batch; `cfg` is its config as logged."""
     flat = flatten(container(cfg))
     problem = s.problem
@@ -116,7 +118,7 @@ def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: s
         tags.update({"gradlab.data.sha256": prepared.dataset.sha256, "gradlab.data.path": prepared.dataset.source})
     files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
     inputs = describe.datasets(prepared, cfg.data.name, flat)
-    return RunSpec(experiment, describe.run_name(cfg), params, tags, parent_id, inputs, files)
+    return RunSpec(experiment, describe.run_name(cfg, job.overrides, varied), params, tags, parent_id, inputs, files)
 
 
 def _ending(s, i: int, cfg: Config, result) -> RunEnd:
@@ -130,7 +132,21 @@ def ending(result, plot_data: dict | None) -> RunEnd:
     h = result.history
     tags = {f"gradlab.{h.outcome}_step": str(h.stop_step), "gradlab.reason": h.reason} if h.stop_step is not None else {}
     files = {"params.json": json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)}
-    return RunEnd(h.outcome, result.metrics, tags, files, plot_data=plot_data)
+    return RunEnd(h.outcome, result.metrics, tags, files, plot_data=plot_data, points=final_parameters(result))
+
+
+def final_parameters(result) -> list[tuple[str, float, int]]:
+    """The tracked parameters after the last update, as the last point of their `param.*` series:
+    a history row holds the parameters at the start of its epoch, so the state after epoch k is
+    step k + 1 (what the runs table shows as a metric's value is its last point)."""
+    tracked = [c for c in result.history.columns if c.startswith("param.")]
+    values = [v for p in result.params.values() for v in _ravel(p)]
+    return [(name, float(v), result.history.epochs_run + 1) for name, v in zip(tracked, values)]
+
+
+def _ravel(value) -> list[float]:
+    """A nested list's numbers in order (a parameter's elements)."""
+    return [v for part in value for v in _ravel(part)] if isinstance(value, list) else [value]
 
 
 def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict[int, Recorded]:

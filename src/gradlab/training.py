@@ -155,27 +155,66 @@ def _optimum(s: Setup, i: int) -> tuple[dict | None, float | None]:
     return {k: _as_list(v) for k, v in theta.items()}, optimal
 
 
+# A run is at the optimum when its excess loss is within this of the optimal loss (relative, absolute).
+CONVERGED_RTOL, CONVERGED_ATOL = 1e-3, 1e-9
+LOG_FLOOR = 1e-16  # log10 companions of values at or below it read -16 (an excess of exactly 0)
+
+
 def evaluate(s: Setup, histories: list[History], finals: list[dict]) -> list[Result]:
     """Each configuration's final metrics with its final parameters, on its full sets; the
-    optimum where known."""
+    optimum where known. A diverged run gets no losses of its exploded parameters: its last
+    recorded (finite) ones and its divergence step instead."""
     train = s.eval_batch if s.eval_batch is not None else s.problem.train
     train_losses = _final_losses(s, finals, train)
     val_losses = _final_losses(s, finals, s.problem.val) if s.problem.val is not None else None
     results = []
     for i, (h, final) in enumerate(zip(histories, finals)):
-        metrics = {"final_train_loss": train_losses[i], "epochs_run": float(h.epochs_run), "train_seconds": h.seconds}
-        if val_losses is not None:
-            metrics["final_val_loss"] = val_losses[i]
-            vals = [v for v in h.column("val_loss") + [val_losses[i]] if math.isfinite(v)]
-            metrics["best_val_loss"] = min(vals) if vals else math.nan
         optimum, optimal_loss = _optimum(s, i)
+        if h.outcome == "diverged":
+            metrics = _diverged_metrics(h)
+        else:
+            metrics = _final_metrics(h, train_losses[i], None if val_losses is None else val_losses[i], optimal_loss)
+        metrics.update(epochs_run=float(h.epochs_run), train_seconds=h.seconds)
         if optimal_loss is not None:
             metrics["optimal_train_loss"] = optimal_loss
-            metrics["excess_loss"] = metrics["final_train_loss"] - optimal_loss
+        if s.cfgs[i].optimizer.lr > 0:
+            metrics["log10_lr"] = math.log10(s.cfgs[i].optimizer.lr)
         metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
         params = {k: np.asarray(final[k]).reshape(s.model.shapes[k]).tolist() for k in s.model.shapes}
         results.append(Result(h, metrics, params, optimum, objective(metrics, h.outcome)))
     return results
+
+
+def _final_metrics(h: History, train_loss: float, val_loss: float | None, optimal_loss: float | None) -> dict:
+    """The losses of a run's final parameters, their log10 companions (the UI's scatter and
+    parallel-coordinates views draw linear axes only), its excess over the optimum and whether
+    it reached it."""
+    metrics = {"final_train_loss": train_loss}
+    if val_loss is not None:
+        metrics["final_val_loss"] = val_loss
+        vals = [v for v in h.column("val_loss") + [val_loss] if math.isfinite(v)]
+        metrics["best_val_loss"] = min(vals) if vals else math.nan
+    if optimal_loss is not None and math.isfinite(train_loss):
+        excess = max(0.0, train_loss - optimal_loss)  # below the optimum only by round-off
+        metrics["excess_loss"] = excess
+        metrics["converged"] = float(excess <= CONVERGED_RTOL * abs(optimal_loss) + CONVERGED_ATOL)
+    for k in ("final_train_loss", "final_val_loss", "excess_loss"):
+        if k in metrics and math.isfinite(metrics[k]):
+            metrics[f"log10_{k}"] = math.log10(max(metrics[k], LOG_FLOOR))
+    return metrics
+
+
+def _diverged_metrics(h: History) -> dict:
+    """A diverged run's last recorded losses (all finite: nothing non-finite enters a history)
+    and the step at which it diverged."""
+    metrics = {"diverged_step": float(h.stop_step), "converged": 0.0}
+    if len(h):
+        for name in ("train_loss", "val_loss"):
+            if name in h.metrics:
+                metrics[f"last_{name}"] = h.column(name)[-1]
+        if "val_loss" in h.metrics:
+            metrics["best_val_loss"] = min(h.column("val_loss"))
+    return metrics
 
 
 def objective(metrics: dict, outcome: str) -> float:

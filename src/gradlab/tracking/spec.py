@@ -35,6 +35,7 @@ class RunEnd:
     files: dict[str, str] = field(default_factory=dict)
     history: dict | None = None  # {"columns", "epochs", "values"} (engine.History.table): written as history.csv
     plot_data: dict | None = None  # drawn by the recorder (gradlab.plots.figures)
+    points: list[tuple[str, float, int]] = field(default_factory=list)  # step metrics known at the end: (name, value, step)
 
     def __post_init__(self):
         if self.outcome not in STATUS:

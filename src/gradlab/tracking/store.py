@@ -376,6 +376,7 @@ class Store:
             now = int(time.time() * 1000)
             # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
             metrics = [Metric(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
+            metrics += [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)]
             safe, full = sanitize(end.tags, MAX_TAG_VALUE)
             self._log_batch(run_id, tags=safe, metrics=metrics)
             if full:
