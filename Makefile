@@ -15,7 +15,7 @@ STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 BENCH_OUT ?= bench-results/bench.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare ui reap test test-fast bench clean
+.PHONY: help install train sweep compare ui reap test test-fast bench screenshots clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,13 +49,15 @@ test-fast: $(STAMP) ## the fast tier only
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP) ## the MLflow UI on the store (MLFLOW_TRACKING_URI, else mlruns/), on 127.0.0.1 only (PORT=5000)
-	@# gradlab opens (or creates) the store first, under its creation lock: a UI creating the same new
-	@# store beside a starting run would corrupt it, and a store that cannot work fails here, clearly.
-	@MLFLOW_TRACKING_URI="$(STORE)" $(BIN)/gradlab reap --dry-run > /dev/null
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri "$(STORE)" --host 127.0.0.1 --port $(PORT)
+	@# gradlab opens (or creates) the store first, under its creation lock, prints the runs views' URLs
+	@# (a fresh browser would open an experiment on MLflow's GenAI page), then serves the UI.
+	MLFLOW_TRACKING_URI="$(STORE)" $(BIN)/gradlab ui --port $(PORT)
 
 bench: $(STAMP) ## the benchmark, ratios measured side by side (~10 min; BENCH_ARGS=--quick for a smoke run)
 	BENCH_OUT=$(BENCH_OUT) $(BIN)/python -m gradlab.bench $(BENCH_ARGS)
+
+screenshots: $(STAMP) ## the README's UI pictures: the headline sweep in headless Chromium (apt-get install chromium)
+	$(BIN)/python docs/dashboard.py --out docs
 
 clean: ## remove the virtual environment (the store in mlruns/ is kept)
 	rm -rf $(VENV)

@@ -396,4 +396,4 @@ def test_make_ui_shows_the_store_the_environment_names(tmp_path):
     uri = f"sqlite:///{tmp_path}/elsewhere.db"
     dry = subprocess.run(["make", "-n", "-s", "ui"], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "MLFLOW_TRACKING_URI": uri})
-    assert f'--backend-store-uri "{uri}"' in dry.stdout, dry.stdout + dry.stderr
+    assert f'MLFLOW_TRACKING_URI="{uri}"' in dry.stdout and "gradlab ui" in dry.stdout, dry.stdout + dry.stderr

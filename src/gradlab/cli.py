@@ -3,6 +3,7 @@
     gradlab [overrides...]            one run (Hydra overrides; -m for a multirun; --cfg job prints)
     gradlab rerun RUN_ID              run a logged run's exact config again
     gradlab reap [--dry-run]          mark runs whose process died hard (SIGKILL) as KILLED
+    gradlab ui [--port N]             the MLflow UI on the store, with the URLs of its runs views
 
 User mistakes print one line naming the field and the fix, and exit 2; nothing is recorded.
 """
@@ -99,7 +100,20 @@ def reap(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"rerun": rerun, "reap": reap}
+def ui(args: list[str]) -> int:
+    """The MLflow UI on the store: gradlab opens (or creates) it first, under its creation lock
+    (a UI creating the same new store beside a starting run would corrupt it), prints the URLs
+    of the runs views, then serves it on loopback."""
+    if len(args) > 2 or (args and args[0] != "--port") or (len(args) == 2 and not args[1].isdigit()):
+        _fail("usage: gradlab ui [--port N]   (default 5000; the store is MLFLOW_TRACKING_URI, else mlruns/)")
+    from gradlab.tracking import Store
+    from gradlab.tracking.ui import serve
+
+    serve(Store(), int(args[1]) if len(args) == 2 else 5000)
+    return 0
+
+
+COMMANDS = {"rerun": rerun, "reap": reap, "ui": ui}
 
 
 def main() -> None:

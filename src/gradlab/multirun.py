@@ -64,9 +64,10 @@ def varied_keys(config: DictConfig) -> list[str]:
 
     keys: dict[str, None] = {}
     for o in OverridesParser.create().parse_overrides(_params(config)):
-        keys.pop(o.key_or_group, None)
         if o.is_sweep_override():
-            keys[o.key_or_group] = None
+            keys.setdefault(o.key_or_group, None)  # where the sweep first names it
+        else:
+            keys.pop(o.key_or_group, None)
     return list(keys)
 
 

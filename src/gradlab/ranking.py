@@ -59,7 +59,8 @@ def table(entries: list[Entry], limit: int = 20) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, e in enumerate(entries[:limit], 1):
         flag = [("yes" if e.converged else "no") if e.converged is not None else "–"] if known else []
-        lines.append("| " + " | ".join([str(i), e.name.replace("|", "/"), e.outcome, *flag, _number(e.objective),
+        lead = e.name.split(" · ")[0]  # what tells the runs of a sweep apart (describe.run_name)
+        lines.append("| " + " | ".join([str(i), lead.replace("|", "/"), e.outcome, *flag, _number(e.objective),
                                          _number(e.excess)]) + " |")
     if len(entries) > limit:
         lines.append(f"\n… and {len(entries) - limit} more (the report's summary.csv has them all)")
@@ -69,10 +70,10 @@ def table(entries: list[Entry], limit: int = 20) -> str:
 def note(sweep: str, varied: list[str], counts: dict[str, int], entries: list[Entry]) -> str:
     """The parent run's description: what the sweep varied, how its jobs ended, its ranking."""
     parts = [f"**Sweep `{sweep}`** varied {', '.join(f'`{k}`' for k in varied) or 'nothing'}: "
-             + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
-             "Ranked: runs at the optimum first (excess loss within tolerance), then by the objective "
-             "(final validation loss, else training loss); runs without a result last."]
+             + ", ".join(f"{v} {k}" for k, v in counts.items()) + "."]
     for problem, group in ranked(entries).items():
-        parts.append(f"### {problem or 'runs'}\n\n{table(group)}")
-    parts.append("Figures: the `report/` artifacts (`make compare`).")
+        parts.append(f"**{problem or 'runs'}**, best first:\n\n{table(group)}")
+    parts.append("Ranked: runs at the optimum first (excess loss within tolerance of the closed-form optimum), "
+                 "then by the objective (final validation loss, else training loss); runs without a result last. "
+                 "Figures: the `report/` artifacts (`make compare`).")
     return "\n\n".join(parts)
