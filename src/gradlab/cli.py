@@ -10,7 +10,12 @@ User mistakes print one line naming the field and the fix, and exit 2; nothing i
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import sys
+import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -58,19 +63,42 @@ def train(args: list[str], shutdown: bool = True) -> int:
     Hydra reads the arguments from sys.argv; `shutdown=False` keeps the recorders for later calls."""
     from gradlab import multirun
 
+    from gradlab.explain import COMPOSITION_ERRORS, explain
+
     code = 0
     try:
-        _hydra_main()
+        with _errors_raised():
+            _hydra_main()
     except signals.Killed as e:
         multirun.abort(e.signum)
         raise
-    except SystemExit as e:  # Hydra exits 1 after a failed job, skipping on_multirun_end
+    except SystemExit as e:  # a user mistake in a single run (exit 2)
         code = e.code if isinstance(e.code, int) else 1
+    except COMPOSITION_ERRORS as e:  # a key, option or file the command line names that does not exist
+        print(f"gradlab: error: {explain(e, args)}", file=sys.stderr)
+        code = 2
+    except Exception:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
+        traceback.print_exc()
+        code = 1
     finally:
         failed = multirun.finish()  # a no-op once abort closed the sweep
         if shutdown:
             Recorder.shutdown()
     return code or (1 if failed else 0)
+
+
+@contextlib.contextmanager
+def _errors_raised():
+    """Hydra raises its errors instead of printing them (HYDRA_FULL_ERROR): gradlab says them."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 def rerun(args: list[str]) -> int:
@@ -116,9 +144,48 @@ def ui(args: list[str]) -> int:
 COMMANDS = {"rerun": rerun, "reap": reap, "ui": ui}
 
 
+def help_text() -> str:
+    """gradlab's own help, printed before Hydra's flags: commands, groups, recipes, sweeps, store."""
+    from gradlab.config import TrackingConfig, TrainConfig
+    from gradlab.tracking import tracking_uri
+
+    conf, sweeps = project_root() / "conf", project_root() / "sweeps"
+
+    def names(folder: Path) -> str:
+        return ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+
+    def keys(schema) -> str:
+        return "keys " + ", ".join(f.name for f in dataclasses.fields(schema))
+
+    groups = "\n".join(f"  {g:<10} {names(conf / g)}" for g in ("data", "model", "grad", "optimizer", "device"))
+    return f"""gradlab: train and compare gradient-descent experiments, each recorded in MLflow.
+
+Commands
+  gradlab [KEY=VALUE ...]          one run: train, evaluate, record (gradlab optimizer=adam optimizer.lr=0.1)
+  gradlab -m KEY=A,B ...           a sweep: one parent run, a child run per job
+  gradlab -m -cd sweeps -cn NAME   a sweep file from sweeps/ (make sweep SWEEP=NAME)
+  gradlab rerun RUN_ID             run a logged run's exact config again
+  gradlab reap [--dry-run]         mark runs whose process died hard as KILLED
+  gradlab ui [--port N]            the MLflow UI on the store, with the URLs of its runs views
+  gradlab --cfg job                print the composed config
+  gradlab-compare [--experiment E] the comparison report of a sweep
+
+Config groups (GROUP=OPTION; each option's keys: GROUP.KEY=VALUE, listed by gradlab --cfg job)
+{groups}
+  train      {keys(TrainConfig)}
+  tracking   {keys(TrackingConfig)}
+
+Recipes (experiment=NAME): {names(conf / "experiment")}
+Sweeps (-cd sweeps -cn NAME): {names(sweeps)}
+Runs go to {tracking_uri()} (MLFLOW_TRACKING_URI overrides it).
+"""
+
+
 def main() -> None:
     timings.stamp("main")
     argv = sys.argv[1:]
+    if argv and argv[0] in ("--help", "-h"):
+        print(help_text())
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         with signals.as_exceptions():

@@ -245,14 +245,15 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
 
 
 def register_configs() -> None:
-    """Store the schemas where the YAML files find them: `defaults: [<option>_schema]`."""
+    """Store the schemas where the YAML files find them: `defaults: [/schema/<group>/<option>@_here_]`
+    (a group of their own, so that Hydra's lists of a group's options hold only real options)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="gradlab_schema", node=Config)
     for group, options in SCHEMAS.items():
         for option, schema in options.items():
-            cs.store(group=group, name=f"{option}_schema", node=schema)
+            cs.store(group=f"schema/{group}", name=option, node=schema)
 
 
 # --------------------------------------------------------------------- typed configs

@@ -177,11 +177,10 @@ def sweep_hash(config: DictConfig) -> str:
     return hashlib.sha256(json.dumps([config.hydra.job.config_name, params]).encode()).hexdigest()[:16]
 
 
-def _refuse_bad_jobs(config: DictConfig, name: str) -> list[list[str]] | None:
-    """The grid's jobs, once every one of them checks out; exits 2 listing those that do not."""
+def _refuse_bad_jobs(config: DictConfig, name: str, jobs: list[list[str]] | None) -> None:
+    """Exits 2 listing the grid's jobs (or the search's corners) that do not check out."""
     if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
         _refuse_bad_search(config)
-    jobs = grid(config)
     bad = check(config, jobs) if jobs is not None else []
     if bad:
         print(f"gradlab: error: sweep {name!r}: {len(bad)} of {len(jobs)} jobs have bad values; "
@@ -189,7 +188,6 @@ def _refuse_bad_jobs(config: DictConfig, name: str) -> list[list[str]] | None:
         for overrides, message in bad:
             print(f"  [{' '.join(overrides)}]: {message}", file=sys.stderr)
         sys.exit(2)
-    return jobs
 
 
 def _refuse_bad_search(config: DictConfig) -> None:
@@ -239,14 +237,18 @@ def sweep_names(config: DictConfig) -> tuple[str, str]:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from gradlab.tracking import Recorder, TrackingError
+        from gradlab.tracking import Recorder, TrackingError, tracking_uri
 
         name, experiment = sweep_names(config)
         # Started first, so that its imports overlap the grid check; gradlab's launcher records
         # with `recorders` processes, forked from this one.
         recorder = Recorder.shared(max(0, int(config.hydra.launcher.get("recorders", 1)) - 1)
                                    if str(config.hydra.launcher.get("_target_", "")).endswith("BatchedLauncher") else 0)
-        jobs = _refuse_bad_jobs(config, name)
+        jobs, varied = grid(config), varied_keys(config)
+        what = f"{len(jobs)} jobs" if jobs is not None else f"a search of {config.hydra.sweeper.get('n_trials', '?')} trials"
+        print(f"gradlab: sweep {name!r}: {what} varying {', '.join(varied) or 'nothing'}, into experiment "
+              f"{experiment!r} at {tracking_uri()}; checking every job first", flush=True)
+        _refuse_bad_jobs(config, name, jobs)
         try:
             recorder.open()
             shash = sweep_hash(config)
@@ -262,7 +264,6 @@ class SweepCallback(Callback):
             sys.exit(2)
         # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
         expected = len(jobs) if jobs and not config.tracking.skip_finished else None
-        varied = varied_keys(config)
         _parent.update(recorder=recorder, key=key, id=parent_id, name=name, experiment=experiment, jobs=expected,
                        varied=varied)
         os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment, VARIES_ENV: ",".join(varied)})

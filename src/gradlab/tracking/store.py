@@ -42,7 +42,8 @@ _ENV_DEFAULTS = {
 for _k, _v in _ENV_DEFAULTS.items():
     os.environ.setdefault(_k, _v)
 
-# Tells the MLflow UI these are training runs, so it opens on the runs table, not its GenAI view.
+# Marks the experiments as training (not GenAI) ones. Which page the UI opens on is the browser's
+# own setting, though: the URLs that `gradlab ui` prints choose it (tracking/ui.py).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_TAG_VALUE = 8000  # MAX_TAG_VAL_LENGTH
