@@ -101,8 +101,10 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
     note = parent.data.tags["mlflow.note.content"]
     assert "varied `optimizer`, `optimizer.lr`" in note
     ranked = [line.split(" | ")[1] for line in note.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    by_objective = sorted(children, key=lambda c: c.data.metrics["final_val_loss"])
-    assert ranked == [c.info.run_name for c in by_objective]
+    def at_optimum_then_objective(c):
+        m = c.data.metrics
+        return (m["excess_loss"] > 1e-3 * m["optimal_train_loss"] + 1e-9, m["final_val_loss"])
+    assert ranked == [c.info.run_name.split(" · ")[0] for c in sorted(children, key=at_optimum_then_objective)]
 
 
 def test_named_sweep_lands_in_its_own_experiment(cli, temp_store):
@@ -236,14 +238,20 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
         expected[c.data.tags["mlflow.runName"]] = c.data.metrics["final_val_loss"] if finished else math.nan
     for row in ranking.itertuples():
         assert (math.isnan(row.objective) and math.isnan(expected[row.run_name])) or row.objective == pytest.approx(expected[row.run_name])
-    finite = ranking["objective"].dropna().tolist()
-    assert finite == sorted(finite) and ranking["rank"].tolist() == list(range(1, 13))
+    # ranked by what the sweep is for: runs at the optimum first, then by the objective, diverged last
+    def order(c):
+        m = c.data.metrics
+        at_optimum = "excess_loss" in m and m["excess_loss"] <= 1e-3 * m["optimal_train_loss"] + 1e-9
+        finished = not math.isnan(expected[c.info.run_name])
+        return (not finished, not at_optimum, expected[c.info.run_name] if finished else 0.0, c.info.run_name)
+    assert ranking["run_name"].tolist() == [c.info.run_name for c in sorted(children, key=order)]
+    assert ranking["rank"].tolist() == list(range(1, 13))
     assert ranking["objective"].isna().sum() == sum(c.data.tags["gradlab.outcome"] == "diverged" for c in children) > 0
     best = pd.read_csv(folder / "best.csv")
     for (opt, scaling), group in ranking.groupby(["optimizer", "scaling"]):
         if group["objective"].notna().any():
             row = best[(best["optimizer"] == opt) & (best["scaling"] == scaling)]
-            assert row["objective"].iloc[0] == pytest.approx(group["objective"].min())
+            assert row["run_name"].iloc[0] == group["run_name"].iloc[0]  # the group's first in the ranking
     md = (folder / "summary.md").read_text()
     assert "12 runs" in md and "diverged" in md
     for fig in ("final_loss_vs_lr.png", "excess_loss_vs_lr.png", "best_loss_heatmap.png", "loss_curves_best.png"):
@@ -282,6 +290,25 @@ def test_params_come_back_typed():
     assert df["optimizer.nesterov"].tolist() == [False, True]
     assert df["optimizer"].tolist() == ["sgd m=0.9", "sgd"] and df["scaling"].tolist() == ["×0.1", "none"]
     assert df["objective"].tolist()[0] == 1.5 and math.isnan(df["objective"].tolist()[1])
+    # a search's continuous momentum is its own axis, not one "optimizer" per value
+    searched = [RunRecord(str(i), str(i), "1", "FINISHED", i, {"optimizer.name": "sgd", "optimizer.momentum": m},
+                          {}, {"gradlab.outcome": "completed"}) for i, m in enumerate([0.1, 0.33, 0.5, 0.639435, 0.9])]
+    assert set(compare.tidy(searched)["optimizer"]) == {"sgd"}
+
+
+def test_the_grid_heatmap_tells_cells_never_run_from_cells_without_a_result():
+    # gradient_methods-like: NumPy runs one problem only; one cell diverged
+    df = pd.DataFrame({"run_id": list("abcde"), "run_name": list("abcde"), "outcome": ["completed"] * 4 + ["diverged"],
+                       "method": ["analytic", "autograd", "analytic", "autograd", "analytic@numpy"],
+                       "problem": ["line/linear", "line/linear", "teacher/mlp", "teacher/mlp", "teacher/mlp"],
+                       "objective": [1.0, 1.1, 0.2, 0.3, np.nan], "excess_loss": np.nan, "converged": np.nan,
+                       "seconds_per_epoch": 1e-4, "final_train_loss": [1.0, 1.1, 0.2, 0.3, np.nan]})
+    figs = compare.figures(df, pd.DataFrame(columns=["run_id", "step", "metric", "value"]), ["method", "problem"], math.nan)
+    texts = [t.get_text() for t in figs["best_loss_heatmap.png"].axes[0].texts]
+    assert texts.count("not run") == 1 and texts.count("no result") == 1 and "1" in texts
+    tabs = compare.tables(df, ["method", "problem"])
+    # ranked within each problem, never across: each problem's ranks start at 1
+    assert tabs["ranking"].groupby("problem")["rank"].min().tolist() == [1, 1]
 
 
 def test_diverged_runs_are_drawn_distinctly_not_dropped():

@@ -26,9 +26,12 @@ from gradlab.tracking.query import RunRecord
 
 # The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
 AXES = ["optimizer", "lr", "scaling", "batch", "seed", "method", "problem"]
-METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss",
+METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss", "converged",
            "epochs_run", "train_seconds"]
 NOT_FINITE = {"diverged": "X", "failed": "s", "killed": "s"}
+# Markers of runs without a final loss: black and grey, colours no optimizer's line has.
+NOT_FINITE_COLOR = {"diverged": "black", "failed": "0.55", "killed": "0.55"}
+MAX_LABELLED_MOMENTA = 4
 
 
 class CompareError(RuntimeError):
@@ -53,7 +56,9 @@ def tidy(records: list[RunRecord]) -> pd.DataFrame:
         return df[name] if name in df else pd.Series([default] * len(df), index=df.index)
 
     momentum = col("optimizer.momentum", 0.0).fillna(0.0)
-    df["optimizer"] = [f"{n} m={m:g}" if m else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
+    # A grid's few momenta tell optimizers apart; a search's continuous momentum is an axis of its own.
+    discrete = momentum[momentum != 0].nunique() <= MAX_LABELLED_MOMENTA
+    df["optimizer"] = [f"{n} m={m:g}" if m and discrete else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
     df["lr"] = col("optimizer.lr", np.nan).astype(float)
     scaling, factor = col("data.scaling", "none"), col("data.scale_factor", 1.0)
     df["scaling"] = [f"×{f:g}" if s == "factor" else str(s) for s, f in zip(scaling, factor)]
@@ -109,6 +114,8 @@ def threshold_steps(df: pd.DataFrame, cur: pd.DataFrame, threshold: float) -> pd
 
 def default_threshold(df: pd.DataFrame) -> float:
     """5% above the best reachable loss: the closed-form optimum where known, else the best run's."""
+    if df["problem"].nunique() > 1:  # one threshold cannot fit different problems' losses
+        return float("nan")
     opt = df["optimal_train_loss"].dropna()
     base = opt.min() if len(opt) else df["final_train_loss"].min()
     return float(base * 1.05) if pd.notna(base) and base > 0 else float("nan")
@@ -126,25 +133,47 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def best_group(axes: list[str]) -> list[str]:
-    """Best configuration per optimizer and scaling where they vary, else per the first axis."""
-    return [a for a in ("optimizer", "scaling") if a in axes] or axes[:1]
+    """Best configuration per problem, optimizer and scaling where they vary, else per the first axis."""
+    return [a for a in ("problem", "optimizer", "scaling") if a in axes] or axes[:1]
+
+
+def ranked(df: pd.DataFrame) -> pd.DataFrame:
+    """Best first within each problem (runs on different problems never rank against each other):
+    at the optimum first, then by the objective; runs without a result last (ranking.py's order)."""
+    key = df.assign(_none=df["objective"].isna(), _off=~(df["converged"] == 1), _obj=df["objective"].fillna(np.inf))
+    return key.sort_values(["problem", "_none", "_off", "_obj", "run_name"]).drop(columns=["_none", "_off", "_obj"])
 
 
 def tables(df: pd.DataFrame, axes: list[str]) -> dict[str, pd.DataFrame]:
-    cols = ["run_name", *axes, "outcome", "objective", "final_train_loss", "final_val_loss", "excess_loss",
+    cols = ["run_name", *axes, "outcome", "converged", "objective", "excess_loss", "final_train_loss", "final_val_loss",
             "epochs_run", "train_seconds", "epochs_to_threshold", "seconds_to_threshold"]
-    ranking = df.sort_values("objective", na_position="last")[[c for c in cols if c in df]].reset_index(drop=True)
-    ranking.insert(0, "rank", range(1, len(ranking) + 1))
+    order = ranked(df)
+    ranking = order[[c for c in cols if c in order]].reset_index(drop=True)
+    ranking.insert(0, "rank", order.groupby("problem", sort=False).cumcount().to_numpy() + 1)  # within its problem
     group = best_group(axes)
-    ok = df[df["objective"].notna()]
-    best = (ok.loc[ok.groupby(group)["objective"].idxmin()] if group and len(ok) else ok.nsmallest(1, "objective"))
-    best = best[[c for c in cols if c in best]].sort_values("objective").reset_index(drop=True)
+    ok = ranked(df[df["objective"].notna()])
+    best = ok.groupby(group, sort=False).head(1) if group and len(ok) else ok.head(1)
+    best = best[[c for c in cols if c in best]].reset_index(drop=True)
     counts = df["outcome"].value_counts().rename_axis("outcome").reset_index(name="runs")
     return {"ranking": ranking, "best": best, "counts": counts}
 
 
 # ----------------------------------------------------------------------------- figures
 SCALING_ORDER = ["none", "standardize", "minmax"]  # factors (×k) go between none and standardize
+OPTIMIZER_ORDER = ["gd", "sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
+
+
+def colours(df: pd.DataFrame, hue: str | None) -> dict | None:
+    """One colour per value of the hue (an optimizer keeps its colour in every figure of a report)."""
+    if hue is None:
+        return None
+    import seaborn as sns
+
+    values = sorted(df[hue].dropna().unique(), key=lambda v: (OPTIMIZER_ORDER.index(str(v).split()[0])
+                                                              if str(v).split()[0] in OPTIMIZER_ORDER else 99, str(v)))
+    if hue != "optimizer":
+        values = _order(df[hue])
+    return dict(zip(values, sns.color_palette("tab10" if len(values) <= 10 else "husl", len(values))))
 
 
 def _order(values) -> list:
@@ -155,12 +184,13 @@ def _order(values) -> list:
     return vals
 
 
-def _against_lr(df, y, ylabel, title, hue, col, axes):
+def _against_lr(df, y, ylabel, title, hue, col, axes, palette):
     import seaborn as sns
 
     g = sns.relplot(data=df[df[y].notna()], x="lr", y=y, hue=hue, col=col, kind="line", marker="o", height=3.6,
-                    aspect=1.1, facet_kws={"sharey": True}, errorbar=("sd" if "seed" in axes else None),
-                    hue_order=_order(df[hue]) if hue else None, col_order=_order(df[col]) if col else None)
+                    aspect=1.1, facet_kws={"sharey": False}, errorbar=("sd" if "seed" in axes else None),
+                    hue_order=list(palette) if palette else None, palette=palette,
+                    col_order=_order(df[col]) if col else None)
     g.set(xscale="log", yscale="log")
     panels = [(None, g.ax)] if col is None else list(zip(g.col_names, g.axes.flat))
     for value, ax in panels:
@@ -170,7 +200,7 @@ def _against_lr(df, y, ylabel, title, hue, col, axes):
             bad = sub[sub["outcome"] == outcome]
             if len(bad):
                 ax.scatter(bad["lr"], [top] * len(bad), marker=marker, s=70, zorder=5, clip_on=False,
-                           color="#d62728" if outcome == "diverged" else "0.4", label=f"{outcome} (no final loss)")
+                           color=NOT_FINITE_COLOR[outcome], label=f"{outcome} (no final loss)")
         ax.set_ylim(bottom, top)  # the markers sit on the top edge; they are not values
         ax.set_xlabel("learning rate")
     g.set_ylabels(ylabel)
@@ -194,42 +224,54 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
 
     sns.set_theme(style="whitegrid", context="notebook")
     out = {}
-    hue = "optimizer" if "optimizer" in axes else next((a for a in axes if a not in ("lr", "seed")), None)
-    col = "scaling" if "scaling" in axes and hue != "scaling" else None
+    hue = "optimizer" if "optimizer" in axes else next((a for a in axes if a not in ("lr", "seed", "problem")), None)
+    # Panels by problem where problems differ (their losses do not share an axis), else by scaling
+    col = "problem" if "problem" in axes else ("scaling" if "scaling" in axes and hue != "scaling" else None)
+    palette = colours(df, hue)
 
     if "lr" in axes:  # final loss against learning rate, log-log, diverged runs marked
         out["final_loss_vs_lr.png"] = _against_lr(df, "objective", "final loss (validation, else training)",
-                                                  "Final loss against learning rate", hue, col, axes)
+                                                  "Final loss against learning rate", hue, col, axes, palette)
         if df["excess_loss"].notna().any():
             floor = 1e-9  # float rounding leaves |excess| ~ 1e-8 at the optimum; log axes need > 0
             d = df.assign(excess=df["excess_loss"].clip(lower=floor).where(df["objective"].notna()))
             out["excess_loss_vs_lr.png"] = _against_lr(
                 d, "excess", f"excess training loss (floor {floor:g})",
-                "Convergence: excess training loss against learning rate", hue, col, axes)
+                "Convergence: excess training loss against learning rate", hue, col, axes, palette)
 
     if len(axes) >= 2:  # best loss over the grid
         rows, cols = (("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2]))
-        table = df.pivot_table(index=rows, columns=cols, values="objective", aggfunc="min")
+        table = df.pivot_table(index=rows, columns=cols, values="objective", aggfunc="min", dropna=False)
+        ran = df.pivot_table(index=rows, columns=cols, values="run_id", aggfunc="count", dropna=False).reindex_like(table)
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 1.2 + 0.6 * len(table.index)), layout="constrained")
         shown = np.log10(table.where(table > 0))
-        sns.heatmap(shown, annot=table.map(lambda v: "diverged" if pd.isna(v) else f"{v:.3g}"), fmt="", cmap="viridis_r",
-                    mask=table.isna(), cbar_kws={"label": "log10 best loss"}, ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
+        labels = pd.DataFrame([[("not run" if not n else "no result") if pd.isna(v) else f"{v:.3g}"
+                                for v, n in zip(tv, nv)] for tv, nv in zip(table.to_numpy(), ran.fillna(0).to_numpy())],
+                              index=table.index, columns=table.columns)
+        sns.heatmap(shown, annot=labels, fmt="", cmap="viridis_r", mask=table.isna(), cbar_kws={"label": "log10 best loss"},
+                    ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
         ax.set_facecolor("#f2c4c4")
-        ax.set_title("Best loss over the grid (min over the other axes); red cells: no run finished")
+        for (i, j) in zip(*np.nonzero(table.isna().to_numpy())):  # seaborn leaves masked cells unlabelled
+            ax.text(j + 0.5, i + 0.5, labels.iat[i, j], ha="center", va="center", fontsize=8, color="0.25")
+        ax.set_title("Best loss over the grid (min over the other axes); red: no run of the cell finished")
         out["best_loss_heatmap.png"] = fig
 
     group = hue or (axes[0] if axes else None)
     ok = df[df["objective"].notna()]
     if len(ok) and len(cur):  # overlaid loss curves of the best run per group
-        best = ok.loc[ok.groupby(group)["objective"].idxmin()] if group else ok.nsmallest(1, "objective")
+        keys = [k for k in ("problem", group) if k and k in axes] or ([group] if group else [])
+        best = ranked(ok).groupby(keys, sort=False).head(1) if keys else ranked(ok).head(1)
         fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-        palette = sns.color_palette(n_colors=len(best))
-        for color, (_, r) in zip(palette, best.iterrows()):
+        shades = palette or {}
+        spare = iter(sns.color_palette("tab10", len(best)))
+        for _, r in best.iterrows():
+            color = shades.get(r[group]) if group in shades else next(spare)
             for metric, ls in (("train_loss", "-"), ("val_loss", "--")):
                 c = cur[(cur["run_id"] == r["run_id"]) & (cur["metric"] == metric)]
                 if len(c):
+                    where = f"{r['problem']}: " if "problem" in axes else ""
                     ax.plot(c["step"], c["value"], ls, color=color, lw=1.4,
-                            label=f"{r[group] if group else r['run_name']} ({metric.split('_')[0]})")
+                            label=f"{where}{r[group] if group else r['run_name']} ({metric.split('_')[0]})")
         ax.set(yscale="log", xlabel="epoch", ylabel="loss", title=f"Best run per {group or 'sweep'}: training (solid) and validation (dashed)")
         ax.legend(fontsize=8)
         out["loss_curves_best.png"] = fig
@@ -250,7 +292,8 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
     if "seconds_to_threshold" in df and df["seconds_to_threshold"].notna().any():
         d = df[df["seconds_to_threshold"].notna()].nsmallest(25, "seconds_to_threshold")
         fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(d)), layout="constrained")
-        sns.barplot(data=d, y="run_name", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax)
+        sns.barplot(data=d, y="run_name", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax, palette=palette,
+                    hue_order=list(palette) if palette else None)
         ax.set(xlabel="seconds of training to reach it", ylabel="",
                title=f"Time to a training loss <= {threshold:.4g} ({(df['seconds_to_threshold'].isna()).sum()} runs never did)")
         out["time_to_threshold.png"] = fig
@@ -289,7 +332,8 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     counts = ", ".join(f"{r.runs} {r.outcome}" for r in tabs["counts"].itertuples())
     md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
           f"Swept: {', '.join(axes) or 'nothing'}. Objective: final validation loss (training loss without a split).",
-          f"Threshold for time-to-threshold: training loss <= {threshold:.4g}.", "",
+          *([f"Threshold for time-to-threshold: training loss <= {threshold:.4g}."] if math.isfinite(threshold) else []),
+          "Ranked within each problem: runs at the optimum (`converged`) first, then by the objective.", "",
           *(_search_lines(prun, found) if search else []),
           "## " + ("The five best trials" if search else "Best configuration per " + (" and ".join(best_group(axes)) or "sweep")), "",
           markdown(tabs["best"]), "## Ranking", "", markdown(tabs["ranking"]), "## Outcomes", "", markdown(tabs["counts"])]
