@@ -188,7 +188,7 @@ def _against_lr(df, y, ylabel, title, hue, col, axes, palette):
     import seaborn as sns
 
     g = sns.relplot(data=df[df[y].notna()], x="lr", y=y, hue=hue, col=col, kind="line", marker="o", height=3.6,
-                    aspect=1.1, facet_kws={"sharey": False}, errorbar=("sd" if "seed" in axes else None),
+                    aspect=1.1, facet_kws={"sharey": col != "problem"}, errorbar=("sd" if "seed" in axes else None),
                     hue_order=list(palette) if palette else None, palette=palette,
                     col_order=_order(df[col]) if col else None)
     g.set(xscale="log", yscale="log")
@@ -241,19 +241,25 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
 
     if len(axes) >= 2:  # best loss over the grid
         rows, cols = (("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2]))
-        table = df.pivot_table(index=rows, columns=cols, values="objective", aggfunc="min", dropna=False)
+        # How close to the optimum where one is known (what a sweep over learning rates asks), else the objective
+        value = "excess_loss" if df["excess_loss"].notna().any() else "objective"
+        table = df.assign(excess_loss=df["excess_loss"].clip(lower=1e-9).where(df["objective"].notna())).pivot_table(
+            index=rows, columns=cols, values=value, aggfunc="min", dropna=False)
         ran = df.pivot_table(index=rows, columns=cols, values="run_id", aggfunc="count", dropna=False).reindex_like(table)
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 1.2 + 0.6 * len(table.index)), layout="constrained")
         shown = np.log10(table.where(table > 0))
-        labels = pd.DataFrame([[("not run" if not n else "no result") if pd.isna(v) else f"{v:.3g}"
+        floor = "≤1e-9" if value == "excess_loss" else None  # at the optimum, to round-off
+        labels = pd.DataFrame([[("not run" if not n else "no result") if pd.isna(v) else (floor if floor and v <= 1e-9 else f"{v:.3g}")
                                 for v, n in zip(tv, nv)] for tv, nv in zip(table.to_numpy(), ran.fillna(0).to_numpy())],
                               index=table.index, columns=table.columns)
-        sns.heatmap(shown, annot=labels, fmt="", cmap="viridis_r", mask=table.isna(), cbar_kws={"label": "log10 best loss"},
+        what = "excess training loss" if value == "excess_loss" else "final loss"
+        sns.heatmap(shown, annot=labels, fmt="", cmap="viridis_r", mask=table.isna(), cbar_kws={"label": f"log10 {what}"},
                     ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
+        ax.tick_params(axis="y", rotation=0)
         ax.set_facecolor("#f2c4c4")
         for (i, j) in zip(*np.nonzero(table.isna().to_numpy())):  # seaborn leaves masked cells unlabelled
             ax.text(j + 0.5, i + 0.5, labels.iat[i, j], ha="center", va="center", fontsize=8, color="0.25")
-        ax.set_title("Best loss over the grid (min over the other axes); red: no run of the cell finished")
+        ax.set_title(f"Best {what} over the grid (min over the other axes); red: no run of the cell finished")
         out["best_loss_heatmap.png"] = fig
 
     group = hue or (axes[0] if axes else None)
@@ -291,8 +297,9 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
 
     if "seconds_to_threshold" in df and df["seconds_to_threshold"].notna().any():
         d = df[df["seconds_to_threshold"].notna()].nsmallest(25, "seconds_to_threshold")
+        d = d.assign(run=d["run_name"].str.split(" · ").str[0])  # what tells a sweep's runs apart
         fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(d)), layout="constrained")
-        sns.barplot(data=d, y="run_name", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax, palette=palette,
+        sns.barplot(data=d, y="run", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax, palette=palette,
                     hue_order=list(palette) if palette else None)
         ax.set(xlabel="seconds of training to reach it", ylabel="",
                title=f"Time to a training loss <= {threshold:.4g} ({(df['seconds_to_threshold'].isna()).sum()} runs never did)")
