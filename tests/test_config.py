@@ -125,6 +125,8 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["grad=finite_difference", "grad.eps=1e-300"], 2, ["grad.eps=1e-300", "machine epsilon of train.dtype=float32"]),
     (["optimizer.dampening=-1"], 2, ["optimizer.dampening=-1.0", "[0, 1]"]),
     (["tracking.experiment=" + "x" * 501], 2, ["tracking.experiment=", "at most 500 characters"]),
+    (["data=line", "data.n_samples=100000000000"], 2, ["data.n_samples=100000000000", "GiB", "memory"]),
+    (["data=teacher", "model=mlp", "data.n_inputs=1000000", "data.n_samples=1000000"], 2, ["data.n_samples=1000000", "GiB"]),
 ]
 # An absent device is refused with what works; where the device exists, the case does not apply.
 import torch  # noqa: E402

@@ -190,6 +190,19 @@ def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store)
     assert [t.params["optimizer.lr"] for t in failed] == [-1.0] and failed[0].user_attrs[search.FAILED]
 
 
+def test_a_sweeper_that_crashes_before_any_trial_fails_its_parent(cli, temp_store, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the study's storage is locked")
+
+    monkeypatch.setattr(search, "run", broken)
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "train.epochs=20", "tracking.plots=false")
+    assert code == 1 and "the study's storage is locked" in err
+    (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
+    assert children == [] and parent.info.status == "FAILED"  # not FINISHED with nothing in it
+    assert parent.data.tags["gradlab.error.message"] == "the study's storage is locked"
+    assert parent.data.tags["gradlab.error.type"] == "RuntimeError"
+
+
 def test_the_pruner_stops_trials_inside_their_batch_and_their_runs_say_pruned(cli, temp_store, tmp_path):
     epochs, warmup = 600, 100
     code, out, err = cli("-cd", SWEEPS, "-cn", "optuna_pruned_mlp", "hydra.sweeper.n_trials=16", f"train.epochs={epochs}",

@@ -77,8 +77,10 @@ def train(args: list[str], shutdown: bool = True) -> int:
     except COMPOSITION_ERRORS as e:  # a key, option or file the command line names that does not exist
         print(f"gradlab: error: {explain(e, args)}", file=sys.stderr)
         code = 2
-    except Exception:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
+    except Exception as e:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
         traceback.print_exc()
+        # what stopped the sweep fails its parent (a sweeper that crashed before any job left it empty)
+        multirun.annotate({"gradlab.error.type": type(e).__name__, "gradlab.error.message": str(e) or repr(e)})
         code = 1
     finally:
         failed = multirun.finish()  # a no-op once abort closed the sweep

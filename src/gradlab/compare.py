@@ -213,104 +213,148 @@ def _against_lr(df, y, ylabel, title, hue, col, axes, palette):
             for h, t in zip(g.legend.legend_handles, g.legend.texts):
                 extra.setdefault(t.get_text(), h)
             g.legend.remove()
+            g.figure.subplots_adjust(right=0.99)  # give back the room seaborn kept for its own legend
         g.figure.legend(list(extra.values()), list(extra), loc="center left", bbox_to_anchor=(1.0, 0.5), title=hue)
     g.figure.suptitle(title, y=1.03)
     return g.figure
 
 
 def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: float) -> dict:
-    import matplotlib.pyplot as plt
+    """The report's figures that apply to what the sweep varied, by file name."""
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    out = {}
     hue = "optimizer" if "optimizer" in axes else next((a for a in axes if a not in ("lr", "seed", "problem")), None)
     # Panels by problem where problems differ (their losses do not share an axis), else by scaling
     col = "problem" if "problem" in axes else ("scaling" if "scaling" in axes and hue != "scaling" else None)
     palette = colours(df, hue)
-
-    if "lr" in axes:  # final loss against learning rate, log-log, diverged runs marked
-        out["final_loss_vs_lr.png"] = _against_lr(df, "objective", "final loss (validation, else training)",
-                                                  "Final loss against learning rate", hue, col, axes, palette)
-        if df["excess_loss"].notna().any():
-            floor = 1e-9  # float rounding leaves |excess| ~ 1e-8 at the optimum; log axes need > 0
-            d = df.assign(excess=df["excess_loss"].clip(lower=floor).where(df["objective"].notna()))
-            out["excess_loss_vs_lr.png"] = _against_lr(
-                d, "excess", f"excess training loss (floor {floor:g})",
-                "Convergence: excess training loss against learning rate", hue, col, axes, palette)
-
-    if len(axes) >= 2:  # best loss over the grid
-        rows, cols = (("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2]))
-        # How close to the optimum where one is known (what a sweep over learning rates asks), else the objective
-        value = "excess_loss" if df["excess_loss"].notna().any() else "objective"
-        table = df.assign(excess_loss=df["excess_loss"].clip(lower=1e-9).where(df["objective"].notna())).pivot_table(
-            index=rows, columns=cols, values=value, aggfunc="min", dropna=False)
-        ran = df.pivot_table(index=rows, columns=cols, values="run_id", aggfunc="count", dropna=False).reindex_like(table)
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 1.2 + 0.6 * len(table.index)), layout="constrained")
-        shown = np.log10(table.where(table > 0))
-        floor = "≤1e-9" if value == "excess_loss" else None  # at the optimum, to round-off
-        labels = pd.DataFrame([[("not run" if not n else "no result") if pd.isna(v) else (floor if floor and v <= 1e-9 else f"{v:.3g}")
-                                for v, n in zip(tv, nv)] for tv, nv in zip(table.to_numpy(), ran.fillna(0).to_numpy())],
-                              index=table.index, columns=table.columns)
-        what = "excess training loss" if value == "excess_loss" else "final loss"
-        sns.heatmap(shown, annot=labels, fmt="", cmap="viridis_r", mask=table.isna(), cbar_kws={"label": f"log10 {what}"},
-                    ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
-        ax.tick_params(axis="y", rotation=0)
-        ax.set_facecolor("#f2c4c4")
-        for (i, j) in zip(*np.nonzero(table.isna().to_numpy())):  # seaborn leaves masked cells unlabelled
-            ax.text(j + 0.5, i + 0.5, labels.iat[i, j], ha="center", va="center", fontsize=8, color="0.25")
-        ax.set_title(f"Best {what} over the grid (min over the other axes); red: no run of the cell finished")
-        out["best_loss_heatmap.png"] = fig
-
-    group = hue or (axes[0] if axes else None)
+    out = {}
+    if "lr" in axes:
+        out.update(_lr_figures(df, hue, col, axes, palette))
+    if len(axes) >= 2:
+        out["best_loss_heatmap.png"] = _grid_heatmap(df, axes)
     ok = df[df["objective"].notna()]
-    if len(ok) and len(cur):  # overlaid loss curves of the best run per group
-        keys = [k for k in ("problem", group) if k and k in axes] or ([group] if group else [])
-        best = ranked(ok).groupby(keys, sort=False).head(1) if keys else ranked(ok).head(1)
-        fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-        shades = palette or {}
-        spare = iter(sns.color_palette("tab10", len(best)))
-        for _, r in best.iterrows():
-            color = shades.get(r[group]) if group in shades else next(spare)
-            for metric, ls in (("train_loss", "-"), ("val_loss", "--")):
-                c = cur[(cur["run_id"] == r["run_id"]) & (cur["metric"] == metric)]
-                if len(c):
-                    where = f"{r['problem']}: " if "problem" in axes else ""
-                    ax.plot(c["step"], c["value"], ls, color=color, lw=1.4,
-                            label=f"{where}{r[group] if group else r['run_name']} ({metric.split('_')[0]})")
-        ax.set(yscale="log", xlabel="epoch", ylabel="loss", title=f"Best run per {group or 'sweep'}: training (solid) and validation (dashed)")
-        ax.legend(fontsize=8)
-        out["loss_curves_best.png"] = fig
-
-    if "seed" in axes:  # mean and spread across seeds
-        others = [a for a in axes if a != "seed"]
-        label = df.set_index("run_id")[others].astype(str).agg(" ".join, axis=1) if others else pd.Series("config", index=df["run_id"])
-        c = cur[cur["metric"] == "train_loss"].assign(config=lambda x: x["run_id"].map(label))
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-        sns.lineplot(data=c, x="step", y="value", hue="config" if others else None, errorbar="sd", ax=a1)
-        a1.set(yscale="log", xlabel="epoch", ylabel="training loss", title="Mean ± sd across seeds")
-        d = df.assign(config=df["run_id"].map(label))
-        sns.stripplot(data=d, x="config", y="objective", ax=a2, size=6, alpha=0.7)
-        sns.pointplot(data=d, x="config", y="objective", errorbar="sd", ax=a2, color="k", markers="_", linestyles="none")
-        a2.set(yscale="log", xlabel="", ylabel="final loss", title=f"Final loss over {df['seed'].nunique()} seeds (mean ± sd)")
-        out["seed_spread.png"] = fig
-
+    if len(ok) and len(cur):
+        out["loss_curves_best.png"] = _best_curves(ok, cur, hue or (axes[0] if axes else None), axes, palette)
+    if "seed" in axes:
+        out["seed_spread.png"] = _seed_spread(df, cur, axes)
     if "seconds_to_threshold" in df and df["seconds_to_threshold"].notna().any():
-        d = df[df["seconds_to_threshold"].notna()].nsmallest(25, "seconds_to_threshold")
-        d = d.assign(run=d["run_name"].str.split(" · ").str[0])  # what tells a sweep's runs apart
-        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(d)), layout="constrained")
-        sns.barplot(data=d, y="run", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax, palette=palette,
-                    hue_order=list(palette) if palette else None)
-        ax.set(xlabel="seconds of training to reach it", ylabel="",
-               title=f"Time to a training loss <= {threshold:.4g} ({(df['seconds_to_threshold'].isna()).sum()} runs never did)")
-        out["time_to_threshold.png"] = fig
-
-    if "method" in axes:  # gradient methods: time per epoch on each problem
-        fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-        sns.barplot(data=df.assign(ms=df["seconds_per_epoch"] * 1e3), x="problem", y="ms", hue="method", ax=ax)
-        ax.set(yscale="log", ylabel="milliseconds per epoch", xlabel="", title="Time per epoch by gradient method")
-        out["time_per_epoch.png"] = fig
+        out["time_to_threshold.png"] = _time_to_threshold(df, threshold, hue, palette)
+    if "method" in axes:
+        out["time_per_epoch.png"] = _time_per_epoch(df)
     return out
+
+
+def _lr_figures(df, hue, col, axes, palette) -> dict:
+    """Final loss and excess loss against the learning rate, log-log, diverged runs marked."""
+    out = {"final_loss_vs_lr.png": _against_lr(df, "objective", "final loss (validation, else training)",
+                                               "Final loss against learning rate", hue, col, axes, palette)}
+    if df["excess_loss"].notna().any():
+        floor = 1e-9  # float rounding leaves |excess| ~ 1e-8 at the optimum; log axes need > 0
+        d = df.assign(excess=df["excess_loss"].clip(lower=floor).where(df["objective"].notna()))
+        out["excess_loss_vs_lr.png"] = _against_lr(d, "excess", f"excess training loss (floor {floor:g})",
+                                                   "Convergence: excess training loss against learning rate",
+                                                   hue, col, axes, palette)
+    return out
+
+
+def _grid_heatmap(df: pd.DataFrame, axes: list[str]):
+    """The best value of each cell of the grid's first two axes (min over the others): the excess
+    loss where an optimum is known (how close each got), else the objective; cells never run and
+    cells without a result say so."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows, cols = ("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2])
+    value = "excess_loss" if df["excess_loss"].notna().any() else "objective"
+    table = df.assign(excess_loss=df["excess_loss"].clip(lower=1e-9).where(df["objective"].notna())).pivot_table(
+        index=rows, columns=cols, values=value, aggfunc="min", dropna=False)
+    ran = df.pivot_table(index=rows, columns=cols, values="run_id", aggfunc="count", dropna=False).reindex_like(table)
+    floor = "≤1e-9" if value == "excess_loss" else None  # at the optimum, to round-off
+
+    def label(v, n) -> str:
+        if pd.isna(v):
+            return "no result" if n else "not run"
+        return floor if floor and v <= 1e-9 else f"{v:.3g}"
+
+    labels = pd.DataFrame([[label(v, n) for v, n in zip(tv, nv)] for tv, nv in zip(table.to_numpy(), ran.fillna(0).to_numpy())],
+                          index=table.index, columns=table.columns)
+    what = "excess training loss" if value == "excess_loss" else "final loss"
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 1.2 + 0.6 * len(table.index)), layout="constrained")
+    sns.heatmap(np.log10(table.where(table > 0)), annot=labels, fmt="", cmap="viridis_r", mask=table.isna(),
+                cbar_kws={"label": f"log10 {what}"}, ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_facecolor("#f2c4c4")
+    for i, j in zip(*np.nonzero(table.isna().to_numpy())):  # seaborn leaves masked cells unlabelled
+        ax.text(j + 0.5, i + 0.5, labels.iat[i, j], ha="center", va="center", fontsize=8, color="0.25")
+    ax.set_title(f"Best {what} over the grid (min over the other axes); red: no run of the cell finished")
+    return fig
+
+
+def _best_curves(ok: pd.DataFrame, cur: pd.DataFrame, group: str | None, axes: list[str], palette):
+    """The loss curves of the best run per group (and per problem), overlaid."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    keys = [k for k in ("problem", group) if k and k in axes] or ([group] if group else [])
+    best = ranked(ok).groupby(keys, sort=False).head(1) if keys else ranked(ok).head(1)
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    shades, spare = palette or {}, iter(sns.color_palette("tab10", len(best)))
+    for _, r in best.iterrows():
+        color = shades.get(r[group]) if group in shades else next(spare)
+        where = f"{r['problem']}: " if "problem" in axes else ""
+        for metric, ls in (("train_loss", "-"), ("val_loss", "--")):
+            c = cur[(cur["run_id"] == r["run_id"]) & (cur["metric"] == metric)]
+            if len(c):
+                ax.plot(c["step"], c["value"], ls, color=color, lw=1.4,
+                        label=f"{where}{r[group] if group else r['run_name']} ({metric.split('_')[0]})")
+    ax.set(yscale="log", xlabel="epoch", ylabel="loss", title=f"Best run per {group or 'sweep'}: training (solid) and validation (dashed)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _seed_spread(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str]):
+    """Mean and spread across seeds: the training curves, and the final losses."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    others = [a for a in axes if a != "seed"]
+    label = df.set_index("run_id")[others].astype(str).agg(" ".join, axis=1) if others else pd.Series("config", index=df["run_id"])
+    c = cur[cur["metric"] == "train_loss"].assign(config=lambda x: x["run_id"].map(label))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    sns.lineplot(data=c, x="step", y="value", hue="config" if others else None, errorbar="sd", ax=a1)
+    a1.set(yscale="log", xlabel="epoch", ylabel="training loss", title="Mean ± sd across seeds")
+    d = df.assign(config=df["run_id"].map(label))
+    sns.stripplot(data=d, x="config", y="objective", ax=a2, size=6, alpha=0.7)
+    sns.pointplot(data=d, x="config", y="objective", errorbar="sd", ax=a2, color="k", markers="_", linestyles="none")
+    a2.set(yscale="log", xlabel="", ylabel="final loss", title=f"Final loss over {df['seed'].nunique()} seeds (mean ± sd)")
+    return fig
+
+
+def _time_to_threshold(df: pd.DataFrame, threshold: float, hue, palette):
+    """The 25 fastest runs to a training loss at or below the threshold."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = df[df["seconds_to_threshold"].notna()].nsmallest(25, "seconds_to_threshold")
+    d = d.assign(run=d["run_name"].str.split(" · ").str[0])  # what tells a sweep's runs apart
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(d)), layout="constrained")
+    sns.barplot(data=d, y="run", x="seconds_to_threshold", hue=hue, dodge=False, ax=ax, palette=palette,
+                hue_order=list(palette) if palette else None)
+    ax.set(xlabel="seconds of training to reach it", ylabel="",
+           title=f"Time to a training loss <= {threshold:.4g} ({(df['seconds_to_threshold'].isna()).sum()} runs never did)")
+    return fig
+
+
+def _time_per_epoch(df: pd.DataFrame):
+    """Gradient methods: the time per epoch on each problem."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    sns.barplot(data=df.assign(ms=df["seconds_per_epoch"] * 1e3), x="problem", y="ms", hue="method", ax=ax)
+    ax.set(yscale="log", ylabel="milliseconds per epoch", xlabel="", title="Time per epoch by gradient method")
+    return fig
 
 
 # --------------------------------------------------------------------------------- run

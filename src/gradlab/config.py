@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -356,6 +357,19 @@ def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
         _finite_positive("model.init_scale", m.init_scale)
 
 
+# A generated dataset lives as float64 in a few copies (drawn, scaled, split, on the device).
+DATA_COPIES = 4
+
+
+def _fits_in_memory(key: str, value: int, n_values: int) -> None:
+    """Refuse a generated dataset this machine cannot hold, before any of it is drawn."""
+    need = n_values * 8 * DATA_COPIES
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ConfigError(key, value, f"needs about {need / 2**30:,.0f} GiB for its {n_values:,} values, more than "
+                          f"this machine's {have / 2**30:,.0f} GiB of memory; draw fewer samples")
+
+
 def _validate_data(d: DataConfig, t: TrainConfig) -> None:
     if d.val_fraction is not None and not (0.0 < d.val_fraction < 1.0):
         raise ConfigError("data.val_fraction", d.val_fraction, "must be in (0, 1), or null for no validation split")
@@ -365,12 +379,14 @@ def _validate_data(d: DataConfig, t: TrainConfig) -> None:
         _validate_stream(d, t)
     if isinstance(d, LineDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
+        _fits_in_memory("data.n_samples", d.n_samples, d.n_samples * 2)
         if not d.x_low < d.x_high:
             raise ConfigError("data.x_high", d.x_high, f"must be greater than data.x_low={d.x_low}")
     if isinstance(d, TeacherDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
         _at_least("data.n_inputs", d.n_inputs, 1)
         _at_least("data.hidden", d.hidden, 1)
+        _fits_in_memory("data.n_samples", d.n_samples, d.n_samples * (d.n_inputs + 1))
     if isinstance(d, CsvDataConfig):
         if not d.path:
             raise ConfigError("data.path", d.path, "data=csv needs a file: data.path=/path/to/file.csv")
