@@ -53,27 +53,37 @@ def sweep(store: str, folder: Path, *overrides: str) -> None:
 
 
 @contextlib.contextmanager
-def served(store: str, port: int):
-    """`make ui` on the store; yields the URLs it printed: {"home", "runs", "parent"}."""
-    proc = subprocess.Popen(["make", "-s", "ui", f"PORT={port}", f"STORE={store}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def served(store: str, port: int, timeout: float = 120):
+    """`make ui` on the store; yields the URLs it printed: {"home", "runs", "parent"}. Its output
+    goes to a file (a pipe nobody reads would fill up with the server's request log and stall it)."""
+    log = Path(tempfile.mkstemp(prefix="gradlab-ui-", suffix=".log")[1])
+    with log.open("w") as out:
+        proc = subprocess.Popen(["make", "-s", "ui", f"PORT={port}", f"STORE={store}"], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        urls, lines = {}, []
-        for line in proc.stdout:
-            lines.append(line)
-            for key, marker in (("home", "the MLflow UI on"), ("runs", "latest sweep"), ("parent", "its ranking")):
-                if marker in line:
-                    urls[key] = re.search(r"http://\S+", line).group(0)
-            if "parent" in urls:
-                break
-        if "parent" not in urls:
-            raise RuntimeError("make ui printed no runs view:\n" + "".join(lines))
+        urls = _printed_urls(log, proc, timeout)
         _wait_healthy(f"http://127.0.0.1:{port}/health", proc)
         yield urls
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+        log.unlink(missing_ok=True)
+
+
+def _printed_urls(log: Path, proc, timeout: float) -> dict:
+    markers = {"home": "the MLflow UI on", "runs": "latest sweep", "parent": "its ranking"}
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = log.read_text()
+        urls = {k: re.search(r"http://\S+", line).group(0) for line in text.splitlines()
+                for k, marker in markers.items() if marker in line}
+        if len(urls) == len(markers):
+            return urls
+        if proc.poll() is not None:
+            break
+        time.sleep(0.25)
+    raise RuntimeError("make ui printed no runs view:\n" + log.read_text())
 
 
 def _wait_healthy(url: str, proc, timeout: float = 90) -> None:

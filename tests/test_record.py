@@ -315,6 +315,36 @@ def test_unreachable_server_fails_fast_before_training():
     assert time.monotonic() - began < 30  # Python, torch and the check: seconds, not MLflow's minutes of retries
 
 
+def test_a_server_that_answers_health_but_stalls_its_api_fails_before_training():
+    import http.server
+    import threading
+
+    class Stalls(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/health":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+            else:
+                time.sleep(120)  # the API never answers
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalls)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        out = gradlab("train.epochs=100000", env={"MLFLOW_TRACKING_URI": uri}, timeout=45)  # MLflow's retries took 64 s
+    finally:
+        server.shutdown()
+    assert out.returncode == 2, out.stderr
+    assert uri in out.stderr and "API" in out.stderr and "completed" not in out.stdout
+
+
 def test_relative_sqlite_uri_is_read_against_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlflow.db")

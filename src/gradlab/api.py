@@ -84,7 +84,7 @@ def run(*overrides: str, **settings) -> RunResult:
     with _interruptible():
         rec = record(cfg, experiment=experiment, overrides=args, quiet=True)
     result = rec.result
-    return RunResult(rec.run_id, experiment, describe.run_name(cfg), rec.outcome, dict(result.metrics), result.params,
+    return RunResult(rec.run_id, experiment, describe.run_name(cfg, args), rec.outcome, dict(result.metrics), result.params,
                      result.optimum, pd.DataFrame(list(result.history.records()), columns=result.history.columns),
                      cfg, result)
 

@@ -76,17 +76,22 @@ def train(args: list[str], shutdown: bool = True) -> int:
         code = e.code if isinstance(e.code, int) else 1
     except COMPOSITION_ERRORS as e:  # a key, option or file the command line names that does not exist
         print(f"gradlab: error: {explain(e, args)}", file=sys.stderr)
+        _stopped(multirun, e)
         code = 2
     except Exception as e:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
         traceback.print_exc()
-        # what stopped the sweep fails its parent (a sweeper that crashed before any job left it empty)
-        multirun.annotate({"gradlab.error.type": type(e).__name__, "gradlab.error.message": str(e) or repr(e)})
+        _stopped(multirun, e)
         code = 1
     finally:
         failed = multirun.finish()  # a no-op once abort closed the sweep
         if shutdown:
             Recorder.shutdown()
     return code or (1 if failed else 0)
+
+
+def _stopped(multirun, error: Exception) -> None:
+    """What stopped a sweep fails its parent (a sweeper that crashed before any job left it empty)."""
+    multirun.annotate({"gradlab.error.type": type(error).__name__, "gradlab.error.message": str(error) or repr(error)})
 
 
 @contextlib.contextmanager

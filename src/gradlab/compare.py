@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab import report_search
+from gradlab.ranking import problem as problem_of
 from gradlab.tracking import Store, TrackingError, query
 from gradlab.tracking.query import RunRecord
 
@@ -31,7 +32,6 @@ METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train
 NOT_FINITE = {"diverged": "X", "failed": "s", "killed": "s"}
 # Markers of runs without a final loss: black and grey, colours no optimizer's line has.
 NOT_FINITE_COLOR = {"diverged": "black", "failed": "0.55", "killed": "0.55"}
-MAX_LABELLED_MOMENTA = 4
 
 
 class CompareError(RuntimeError):
@@ -56,16 +56,14 @@ def tidy(records: list[RunRecord]) -> pd.DataFrame:
         return df[name] if name in df else pd.Series([default] * len(df), index=df.index)
 
     momentum = col("optimizer.momentum", 0.0).fillna(0.0)
-    # A grid's few momenta tell optimizers apart; a search's continuous momentum is an axis of its own.
-    discrete = momentum[momentum != 0].nunique() <= MAX_LABELLED_MOMENTA
-    df["optimizer"] = [f"{n} m={m:g}" if m and discrete else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
+    df["optimizer"] = [f"{n} m={m:.3g}" if m else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
     df["lr"] = col("optimizer.lr", np.nan).astype(float)
     scaling, factor = col("data.scaling", "none"), col("data.scale_factor", 1.0)
     df["scaling"] = [f"×{f:g}" if s == "factor" else str(s) for s, f in zip(scaling, factor)]
     df["batch"] = ["full" if pd.isna(b) else str(int(b)) for b in col("train.batch_size", np.nan)]
     df["seed"] = col("train.seed", 0)
     df["method"] = [f"{g}@numpy" if d == "numpy" else str(g) for g, d in zip(col("grad.name", ""), col("device.name", ""))]
-    df["problem"] = [f"{d}/{m}" for d, m in zip(col("data.name", ""), col("model.name", ""))]
+    df["problem"] = [problem_of(p) for p in df.to_dict("records")]
     return df.reset_index(drop=True)
 
 
@@ -266,7 +264,9 @@ def _grid_heatmap(df: pd.DataFrame, axes: list[str]):
     import seaborn as sns
 
     rows, cols = ("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2])
-    value = "excess_loss" if df["excess_loss"].notna().any() else "objective"
+    # the excess where every finished run has one (an optimum is known for each problem), else the objective
+    finished = df["objective"].notna()
+    value = "excess_loss" if finished.any() and df.loc[finished, "excess_loss"].notna().all() else "objective"
     table = df.assign(excess_loss=df["excess_loss"].clip(lower=1e-9).where(df["objective"].notna())).pivot_table(
         index=rows, columns=cols, values=value, aggfunc="min", dropna=False)
     ran = df.pivot_table(index=rows, columns=cols, values="run_id", aggfunc="count", dropna=False).reindex_like(table)
@@ -301,7 +301,7 @@ def _best_curves(ok: pd.DataFrame, cur: pd.DataFrame, group: str | None, axes: l
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     shades, spare = palette or {}, iter(sns.color_palette("tab10", len(best)))
     for _, r in best.iterrows():
-        color = shades.get(r[group]) if group in shades else next(spare)
+        color = shades[r[group]] if group and r[group] in shades else next(spare)
         where = f"{r['problem']}: " if "problem" in axes else ""
         for metric, ls in (("train_loss", "-"), ("val_loss", "--")):
             c = cur[(cur["run_id"] == r["run_id"]) & (cur["metric"] == metric)]

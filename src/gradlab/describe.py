@@ -39,7 +39,7 @@ def run_name(cfg: Config, overrides: list[str] | None = None, varied: list[str] 
     if varied is not None:
         keys = [k for k in varied if k in values]
     else:
-        keys = [k for k in values if not k.startswith(("tracking.", "hydra.")) and k != "experiment"]
+        keys = [k for k in values if not k.startswith(("tracking.", "hydra.", "hydra/")) and k != "experiment"]
     lead = list(dict.fromkeys(label(k, values[k], cfg) for k in keys))  # data.scaling and its factor: one label
     return " ".join(lead) + " · " + choices(cfg) if lead else choices(cfg)
 

@@ -16,14 +16,15 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from gradlab.config import SCHEMAS
 
-COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException)
+# What Hydra raises for a command line it cannot compose (OmegaConf's errors come as their causes).
+COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 
 
 def explain(error: BaseException, argv: list[str]) -> str:
     """One line for a composition error of the command line `argv`."""
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and "not in" in str(cause) and getattr(cause, "full_key", None):
-        return _unknown_key(cause)
+        return _unknown_key(cause, argv)
     if isinstance(error, MissingConfigException):
         return _missing(error, argv)
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
@@ -31,13 +32,14 @@ def explain(error: BaseException, argv: list[str]) -> str:
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
-def _unknown_key(e: OmegaConfBaseException) -> str:
+def _unknown_key(e: OmegaConfBaseException, argv: list[str]) -> str:
     """A key the chosen option's schema does not have: name the option and list its keys."""
     group, _, key = e.full_key.rpartition(".")
     schema = e.object_type
-    options = sorted(o for o, s in SCHEMAS.get(group, {}).items() if s is schema)
+    chosen = [a.split("=", 1)[1] for a in argv if a.startswith(f"{group}=")]
+    options = chosen[-1:] or sorted(o for o, s in SCHEMAS.get(group, {}).items() if s is schema)
     keys = sorted(f.name for f in dataclasses.fields(schema)) if dataclasses.is_dataclass(schema) else []
-    where = f"{group}={'|'.join(options)}" if options else (group or "the config")
+    where = f"{group}={options[0]}" if len(options) == 1 else f"{group} ({getattr(schema, '__name__', schema)})"
     listed = f"; the keys are {', '.join(keys)}" if keys else ""
     return f"{e.full_key}: not a key of {where}{listed}"
 
@@ -57,7 +59,10 @@ def _missing(e: MissingConfigException, argv: list[str]) -> str:
 
 
 def _config_dir(argv: list[str]) -> str | None:
-    for flag in ("-cd", "--config-dir"):
-        if flag in argv[:-1]:
-            return argv[argv.index(flag) + 1]
+    for i, arg in enumerate(argv):
+        for flag in ("-cd", "--config-dir"):
+            if arg == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
     return None

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 RESULT = ("completed", "converged")  # outcomes whose final losses are a result to rank
+NOTE_ROWS = 40  # rows of the parent's description, over all problems
 
 
 @dataclass
@@ -25,13 +26,17 @@ class Entry:
     converged: bool | None  # None where no optimum is known
 
 
+def problem(params: dict) -> str:
+    """What a run's losses are losses of: its data, model and loss (runs of one problem compare)."""
+    return " · ".join(str(params[k]) for k in ("data.name", "model.name", "train.loss") if params.get(k) not in (None, "none", ""))
+
+
 def entry(name: str, outcome: str, params: dict, metrics: dict) -> Entry:
     """A run as the ranking reads it, from its params and final metrics."""
-    problem = " · ".join(str(params.get(k)) for k in ("data.name", "model.name", "train.loss") if params.get(k) not in (None, "none"))
     has_result = outcome in RESULT
     objective = metrics.get("final_val_loss", metrics.get("final_train_loss", math.nan)) if has_result else math.nan
     converged = metrics.get("converged")
-    return Entry(name, outcome, problem, objective, metrics.get("excess_loss", math.nan) if has_result else math.nan,
+    return Entry(name, outcome, problem(params), objective, metrics.get("excess_loss", math.nan) if has_result else math.nan,
                  None if converged is None else bool(converged) and has_result)
 
 
@@ -71,8 +76,10 @@ def note(sweep: str, varied: list[str], counts: dict[str, int], entries: list[En
     """The parent run's description: what the sweep varied, how its jobs ended, its ranking."""
     parts = [f"**Sweep `{sweep}`** varied {', '.join(f'`{k}`' for k in varied) or 'nothing'}: "
              + ", ".join(f"{v} {k}" for k, v in counts.items()) + "."]
-    for problem, group in ranked(entries).items():
-        parts.append(f"**{problem or 'runs'}**, best first:\n\n{table(group)}")
+    groups = ranked(entries)
+    rows = max(3, NOTE_ROWS // max(1, len(groups)))  # MLflow keeps 8000 characters of a tag
+    for name, group in groups.items():
+        parts.append(f"**{name or 'runs'}**, best first:\n\n{table(group, rows)}")
     parts.append("Ranked: runs at the optimum first (excess loss within tolerance of the closed-form optimum), "
                  "then by the objective (final validation loss, else training loss); runs without a result last. "
                  "Figures: the `report/` artifacts (`make compare`).")

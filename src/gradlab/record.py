@@ -239,7 +239,8 @@ def summary(name: str, run_id: str, experiment: str, uri: str, result) -> str:
     h, m = result.history, result.metrics
     lines = [f"gradlab: {name}: {h.outcome} after {h.epochs_run} epochs in {h.seconds:.2f} s"
              + (f" ({h.reason})" if h.reason else "")]
-    keys = ("final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss")
+    keys = ("final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss",
+            "last_train_loss", "last_val_loss")
     lines.append("  " + "  ".join(f"{k} {m[k]:.6g}" for k in keys if k in m))
     shown = ", ".join(f"{k}={_short(v)}" for k, v in result.params.items())
     lines.append(f"  params {shown}" if len(shown) < 200 else f"  params: {len(result.params)} tensors (params.json)")

@@ -172,6 +172,8 @@ def evaluate(s: Setup, histories: list[History], finals: list[dict]) -> list[Res
         optimum, optimal_loss = _optimum(s, i)
         if h.outcome == "diverged":
             metrics = _diverged_metrics(h)
+            if optimal_loss is not None:
+                metrics["converged"] = 0.0
         else:
             metrics = _final_metrics(h, train_losses[i], None if val_losses is None else val_losses[i], optimal_loss)
         metrics.update(epochs_run=float(h.epochs_run), train_seconds=h.seconds)
@@ -207,7 +209,7 @@ def _final_metrics(h: History, train_loss: float, val_loss: float | None, optima
 def _diverged_metrics(h: History) -> dict:
     """A diverged run's last recorded losses (all finite: nothing non-finite enters a history)
     and the step at which it diverged."""
-    metrics = {"diverged_step": float(h.stop_step), "converged": 0.0}
+    metrics = {"diverged_step": float(h.stop_step)}
     if len(h):
         for name in ("train_loss", "val_loss"):
             if name in h.metrics:

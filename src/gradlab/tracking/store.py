@@ -94,16 +94,25 @@ def preflight(uri: str, timeout: float = 5.0) -> None:
             "gradlab's embedded store), or opt in with MLFLOW_ALLOW_FILE_STORE=true."
         )
     if scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
-                r.read()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise TrackingError(
-                f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it "
-                "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
-                "or unset it to use gradlab's embedded store."
-            ) from None
+        _answers(uri, "/health", timeout, "cannot reach the MLflow tracking server at {uri} ({reason})")
+        # A server may answer /health while its API (its database behind it) stalls: MLflow's own
+        # retries would then take a minute per call. Ask the API itself, once, as briefly.
+        _answers(uri, "/api/2.0/mlflow/experiments/search?max_results=1", timeout,
+                 "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
+
+
+def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + path, timeout=timeout) as r:
+            r.read()
+    except urllib.error.HTTPError:
+        return  # it answered (an API that needs other parameters or credentials still answers)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise TrackingError(
+            problem.format(uri=uri, reason=getattr(e, "reason", e)) + ". Start or restart it "
+            "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
+            "or unset it to use gradlab's embedded store."
+        ) from None
 
 
 # ---------------------------------------------------------------------------- creation

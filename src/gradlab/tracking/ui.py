@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from gradlab.tracking import query
 from gradlab.tracking.store import Store
@@ -42,6 +41,6 @@ def serve(store: Store, port: int) -> None:
     base = f"http://{HOST}:{port}"
     for line in where_to_look(store, base):
         print(line, flush=True)
-    mlflow = str(Path(sys.executable).parent / "mlflow")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    os.execve(mlflow, [mlflow, "ui", "--backend-store-uri", store.uri, "--host", HOST, "--port", str(port)], env)
+    os.execve(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.uri, "--host", HOST,
+                               "--port", str(port)], env)
