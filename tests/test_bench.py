@@ -34,7 +34,8 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     assert set(r["verdicts"]) == {"single_run_ratio <= 1.5", "sweep_speedup >= 6",
                                   "inner_loop_ratio <= 1.15 (every gradient method)", "peak_rss < 600 MiB",
                                   "headline sweep (60 jobs) <= 15 s", "dense grid (240 jobs) <= 0.25 s/job",
-                                  "12-job grid <= 1.0x its bare loops", "dense grid peak memory < 1 GiB"}
+                                  "12-job grid <= 1.0x its bare loops", "dense grid peak memory < 1 GiB",
+                                  "2,000,000-epoch run < 600 MiB", "10^6-row CSV with all its plots < 1 GiB"}
     batched = r["batched"]
     assert (batched["headline"]["jobs"], batched["dense"]["jobs"]) == (5, 20)  # quick mode's subsets of the grids
     for value in (batched["headline"]["batched_seconds"], batched["dense"]["basic_seconds"], batched["grid12"]["ratio"],
@@ -44,4 +45,8 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     assert pruning["pruned"]["trials"] == pruning["unpruned"]["trials"] == 16 and pruning["unpruned"]["pruned"] == 0
     assert pruning["unpruned"]["epochs_run"] == 16 * 400  # quick mode: 16 trials x 400 epochs, none stopped early
     assert "1. single run" in proc.stdout and "3. inner loop" in proc.stdout and "5. batched sweeps" in proc.stdout
-    assert "6. pruning" in proc.stdout
+    assert "6. pruning" in proc.stdout and "7. memory that does not grow" in proc.stdout
+    large = r["large"]  # quick mode: 20,000 epochs and 10,000 rows, every figure made
+    assert large["plots"] == {"long": ["fit.png", "loss_curves.png", "trajectory.png"],
+                              "big_csv": ["fit.png", "loss_curves.png", "trajectory.png"]}
+    assert large["long_run_mib"]["processes"] >= 2  # the recorder, which leaves the trainer's tree, is counted

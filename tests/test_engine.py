@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -211,3 +212,71 @@ def test_maths_and_engine_import_no_hydra_omegaconf_or_mlflow():
             "print(sorted(m for m in ('hydra', 'omegaconf', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_landscape_from_sufficient_statistics_equals_the_residuals_summed():
+    from gradlab.options import Loss
+    from gradlab.training import _landscape
+
+    rng = np.random.default_rng(0)
+    features = np.stack([rng.normal(size=500), np.ones(500)], 1)
+    y = 3 * features[:, 0] - 1 + rng.normal(size=500)
+    thetas = rng.normal(size=(2, 7)) * 4
+    err = features @ thetas - y[:, None]  # the direct way: every residual at every grid point
+    for loss, expected in ((Loss.mse, (err ** 2).mean(0)), (Loss.half_sse, 0.5 * (err ** 2).sum(0))):
+        np.testing.assert_allclose(_landscape(features, y, thetas, loss), expected, rtol=1e-10)
+
+
+def test_figures_of_a_long_run_are_drawn_from_a_bounded_number_of_points():
+    from gradlab.training import PLOT_POINTS, plot_data
+
+    s, r = train("experiment=thermometer_handgrad_scaled", "train.epochs=20000")
+    d = plot_data(s, 0, r, "t")
+    epochs = d["loss"]["epoch"]
+    assert len(epochs) <= PLOT_POINTS and epochs[0] == 1 and epochs[-1] == 20000
+    rows = {e: v for e, v in zip(r.history.column("epoch"), r.history.column("train_loss"))}
+    assert list(d["loss"]["train_loss"]) == [rows[int(e)] for e in epochs]  # the values at those epochs
+    assert len(d["trajectory"]["path"]) <= PLOT_POINTS + 1  # and the final point
+
+
+def test_a_scatter_of_many_samples_shows_a_sample_and_says_so(tmp_path):
+    from gradlab.training import SCATTER_POINTS, plot_data
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 10, 20000)
+    path = tmp_path / "big.csv"
+    path.write_text("x,y\n" + "".join(f"{a},{2 * a + 1 + rng.normal()}\n" for a in x))
+    s, r = train("data=csv", f"data.path={path}", "data.target=y", "data.inputs=[x]", "train.epochs=5", "model=linear")
+    fit = plot_data(s, 0, r, "t")["fit"]
+    assert len(fit["x_train"]) == SCATTER_POINTS and set(fit["x_train"]) <= set(s.prepared[0].raw_train[:, 0].tolist())
+    assert "5,000 of its 20,000 samples shown" in fit["title"]
+
+
+def test_a_long_history_spills_to_disk_and_reads_back_whole(monkeypatch):
+    import gc
+
+    from gradlab import spill
+    from gradlab.engine import History
+    from gradlab.tracking.background import history_csv
+
+    monkeypatch.setattr(spill, "SPILL_ROWS", 7)
+    rows = [(k, [1.0 / k, k * 0.5]) for k in range(1, 31)]  # the reference: a plain list
+    h = History(["epoch", "train_loss", "grad_norm"])
+    for epoch, row in rows:
+        h.append(epoch, row)
+    folder = h._spill.folder
+    assert h._spill.rows == 28 and len(h) == 30 and len(list(folder.iterdir())) == 3
+    assert h.column("train_loss") == [r[1][0] for r in rows] and h.column("epoch") == list(range(1, 31))
+    assert h.array("grad_norm").tolist() == [r[1][1] for r in rows]
+    assert h.at("train_loss", np.array([0, 6, 7, 29])).tolist() == [1.0, 1 / 7, 1 / 8, 1 / 30]
+    assert h.last("grad_norm") == 15.0 and h.min("train_loss") == 1 / 30
+    assert [r["epoch"] for r in h.records()] == list(range(1, 31))
+    table = h.table()
+    text = "".join(history_csv(table, rows_per_part=4))
+    expected = "epoch,train_loss,grad_norm\n" + "".join(f"{e},{a!r},{b!r}\n" for e, (a, b) in rows)
+    assert text == expected
+    assert not os.path.exists(table["spilled"]["folder"])  # the writer deletes what was handed over
+    assert folder.exists()  # the history keeps its own
+    del h, table
+    gc.collect()
+    assert not folder.exists()  # and removes it with itself

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import math
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,19 +92,32 @@ def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | No
     except OSError as e:  # unreadable (permissions, a device that fails): say so, not a traceback
         raise DataError(f"{where}: the file cannot be read ({e.strerror}); check its permissions") from None
     text = raw.decode("utf-8-sig", errors="replace")
-    # The csv module reads a quoted cell across lines as one cell; each record keeps the line it ends on.
+    # The csv module reads a quoted cell across lines as one cell; each record keeps the line it ends
+    # on. Records are parsed as they are read, into one array of doubles: a million rows held as
+    # lists of strings took half a gigabyte.
     reader = csv.reader(io.StringIO(text, newline=""))
-    rows = [(reader.line_num, row) for row in reader]
-    if not rows or not any(cell.strip() for cell in rows[0][1]):
+    first = next(reader, None)
+    if first is None or not any(cell.strip() for cell in first):
         raise DataError(f"{where}: the file is empty; expected a header row naming the columns, then data rows")
-    header = [c.strip() for c in rows[0][1]]
+    header = [c.strip() for c in first]
+    inputs, target = _columns(where, header, inputs, target)
+    cols = [header.index(c) for c in [*inputs, target]]
+    values = array("d")
+    for row in reader:
+        if any(c.strip() for c in row):
+            values.extend(_parsed(where, reader.line_num, row, header, cols))
+    if not values:
+        raise DataError(f"{where}: the file has a header ({', '.join(header)}) but no data rows")
+    t = torch.frombuffer(values, dtype=torch.float64).reshape(-1, len(cols)).clone()
+    return Dataset(t[:, :-1], t[:, -1], inputs, target, source=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _columns(where: str, header: list[str], inputs: list[str] | None, target: str | None) -> tuple[list[str], str]:
+    """The input and target columns a CSV's header offers for these settings; errors say what is there."""
     twice = sorted({c for c in header if header.count(c) > 1})
     if twice:
         raise DataError(f"{where}: column {twice[0]!r} appears {header.count(twice[0])} times in the header; "
                         "rename the columns so that each name is unique")
-    body = [(line, r) for line, r in rows[1:] if any(c.strip() for c in r)]
-    if not body:
-        raise DataError(f"{where}: the file has a header ({', '.join(header)}) but no data rows")
     target = header[-1] if target is None else target
     if target not in header:
         raise DataError(f"{where}: data.target={target!r} is not a column; the columns are {header}")
@@ -115,29 +129,28 @@ def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | No
         raise DataError(f"{where}: no input columns left besides the target {target!r}; set data.inputs")
     if target in inputs:
         raise DataError(f"{where}: data.target={target!r} is also listed in data.inputs; remove it from one")
-    cols = [header.index(c) for c in [*inputs, target]]
-    values = []
-    for line, row in body:
-        if len(row) != len(header):
-            raise DataError(f"{where}: line {line} has {len(row)} cells but the header has {len(header)}")
-        parsed = []
-        for c in cols:
-            cell = row[c].strip()
-            if not cell:
-                raise DataError(f"{where}: line {line}, column {header[c]!r} is blank; fill it in or drop the row")
-            try:
-                v = float(cell)
-            except ValueError:
-                raise DataError(
-                    f"{where}: line {line}, column {header[c]!r} holds {cell!r}, which is not a number; "
-                    "fix the cell or drop the row"
-                ) from None
-            if not math.isfinite(v):
-                raise DataError(f"{where}: line {line}, column {header[c]!r} holds {cell!r}; values must be finite")
-            parsed.append(v)
-        values.append(parsed)
-    t = torch.tensor(values, dtype=torch.float64)
-    return Dataset(t[:, :-1], t[:, -1], inputs, target, source=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
+    return inputs, target
+
+
+def _parsed(where: str, line: int, row: list[str], header: list[str], cols: list[int]) -> list[float]:
+    """One data row's chosen cells as numbers; a blank, non-numeric or non-finite cell is refused
+    with its line and column."""
+    if len(row) != len(header):
+        raise DataError(f"{where}: line {line} has {len(row)} cells but the header has {len(header)}")
+    parsed = []
+    for c in cols:
+        cell = row[c].strip()
+        if not cell:
+            raise DataError(f"{where}: line {line}, column {header[c]!r} is blank; fill it in or drop the row")
+        try:
+            v = float(cell)
+        except ValueError:
+            raise DataError(f"{where}: line {line}, column {header[c]!r} holds {cell!r}, which is not a number; "
+                            "fix the cell or drop the row") from None
+        if not math.isfinite(v):
+            raise DataError(f"{where}: line {line}, column {header[c]!r} holds {cell!r}; values must be finite")
+        parsed.append(v)
+    return parsed
 
 
 def _thermometer(cfg) -> Dataset:

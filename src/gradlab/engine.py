@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gradlab.problem import Problem
+from gradlab import spill
 
 MAX_TRACKED_SCALARS = 8  # parameters are recorded element by element up to this many in all
 
@@ -46,15 +47,17 @@ class Schedule:
 class History:
     """What one configuration's training recorded: a row per recorded epoch, read by column name.
     Each column is an array of doubles (8 bytes a value, where a list of floats takes 32): a dense
-    sweep holds thousands of epochs for hundreds of runs. Nothing outside reads positions."""
+    sweep holds thousands of epochs for hundreds of runs. Beyond SPILL_ROWS rows, the older rows
+    go to a file per column (`spill.Spill`), so that a run of millions of epochs holds a bounded amount
+    of memory. Nothing outside reads positions."""
 
     def __init__(self, columns: list[str]):
         if columns[:1] != ["epoch"]:
             raise ValueError("a history's first column is the epoch")
         self.columns = list(columns)
         self.metrics = self.columns[1:]
-        self._epochs = array("q")
-        self._values = [array("d") for _ in self.metrics]  # one per metric, in column order
+        self._epochs, self._values = array("q"), [array("d") for _ in self.metrics]  # the rows not yet spilled
+        self._spill: spill.Spill | None = None
         self.outcome = "running"  # completed | converged | diverged | pruned (the caller adds failed | killed)
         self.epochs_run = 0  # epochs whose updates all happened
         self.stop_step: int | None = None  # the step at which the run diverged or was pruned
@@ -66,27 +69,53 @@ class History:
         self._epochs.append(epoch)
         for values, v in zip(self._values, row):
             values.append(v)
+        if len(self._epochs) >= spill.SPILL_ROWS:
+            self._spill = self._spill or spill.Spill(len(self.columns))
+            self._spill.write([self._epochs, *self._values])
+            self._epochs, self._values = array("q"), [array("d") for _ in self.metrics]
 
     def __len__(self) -> int:
-        return len(self._epochs)
+        return (self._spill.rows if self._spill else 0) + len(self._epochs)
+
+    def _parts(self, name: str):
+        """A column's values in order, part by part (arrays of at most SPILL_ROWS)."""
+        i = self.columns.index(name)
+        if self._spill:
+            yield from self._spill.read(i)
+        yield self._epochs if i == 0 else self._values[i - 1]
 
     def column(self, name: str) -> list:
-        if name == "epoch":
-            return self._epochs.tolist()
-        return self._values[self.metrics.index(name)].tolist()
+        return [v for part in self._parts(name) for v in part]
 
     def array(self, name: str) -> np.ndarray:
         """A column as a float64 NumPy array (a copy)."""
-        return np.array(self._epochs if name == "epoch" else self._values[self.metrics.index(name)], dtype=np.float64)
+        return np.concatenate([np.asarray(part, dtype=np.float64) for part in self._parts(name)])
+
+    def at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """A column's values at these (sorted) rows, as float64, reading no more than those."""
+        spilled = self._spill.rows if self._spill else 0
+        head = self._spill.at(self.columns.index(name), rows[rows < spilled]) if spilled else np.zeros(0)
+        tail = np.asarray(self._epochs if name == "epoch" else self._values[self.metrics.index(name)], dtype=np.float64)
+        return np.concatenate([head, tail[rows[rows >= spilled] - spilled]])
+
+    def last(self, name: str) -> float:
+        return self.at(name, np.array([len(self) - 1]))[0]
+
+    def min(self, name: str) -> float:
+        return min(min(part) for part in self._parts(name) if len(part))
 
     def records(self):
         """Each recorded epoch as {column: value}."""
-        for epoch, *row in zip(self._epochs, *self._values):
-            yield {"epoch": epoch, **dict(zip(self.metrics, row))}
+        for parts in zip(*(self._parts(c) for c in self.columns)):
+            for epoch, *row in zip(*parts):
+                yield {"epoch": epoch, **dict(zip(self.metrics, row))}
 
     def table(self) -> dict:
-        """What crosses to the recorder: {"columns", "epochs", "values" (one array per metric)}."""
-        return {"columns": self.columns, "epochs": self._epochs, "values": self._values}
+        """What crosses to the recorder: {"columns", "epochs", "values" (one array per metric)},
+        and the files of the rows spilled before them ("spilled": a folder of links to them, the
+        reader's to delete)."""
+        return {"columns": self.columns, "epochs": self._epochs, "values": self._values,
+                "spilled": self._spill.handed_over() if self._spill else None}
 
 
 class _NonFinite(Exception):

@@ -194,7 +194,7 @@ def _final_metrics(h: History, train_loss: float, val_loss: float | None, optima
     metrics = {"final_train_loss": train_loss}
     if val_loss is not None:
         metrics["final_val_loss"] = val_loss
-        vals = [v for v in h.column("val_loss") + [val_loss] if math.isfinite(v)]
+        vals = [v for v in ([h.min("val_loss")] if len(h) else []) + [val_loss] if math.isfinite(v)]  # a history holds finite values only
         metrics["best_val_loss"] = min(vals) if vals else math.nan
     if optimal_loss is not None and math.isfinite(train_loss):
         excess = max(0.0, train_loss - optimal_loss)  # below the optimum only by round-off
@@ -213,9 +213,9 @@ def _diverged_metrics(h: History) -> dict:
     if len(h):
         for name in ("train_loss", "val_loss"):
             if name in h.metrics:
-                metrics[f"last_{name}"] = h.column(name)[-1]
+                metrics[f"last_{name}"] = h.last(name)
         if "val_loss" in h.metrics:
-            metrics["best_val_loss"] = min(h.column("val_loss"))
+            metrics["best_val_loss"] = h.min("val_loss")
     return metrics
 
 
@@ -236,6 +236,16 @@ def train(cfg: Config) -> tuple[Setup, Result]:
 
 # ------------------------------------------------------------------------- plot data
 GRID = 60  # contour resolution per axis
+PLOT_POINTS = 4000  # a curve or path is drawn from at most this many of its points (a figure is ~1000 px wide)
+SCATTER_POINTS = 5000  # a scatter shows at most this many samples (a seeded draw; the title says so)
+
+
+def thinned(h: History, names: list[str], k: int = PLOT_POINTS) -> dict[str, np.ndarray]:
+    """Columns of a history at evenly spaced rows, the first and last always: what a figure of a
+    run of millions of epochs needs, in memory that does not grow with them."""
+    n = len(h)
+    rows = np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
+    return {name: h.at(name, rows) for name in names}
 
 
 def _numpy_params(s: Setup, values: dict) -> dict:
@@ -260,9 +270,9 @@ def plot_data(s: Setup, i: int, result: Result, title: str) -> dict:
     to configuration i."""
     h = result.history
     loss_name = "objective" if s.model.objective else s.cfgs[i].train.loss.value
+    curves = thinned(h, [c for c in ("epoch", "train_loss", "val_loss") if c in h.columns])
     out = {"loss": {
-        "epoch": h.array("epoch"), "train_loss": h.array("train_loss"),
-        "val_loss": h.array("val_loss") if "val_loss" in h.columns else None,
+        "epoch": curves["epoch"], "train_loss": curves["train_loss"], "val_loss": curves.get("val_loss"),
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step, "outcome": h.outcome,
         "loss_name": loss_name, "title": title, "stream": s.stream is not None,
     }}
@@ -286,34 +296,60 @@ def _data_figures(model: models.Model, pr: data_mod.Prepared, final: dict, optim
     def label(column: str) -> str:
         return f"{column} ({ds.units[column]})" if column in ds.units else column
 
+    train, val = _shown(pr.raw_train), _shown(pr.raw_val)
+    n = len(pr.raw_train) + (0 if pr.raw_val is None else len(pr.raw_val))
+    if len(train) + len(val) < n:
+        title += f"\n{len(train) + len(val):,} of its {n:,} samples shown"
+    x_train, y_train = pr.raw_train[train], pr.y_train[train]
+    x_val, y_val = (pr.raw_val[val], pr.y_val[val]) if pr.raw_val is not None else (None, None)
     if pr.raw_train.shape[1] == 1:
         raws = [pr.raw_train] + ([pr.raw_val] if pr.raw_val is not None else [])
         lo, hi = span(torch.cat(raws).numpy(), 0.05)
         grid = np.linspace(lo, hi, 200)[:, None]
         out["fit"] = {
-            "x_train": pr.raw_train[:, 0].numpy(), "y_train": pr.y_train.numpy(),
-            "x_val": pr.raw_val[:, 0].numpy() if pr.raw_val is not None else None,
-            "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
+            "x_train": x_train[:, 0].numpy(), "y_train": y_train.numpy(),
+            "x_val": x_val[:, 0].numpy() if x_val is not None else None,
+            "y_val": y_val.numpy() if y_val is not None else None,
             "grid_x": grid[:, 0], "grid_y": model.predict(final, features(grid)),
             "grid_opt": model.predict(optimum, features(grid)) if optimum else None,
             "x_label": label(ds.inputs[0]), "y_label": label(ds.target), "title": title,
         }
     if isinstance(model, models.MLP) or pr.raw_train.shape[1] > 1:
         out["predicted"] = {
-            "y_train": pr.y_train.numpy(), "pred_train": model.predict(final, features(pr.raw_train)),
-            "y_val": pr.y_val.numpy() if pr.y_val is not None else None,
-            "pred_val": model.predict(final, features(pr.raw_val)) if pr.raw_val is not None else None,
+            "y_train": y_train.numpy(), "pred_train": model.predict(final, features(x_train)),
+            "y_val": y_val.numpy() if y_val is not None else None,
+            "pred_val": model.predict(final, features(x_val)) if x_val is not None else None,
             "y_label": label(ds.target), "title": title,
         }
     return out
 
 
+def _shown(x) -> torch.Tensor:
+    """Which samples a scatter draws: all of them, or a seeded draw of SCATTER_POINTS."""
+    if x is None:
+        return torch.arange(0)
+    if len(x) <= SCATTER_POINTS:
+        return torch.arange(len(x))
+    return torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:SCATTER_POINTS].sort().values
+
+
+def _landscape(features: np.ndarray, y: np.ndarray, thetas: np.ndarray, loss) -> np.ndarray:
+    """The loss of a model linear in its parameters at each column of `thetas`, from its
+    sufficient statistics: Σ(Fθ − y)² = θᵀ(FᵀF)θ − 2θᵀFᵀy + yᵀy, so the cost and the memory do
+    not grow with the rows (an n × G² grid of residuals took 6 GB for 10⁵ rows)."""
+    gram, fy, yy = features.T @ features, features.T @ y, float(y @ y)
+    sse = np.einsum("jg,jk,kg->g", thetas, gram, thetas) - 2 * fy @ thetas + yy
+    mean, factor = models.REDUCTIONS[loss]
+    return factor * np.maximum(sse, 0.0) / (len(y) if mean else 1)
+
+
 def _trajectory(s: Setup, i: int, h: History, names: list[str], final: dict, optimum: dict | None,
                 loss_name: str, title: str) -> dict:
     """Loss contours over the plane of the two parameters, and the path the optimizer took."""
-    path = np.stack([h.array("param." + n) for n in names], 1)
+    rows = thinned(h, ["train_loss", *("param." + n for n in names)])
+    path = np.stack([rows["param." + n] for n in names], 1)
     if h.outcome == "diverged":  # the last steps dwarf everything: show the path while the loss is within 100× its start
-        losses = h.column("train_loss")
+        losses = rows["train_loss"]
         path = path[:max(3, next((k for k, v in enumerate(losses) if v > 100 * losses[0]), len(losses)))]
         title += f"\ndiverged: the path is shown for its first {len(path)} steps"
     else:
@@ -327,8 +363,6 @@ def _trajectory(s: Setup, i: int, h: History, names: list[str], final: dict, opt
         z = s.model.value(dict(zip(s.model.shapes, thetas)))
     else:
         x, y = _train_data(s, i)
-        err = s.model.features(x).numpy() @ thetas - y.numpy()[:, None]  # (n, G²)
-        mean, factor = models.REDUCTIONS[s.cfgs[i].train.loss]
-        z = factor * ((err * err).mean(0) if mean else (err * err).sum(0))
+        z = _landscape(s.model.features(x).numpy(), y.numpy(), thetas, s.cfgs[i].train.loss)
     return {"grid_a": A, "grid_b": B, "grid_loss": np.asarray(z).reshape(A.shape), "path": path,
             "optimum": opt, "names": names, "loss_name": loss_name, "title": title}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import itertools
 import os
 import queue
 import signal
@@ -522,11 +523,21 @@ def _files(end: RunEnd) -> dict[str, object]:
     return files
 
 
-def history_csv(table: dict) -> str:
-    """Every recorded epoch at full precision (repr round-trips a float exactly)."""
-    lines = [",".join(table["columns"])]
-    lines += [",".join([str(e), *map(repr, row)]) for e, *row in zip(table["epochs"], *table["values"])]
-    return "\n".join(lines) + "\n"
+def history_csv(table: dict, rows_per_part: int = 10_000):
+    """Every recorded epoch at full precision (repr round-trips a float exactly), as parts of
+    text to write one after the other: a run of millions of epochs is never one string."""
+    yield ",".join(table["columns"]) + "\n"
+    if table.get("spilled"):  # the older rows, from the files the history spilled them to
+        from gradlab.spill import read_spilled
+
+        for parts in read_spilled(table["spilled"], len(table["columns"])):
+            yield from _csv_rows(zip(*parts), rows_per_part)
+    yield from _csv_rows(zip(table["epochs"], *table["values"]), rows_per_part)
+
+
+def _csv_rows(rows, rows_per_part: int):
+    while part := list(itertools.islice(rows, rows_per_part)):
+        yield "".join(",".join([str(e), *map(repr, row)]) + "\n" for e, *row in part)
 
 
 def _ask(state: _State, m: Ask):

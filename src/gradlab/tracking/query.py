@@ -140,6 +140,11 @@ def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float
     return [(m.step, m.value) for m in store.client.get_metric_history(run_id, key)]
 
 
+def artifact_paths(store: Store, run_id: str, folder: str = "") -> list[str]:
+    """The artifacts of a run directly under `folder`, as paths."""
+    return [a.path for a in store.client.list_artifacts(run_id, folder or None)]
+
+
 def artifact_text(store: Store, run_id: str, path: str) -> str:
     from mlflow.exceptions import MlflowException
 

@@ -363,15 +363,19 @@ class Store:
                     raise
 
     def log_artifacts(self, run_id: str, files: dict[str, object]) -> None:
-        """Write files (relative path -> str or bytes) and log them in one call."""
+        """Write files (relative path -> str, bytes, or an iterable of str written part by part)
+        and log them in one call."""
         with tempfile.TemporaryDirectory(prefix="gradlab-") as tmp:
             for rel, content in files.items():
                 path = Path(tmp, rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(content, str):
                     path.write_text(content)
-                else:
+                elif isinstance(content, bytes):
                     path.write_bytes(content)
+                else:
+                    with path.open("w") as f:
+                        f.writelines(content)
             self.client.log_artifacts(run_id, tmp)
 
     def end(self, run_id: str, status: str) -> None:
