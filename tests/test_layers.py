@@ -14,7 +14,7 @@ from conftest import ROOT
 
 SRC = ROOT / "src"
 MATHS = {"gradlab.options", "gradlab.data", "gradlab.models", "gradlab.problem", "gradlab.gradients",
-         "gradlab.optim", "gradlab.engine", "gradlab.devices"}
+         "gradlab.optim", "gradlab.engine", "gradlab.devices", "gradlab.spill"}
 
 
 def module_name(path: Path) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gradlab.problem import Problem
-from gradlab import spill
+import gradlab.spill as spill
 
 MAX_TRACKED_SCALARS = 8  # parameters are recorded element by element up to this many in all
 
