@@ -26,7 +26,7 @@ from gradlab import plots, training, tracking
 from gradlab.config import from_container
 from gradlab.describe import provenance
 from gradlab.record import record
-from gradlab.tracking import RunSpec, reap
+from gradlab.tracking import RunSpec, processes, reap
 
 
 def client(uri: str) -> mlflow.MlflowClient:
@@ -234,7 +234,7 @@ def test_reap_leaves_live_and_foreign_runs_alone(temp_store):
     store = tracking.Store()
     me, host = str(os.getpid()), socket.gethostname()
     live = store.start(RunSpec("reap", "live", {}, {"gradlab.host": host, "gradlab.pid": me,
-                                                    "gradlab.pid_start": reap.process_start(os.getpid())}))
+                                                    "gradlab.pid_start": processes.process_start(os.getpid())}))
     reused = store.start(RunSpec("reap", "reused-pid", {}, {"gradlab.host": host, "gradlab.pid": me, "gradlab.pid_start": "1"}))
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -617,7 +617,8 @@ def test_a_store_deleted_mid_run_is_an_error_not_a_success(temp_store):
 
 
 def test_a_recorder_is_known_by_its_pid_and_start_time_not_a_reused_pid():
-    from gradlab.tracking.background import _running, _start_time
+    from gradlab.tracking.processes import alive as _running
+    from gradlab.tracking.processes import process_start as _start_time
 
     me = os.getpid()
     assert _running(me, _start_time(me))

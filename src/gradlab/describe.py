@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from gradlab.config import Config, Scaling
-from gradlab.tracking.reap import process_start
+from gradlab.tracking.processes import process_start
 from gradlab.tracking.store import project_root
 
 DEFAULT_EXPERIMENT = "default"

@@ -34,12 +34,7 @@ class Spill:
 
     def read(self, i: int):
         """Column i in parts of SPILL_ROWS rows (the size it was written in: columns stay aligned)."""
-        kind = "q" if i == 0 else "d"
-        with self.paths[i].open("rb") as f:
-            for start in range(0, self.rows, SPILL_ROWS):
-                part = array(kind)
-                part.fromfile(f, min(SPILL_ROWS, self.rows - start))
-                yield part
+        yield from _parts(self.paths[i], i, self.rows)
 
     def at(self, i: int, rows: np.ndarray) -> np.ndarray:
         values = np.memmap(self.paths[i], dtype=np.int64 if i == 0 else np.float64, mode="r", shape=(self.rows,))
@@ -58,21 +53,22 @@ class Spill:
 
 
 def read_spilled(spilled: dict, n_columns: int):
-    """The rows a history spilled, as (epochs, *values) parts, for whoever writes them out."""
+    """The rows a history spilled, as (epochs, *values) parts, for whoever writes them out; the
+    handed-over folder is deleted once read."""
     folder, rows = Path(spilled["folder"]), spilled["rows"]
-    files = [(folder / f"{i}.bin").open("rb") for i in range(n_columns)]
     try:
-        for start in range(0, rows, SPILL_ROWS):
-            parts = []
-            for i, f in enumerate(files):
-                part = array("q" if i == 0 else "d")
-                part.fromfile(f, min(SPILL_ROWS, rows - start))
-                parts.append(part)
-            yield parts
+        yield from zip(*(_parts(folder / f"{i}.bin", i, rows) for i in range(n_columns)))
     finally:
-        for f in files:
-            f.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _parts(path: Path, i: int, rows: int):
+    """A column file's values in parts of SPILL_ROWS (column 0 holds the int64 epochs)."""
+    with path.open("rb") as f:
+        for start in range(0, rows, SPILL_ROWS):
+            part = array("q" if i == 0 else "d")
+            part.fromfile(f, min(SPILL_ROWS, rows - start))
+            yield part
 
 
 def _remove(folder: Path, owner: int) -> None:

@@ -194,8 +194,8 @@ def _final_metrics(h: History, train_loss: float, val_loss: float | None, optima
     metrics = {"final_train_loss": train_loss}
     if val_loss is not None:
         metrics["final_val_loss"] = val_loss
-        vals = [v for v in ([h.min("val_loss")] if len(h) else []) + [val_loss] if math.isfinite(v)]  # a history holds finite values only
-        metrics["best_val_loss"] = min(vals) if vals else math.nan
+        finite = [v for v in (h.min("val_loss") if len(h) else math.nan, val_loss) if math.isfinite(v)]
+        metrics["best_val_loss"] = min(finite) if finite else math.nan
     if optimal_loss is not None and math.isfinite(train_loss):
         excess = max(0.0, train_loss - optimal_loss)  # below the optimum only by round-off
         metrics["excess_loss"] = excess

@@ -6,6 +6,8 @@
     background.py  the recorder process, its closed set of messages, the trainer's side of it
     query.py       every read, answered as gradlab's own RunRecords
     reap.py        runs left RUNNING by a process that died hard
+    processes.py   processes known by pid and start time (a reused pid is not ours)
+    ui.py          the MLflow UI: the URLs that open its runs views, serving it
 
 Importing the package costs no mlflow import: the trainer uses it before torch is loaded.
 """

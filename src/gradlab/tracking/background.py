@@ -27,9 +27,9 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from gradlab import timings
+from gradlab.tracking.processes import alive, process_start
 from gradlab.tracking.spec import RunEnd, RunSpec
 from gradlab.tracking.store import TrackingError, creation_lock, preflight, sqlite_path, tracking_uri
 from gradlab.tracking.stream import Points
@@ -118,7 +118,7 @@ class Recorder:
         self._attach(pairs[0][0][1], pairs[0][1][0])
         started.wait()
         self.pid = self._first_message("pid")
-        self._born = _start_time(self.pid)  # with the pid: a pid reused by another process is not ours
+        self._born = process_start(self.pid)  # with the pid: a pid reused by another process is not ours
         self.siblings = [Recorder._sibling(down[1], up[0], self) for down, up in pairs[1:]]
         atexit.register(Recorder.shutdown)
 
@@ -154,7 +154,7 @@ class Recorder:
     def alive(self) -> bool:
         if self.first is not None:
             return not self._broken and self.first.alive()
-        return not self._broken and _running(self.pid, self._born)
+        return not self._broken and alive(self.pid, self._born)
 
     @classmethod
     def shared(cls, siblings: int = 0) -> "Recorder":
@@ -187,7 +187,7 @@ class Recorder:
         if not self.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
             return
         self._drain(timeout)  # done when it closes its end of the pipe
-        if self.first is None and _running(self.pid, self._born):  # a stuck recorder must not hang the exit forever
+        if self.first is None and alive(self.pid, self._born):  # a stuck recorder must not hang the exit forever
             _kill(self.pid)
 
     def _drain(self, timeout: float) -> None:
@@ -205,12 +205,12 @@ class Recorder:
             return False
         db = sqlite_path(self.uri) if self.uri else None
         if db is None or not db.parent.is_dir():
-            if _running(self.pid, self._born):
+            if alive(self.pid, self._born):
                 _kill(self.pid)
             return True
         try:
             with creation_lock(db, blocking=False):
-                if _running(self.pid, self._born):
+                if alive(self.pid, self._born):
                     _kill(self.pid)
         except BlockingIOError:
             return False
@@ -348,33 +348,6 @@ def _by_token(store, experiment: str | None, token: str | None) -> str | None:
         return None
     found = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{START_TOKEN}` = '{token}'", max_results=1)
     return found[0].info.run_id if found else None
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the command name (state first), or None where there is none."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _start_time(pid: int) -> str | None:
-    fields = _stat(pid)
-    return fields[19] if fields else None  # field 22 of stat: when the process started
-
-
-def _running(pid: int, born: str | None) -> bool:
-    """That process (the same start time: not a reused pid) exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _stat(pid)
-    if fields is None:  # no /proc here: the pid is all there is to go by
-        return True
-    return fields[0] != "Z" and (born is None or fields[19] == born)
 
 
 def _kill(pid: int) -> None:

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 
 from gradlab.tracking import query
+from gradlab.tracking.processes import alive
 from gradlab.tracking.store import Store
-
-
-def process_start(pid: int) -> str:
-    """The kernel's start time of a process (clock ticks since boot): tells a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "unknown"
-
-
-def alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    now = process_start(pid)
-    return start in (None, "", "unknown") or now == "unknown" or now == start
 
 
 def reap(store: Store, dry_run: bool = False) -> list[str]:
