@@ -267,10 +267,16 @@ def check(cfg) -> None:
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     try:
-        cls([torch.zeros(1)], **kwargs)
+        _unparametrised(cls)([torch.zeros(1)], **kwargs)
     except ValueError as e:  # "Invalid epsilon value: -1.0"
         m = re.match(r"Invalid (\w+)", str(e))
         word = m.group(1) if m else ""
         field = word if word in kwargs else {"epsilon": "eps", "beta": "betas", "learning": "lr"}.get(word)
         key = f"optimizer.{field}" if field else "optimizer"
         raise ConfigError(key, kwargs.get(field, cfg.name), f"torch.optim.{cls.__name__} refuses it: {e}") from None
+
+
+def _unparametrised(cls: type) -> type:
+    """`cls` whose constructor checks its hyperparameters and takes no parameters: torch.optim's
+    add_param_group imports torch._dynamo on first use (about 1 s), and a check needs none."""
+    return type(cls.__name__, (cls,), {"add_param_group": lambda self, group: None})

@@ -477,7 +477,12 @@ def _finish(state: _State, m: Finish):
             continue
         state.open_runs.discard(key)
         state.store.finish(state.ids[key], end, _files(end))
-    gc.collect()  # the figures' reference cycles, now, before the next run's pile onto them
+    # The figures' reference cycles, now, before the next run's pile onto them. What survives is
+    # the store's and matplotlib's long-lived state (made at the first run): frozen, so that each
+    # collection scans one run's objects, not every object of mlflow (~50 ms a run otherwise).
+    with timings.measure('gc'):
+        gc.collect()
+        gc.freeze()
 
 
 def _files(end: RunEnd) -> dict[str, object]:
