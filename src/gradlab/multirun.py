@@ -248,9 +248,13 @@ class SweepCallback(Callback):
         what = f"{len(jobs)} jobs" if jobs is not None else f"a search of {config.hydra.sweeper.get('n_trials', '?')} trials"
         print(f"gradlab: sweep {name!r}: {what} varying {', '.join(varied) or 'nothing'}, into experiment "
               f"{experiment!r} at {tracking_uri()}; checking every job first", flush=True)
+        try:
+            recorder.open()  # not waited for: a fresh store is made while the grid is checked
+        except TrackingError as e:
+            print(f"gradlab: error: {e}", file=sys.stderr)
+            sys.exit(2)
         _refuse_bad_jobs(config, name, jobs)
         try:
-            recorder.open()
             shash = sweep_hash(config)
             resumed = recorder.ask("latest_sweep", experiment, shash) if config.tracking.skip_finished else None
             if resumed is None:

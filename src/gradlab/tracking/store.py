@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -189,7 +190,8 @@ def create(db: Path) -> None:
     part = db.with_name(f".{db.name}.creating-{os.getpid()}")
     leftovers = [part, *(part.with_name(part.name + s) for s in ("-wal", "-shm", "-journal"))]
     try:
-        made = SqlAlchemyStore(f"sqlite:///{part}", (db.parent / "artifacts").as_uri())
+        with _quiet("mlflow.store.db.utils"):  # "Creating initial MLflow database tables...": gradlab says what it does
+            made = SqlAlchemyStore(f"sqlite:///{part}", (db.parent / "artifacts").as_uri())
         made.engine.dispose()
         con = sqlite3.connect(part)  # readers (the UI) never block the writer
         con.execute("PRAGMA journal_mode=WAL")
@@ -204,6 +206,18 @@ def create(db: Path) -> None:
     finally:
         for p in leftovers:
             p.unlink(missing_ok=True)
+
+
+@contextmanager
+def _quiet(name: str):
+    """A logger's INFO lines off for a while."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def wait_ready(db: Path, timeout: float = 60.0) -> None:
