@@ -410,6 +410,80 @@ def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running(temp_store, tmp_path):
     assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}
 
 
+def _joblib_sweep(tmp_path) -> subprocess.Popen:
+    """Four long jobs on two joblib workers, in a session of their own."""
+    return subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
+                             "tracking.plots=false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _both_jobs_logging(uri: str):
+    _, children = store_runs(uri, "default") if store_made(uri) else ([], [])
+    c = mlflow.MlflowClient(uri)
+    return len(children) == 2 and all(c.get_metric_history(k.info.run_id, "train_loss") for k in children)
+
+
+def _workers(launcher: int) -> list[int]:
+    """The joblib (loky) worker processes the launcher started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == launcher and b"LokyProcess" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _settled(uri: str):
+    """The sweep's runs once none is RUNNING (recorders end their runs after their trainers are gone)."""
+    parents, children = store_runs(uri, "default")
+    return all(r.info.status != "RUNNING" for r in parents + children) and (parents, children)
+
+
+@pytest.mark.slow
+def test_a_joblib_worker_killed_hard_ends_every_run_and_says_so(temp_store, tmp_path):
+    """kill -9 of one worker: loky gives up on the pool. Its run and the one in flight beside it
+    end KILLED, the jobs not started never start, the parent is FAILED, and the launcher says so
+    in one line (it printed loky's traceback)."""
+    proc = _joblib_sweep(tmp_path)
+    try:
+        wait_for(lambda: _both_jobs_logging(temp_store), timeout=120, every=0.5, proc=proc)
+        os.kill(_workers(proc.pid)[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "a worker process of the sweep's launcher died (exit codes {SIGKILL(-9)})" in err
+    parents, children = wait_for(lambda: _settled(temp_store), timeout=60, every=0.5)
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["gradlab.error.type"] == "TerminatedWorkerError"
+    assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}
+
+
+@pytest.mark.slow
+def test_a_launcher_killed_hard_takes_its_workers_along(temp_store, tmp_path):
+    """kill -9 of the launcher: its workers lived on as orphans (13 minutes, running more jobs).
+    Each now stops its job as SIGTERM would (KILLED, its history kept) and exits."""
+    proc = _joblib_sweep(tmp_path)
+    try:
+        wait_for(lambda: _both_jobs_logging(temp_store), timeout=120, every=0.5, proc=proc)
+        workers = _workers(proc.pid)
+        proc.kill()
+        proc.communicate(timeout=30)
+        wait_for(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), timeout=30, every=0.2)
+    finally:
+        proc.kill()
+    _, children = wait_for(lambda: _settled(temp_store), timeout=60, every=0.5)
+    assert len(workers) == 2 and len(children) == 2  # no job started after the launcher died
+    client = mlflow.MlflowClient(temp_store)
+    for c in children:
+        assert (c.info.status, c.data.tags["gradlab.signal"]) == ("KILLED", "SIGTERM")
+        history = pd.read_csv(client.download_artifacts(c.info.run_id, "history.csv", str(tmp_path)))
+        assert len(history) > 1 and history["epoch"].is_monotonic_increasing
+
+
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/gradlab-abs-escape"])
 def test_a_report_stays_in_reports_whatever_the_experiment_is_called(cli, temp_store, tmp_path, monkeypatch, name):
     (tmp_path / "work").mkdir()

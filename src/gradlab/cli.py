@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -48,9 +49,10 @@ def _hydra_main(cfg: DictConfig) -> float:
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
         experiment = multirun.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
         claim = trials.claim(hc.overrides.task)  # a search's trial, when this job is one (basic launcher)
-        rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=multirun.parent_run_id(),
-                     sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None, watch=claim.watch if claim else None,
-                     varied=multirun.sweep_varies())
+        with signals.ended_with(multirun.launcher_pid(), Recorder.shutdown):
+            rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=multirun.parent_run_id(),
+                         sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None,
+                         watch=claim.watch if claim else None, varied=multirun.sweep_varies())
         return rec.objective
     except USER_ERRORS as e:
         if hc.mode == RunMode.MULTIRUN:  # Hydra records this job as failed and goes on with the others
@@ -79,7 +81,11 @@ def train(args: list[str], shutdown: bool = True) -> int:
         _stopped(multirun, e)
         code = 2
     except Exception as e:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
-        traceback.print_exc()
+        if type(e).__name__ in WORKER_DIED:
+            print(f"gradlab: error: a worker process of the sweep's launcher died ({_exit_codes(e)}): the run of its job "
+                  "and those in flight beside it are KILLED, the jobs not started never ran", file=sys.stderr)
+        else:
+            traceback.print_exc()
         _stopped(multirun, e)
         code = 1
     finally:
@@ -87,6 +93,16 @@ def train(args: list[str], shutdown: bool = True) -> int:
         if shutdown:
             Recorder.shutdown()
     return code or (1 if failed else 0)
+
+
+# What joblib's loky raises when a worker process dies (SIGKILL, out of memory): a fault, not a bug.
+WORKER_DIED = ("TerminatedWorkerError", "BrokenProcessPool")
+
+
+def _exit_codes(error: Exception) -> str:
+    """"exit codes {SIGKILL(-9)}", as loky's message gives them."""
+    found = re.search(r"exit codes of the workers are (\{[^}]*\})", str(error))
+    return f"exit codes {found.group(1)}" if found else type(error).__name__
 
 
 def _stopped(multirun, error: Exception) -> None:

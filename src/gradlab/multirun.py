@@ -31,6 +31,7 @@ from gradlab.tracking.spec import RunEnd, RunSpec
 PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
 SWEEP_ENV = "GRADLAB_SWEEP"
 EXPERIMENT_ENV = "GRADLAB_SWEEP_EXPERIMENT"
+LAUNCHER_ENV = "GRADLAB_SWEEP_LAUNCHER"  # the pid of the process that launched the sweep's jobs
 VARIES_ENV = "GRADLAB_SWEEP_VARIES"  # the keys the sweep varies, comma-separated: they lead its children's names
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.gradlab_optuna.optuna_sweeper.OptunaSweeper"
@@ -49,6 +50,12 @@ def sweep_name() -> str | None:
 
 def sweep_experiment() -> str | None:
     return os.environ.get(EXPERIMENT_ENV) or None
+
+
+def launcher_pid() -> int | None:
+    """The process that launched the running sweep's jobs (a job in another process is a worker's)."""
+    value = os.environ.get(LAUNCHER_ENV, "")
+    return int(value) if value.isdigit() else None
 
 
 def sweep_varies() -> list[str] | None:
@@ -270,14 +277,15 @@ class SweepCallback(Callback):
         expected = len(jobs) if jobs and not config.tracking.skip_finished else None
         _parent.update(recorder=recorder, key=key, id=parent_id, name=name, experiment=experiment, jobs=expected,
                        varied=varied)
-        os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment, VARIES_ENV: ",".join(varied)})
+        os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment, VARIES_ENV: ",".join(varied),
+                           LAUNCHER_ENV: str(os.getpid())})
 
 
 def _close() -> dict:
     """The sweep this process launched, forgotten by the process and its future jobs."""
     parent = dict(_parent)
     _parent.clear()
-    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV, VARIES_ENV):
+    for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV, VARIES_ENV, LAUNCHER_ENV):
         os.environ.pop(key, None)
     return parent
 
@@ -299,7 +307,8 @@ def finish() -> int:
     by_outcome = {}
     for c in children:
         by_outcome.setdefault(c.outcome, []).append(c)
-    failed = by_outcome.get("failed", []) + by_outcome.get("killed", []) + by_outcome.get("running", [])
+    killed = by_outcome.get("killed", [])
+    failed = by_outcome.get("failed", []) + killed + by_outcome.get("running", [])
     # A job that failed before its run existed (its store broke, say) has no child to count.
     missing = max(0, expected - len(children)) if expected else 0
     finished = [c for c in children if c.status == "FINISHED"]
@@ -318,15 +327,24 @@ def finish() -> int:
     recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing or stopped else "completed", {}, tags)])
     recorder.sync()
     pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
+    stops = f"{len(failed) - len(killed)} failed" + (f", {len(killed)} killed" if killed else "")
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {counts['finished']} finished, "
-          f"{counts['diverged']} diverged, {pruned}{len(failed)} failed  (parent run {parent['id']})")
+          f"{counts['diverged']} diverged, {pruned}{stops}  (parent run {parent['id']})")
     if missing:
-        print(f"  {missing} job(s) ended before their run existed; their errors are above")
+        print(f"  {missing} job(s) never started: the sweep stopped ({tags['gradlab.error.type']})" if stopped else
+              f"  {missing} job(s) ended before their run existed; their errors are above")
     for c in failed:
-        print(f"  FAILED [{c.tag('overrides')}]: {c.tag('error.type')} {c.tag('error.message')}".rstrip())
+        print(f"  {c.outcome.upper()} [{c.tag('overrides')}]: {_why(c)}".rstrip())
     if children:
         print(f"  compare them: make compare EXPERIMENT={parent['experiment']}")
     return len(failed) + missing + bool(stopped)
+
+
+def _why(run) -> str:
+    """What ended a run that did not finish."""
+    if run.outcome == "killed":
+        return run.tag("reason") or (f"stopped by {run.tag('signal')}" if run.tag("signal") else "")
+    return f"{run.tag('error.type')} {run.tag('error.message')}"
 
 
 def _note(name: str, varied: list[str], counts: dict, children: list) -> str:

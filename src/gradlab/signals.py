@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from contextlib import contextmanager
+from typing import Callable
 
 STOPS = (signal.SIGINT, signal.SIGTERM)
+WATCH_SECONDS = 0.5  # how often a sweep's worker process looks for its launcher
 
 
 class Killed(BaseException):
@@ -101,3 +105,33 @@ def die(signum: int) -> None:
     """End this process by `signum`, with its default action."""
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+_idle = threading.Event()  # set while this worker process runs no job
+_watching: set[int] = set()
+
+
+@contextmanager
+def ended_with(launcher_pid: int | None, before_exit: Callable[[], None]):
+    """A sweep's job in a worker process that its launcher started (joblib's): should the launcher
+    die (SIGKILL), the job stops as by SIGTERM (its run ends KILLED, its history kept) and the
+    worker exits once it has, rather than live on orphaned. Elsewhere (the launcher's own process,
+    a Slurm job) nothing changes."""
+    if launcher_pid and launcher_pid != os.getpid() and os.getppid() == launcher_pid and launcher_pid not in _watching:
+        _watching.add(launcher_pid)
+        threading.Thread(target=_watch, args=(launcher_pid, before_exit), daemon=True, name="gradlab-launcher").start()
+    _idle.clear()
+    try:
+        yield
+    finally:
+        _idle.set()
+
+
+def _watch(launcher_pid: int, before_exit: Callable[[], None]) -> None:
+    while os.getppid() == launcher_pid:  # an orphan is adopted by another process
+        time.sleep(WATCH_SECONDS)
+    if not _idle.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)  # Killed in the job, at the end of its epoch
+        _idle.wait(120)
+    before_exit()  # what the job sent its recorder is delivered
+    os._exit(128 + signal.SIGTERM)
