@@ -623,3 +623,93 @@ def test_a_recorder_is_known_by_its_pid_and_start_time_not_a_reused_pid():
     me = os.getpid()
     assert _running(me, _start_time(me))
     assert not _running(me, "0")  # the same pid, another process's start: not the recorder we started
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB file system of its own (tmpfs; needs root, as CI has), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(disk)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _outcomes(db: Path) -> list[tuple]:
+    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as con:
+        return con.execute("SELECT r.status, t.value FROM runs r LEFT JOIN tags t ON t.run_uuid = r.run_uuid "
+                           "AND t.key = 'gradlab.error.message'").fetchall()
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_fails_the_run_with_the_disk_error(small_disk):
+    """It ended KILLED "the training process ended before recording its end", under 90 lines of
+    MLflow's logged tracebacks."""
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    proc = gradlab("train.epochs=2000000", "tracking.max_points=100000", "tracking.plots=false",
+                   env={"MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"gradlab: error: cannot write to the store {uri}: database or disk is full; its disk is full: free some "
+        "space, or point MLFLOW_TRACKING_URI at another disk"]
+    [(status, message)] = _outcomes(small_disk / "mlflow.db")
+    assert status == "FAILED" and "database or disk is full" in message
+
+
+@pytest.mark.slow
+def test_a_read_only_store_is_refused_in_one_line_naming_the_fix(small_disk):
+    """It got "start_run: (raised as a result of Query-invoked autoflush…)" and 89 lines of
+    MLflow's logging. (A read-only file cannot be made for root; a read-only mount can.)"""
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    assert gradlab("train.epochs=5", "tracking.plots=false", env={"MLFLOW_TRACKING_URI": uri}).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        proc = gradlab("train.epochs=5", env={"MLFLOW_TRACKING_URI": uri})
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"gradlab: error: cannot write to the store {uri}: attempt to write a readonly database; the store or its "
+        "folder is read-only: make it writable, or point MLFLOW_TRACKING_URI at a store you can write"]
+    assert [status for status, _ in _outcomes(small_disk / "mlflow.db")] == ["FINISHED"]  # nothing half-made
+
+
+def test_a_failed_write_is_said_by_its_root_cause_under_mlflows_wrappers():
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    from gradlab.tracking.store import write_error
+
+    root = sqlite3.OperationalError("attempt to write a readonly database")
+    wrapped = sqlalchemy.exc.OperationalError("INSERT INTO runs ...", {}, root)
+    try:
+        try:
+            raise wrapped
+        except sqlalchemy.exc.OperationalError as e:
+            raise MlflowException(message=e) from e
+    except MlflowException as e:
+        said = str(write_error(e, "sqlite:///x.db"))
+    assert said.startswith("cannot write to the store sqlite:///x.db: attempt to write a readonly database; ")
+    assert "autoflush" not in said and "INSERT" not in said
+    assert str(write_error(OSError(28, "No space left on device"), "u")).endswith("point MLFLOW_TRACKING_URI at another disk")
+
+
+@pytest.mark.parametrize("where, said", [(0, "file is not a database"), (100, "database disk image is malformed")])
+def test_a_damaged_store_is_said_to_be_damaged_at_once(temp_store, where, said):
+    """A store holding runs, damaged (its header, its schema page): it was blamed on a creation
+    that stopped half-way, after a 60 s wait."""
+    assert gradlab("train.epochs=5", "tracking.plots=false").returncode == 0
+    db = Path(temp_store.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file, none in the log
+    with open(db, "r+b") as f:
+        f.seek(where)
+        f.write(b"\xab" * 4000)
+    began = time.monotonic()
+    proc = gradlab("train.epochs=5", "tracking.plots=false")
+    assert proc.returncode == 2 and time.monotonic() - began < 20
+    assert proc.stderr.strip().splitlines() == [
+        f"gradlab: error: {db} is not a database SQLite can read ({said}): damaged, or not an MLflow store. Keep a "
+        "copy, then try `sqlite3 mlflow.db .recover`, restore it from a backup, or move it away (gradlab then makes a new one)"]

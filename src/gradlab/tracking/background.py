@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import gc
 import itertools
+import logging
 import os
 import queue
 import signal
@@ -31,7 +32,8 @@ from multiprocessing.connection import Connection
 from gradlab import timings
 from gradlab.tracking.processes import alive, process_start
 from gradlab.tracking.spec import RunEnd, RunSpec
-from gradlab.tracking.store import TrackingError, creation_lock, preflight, sqlite_path, tracking_uri
+from gradlab.tracking.store import (TrackingError, is_store_error, creation_lock, preflight, sqlite_path, tracking_uri,
+                                    write_error)
 from gradlab.tracking.stream import Points
 
 
@@ -544,6 +546,9 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     # What the imports made lives as long as this process: out of the collector's sight, a full
     # collection after each run's figures (cycles of artists) costs little and memory stays flat.
     gc.freeze()
+    # MLflow logs each failed store write with its traceback before raising it; the error goes back
+    # to the trainer, which says it in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     role = "recorder"
     for i, (r, w) in enumerate(siblings):
         if os.fork() == 0:
@@ -570,6 +575,8 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
             if isinstance(message, ANSWERED):
                 outbox.send(("answer", answer))
         except Exception as e:  # noqa: BLE001 - every failure goes back to the trainer
+            if state.store is not None and is_store_error(e):
+                e = write_error(e, state.store.uri)
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             try:
                 outbox.send(("error", text if isinstance(e, TrackingError) else f"{type(message).__name__}: {text}"))

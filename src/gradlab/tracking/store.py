@@ -14,6 +14,7 @@ never pays for mlflow.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -119,16 +120,25 @@ def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
 # ---------------------------------------------------------------------------- creation
 def store_ready(db: Path) -> bool:
     """True once MLflow has created its tables (and the Default experiment) in `db`."""
+    return _state(db) == "ready"
+
+
+def _state(db: Path) -> str:
+    """"ready", "incomplete" (no file, or tables not made yet: someone may be creating it), or what
+    SQLite says of a file that is not a database it can read (damaged, or not SQLite at all)."""
     if not db.is_file() or db.stat().st_size == 0:
-        return False
+        return "incomplete"
     try:
         con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
         try:
-            return con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0").fetchone()[0] == 1
+            made = con.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0").fetchone()[0] == 1
+            return "ready" if made else "incomplete"
         finally:
             con.close()
-    except sqlite3.Error:
-        return False
+    except sqlite3.OperationalError:  # no such table yet, locked: a store being made
+        return "incomplete"
+    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+        return str(e)
 
 
 @contextmanager
@@ -153,7 +163,39 @@ def _translate(e: Exception, uri: str) -> TrackingError:
     return TrackingError(f"cannot use the tracking store {uri}: {text.splitlines()[0] if text else type(e).__name__}")
 
 
-def _is_store_error(e: Exception) -> bool:
+DAMAGED = ("Keep a copy, then try `sqlite3 mlflow.db .recover`, restore it from a backup, or move it away "
+           "(gradlab then makes a new one)")
+# The root causes of a failed write that have a fix to name: (words of SQLite's message, errno).
+WRITE_FAULTS = (
+    (("readonly database", "read-only file system"), errno.EROFS,
+     "the store or its folder is read-only: make it writable, or point MLFLOW_TRACKING_URI at a store you can write"),
+    (("disk is full", "no space left"), errno.ENOSPC,
+     "its disk is full: free some space, or point MLFLOW_TRACKING_URI at another disk"),
+    (("malformed", "not a database"), None, "the file is damaged. " + DAMAGED),
+)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The deepest error under MLflow's and SQLAlchemy's wrappers (the DBAPI's, the OS's)."""
+    while True:
+        inner = getattr(e, "orig", None) or e.__cause__
+        if not isinstance(inner, BaseException) or inner is e:
+            return e
+        e = inner
+
+
+def write_error(e: Exception, uri: str) -> TrackingError:
+    """A store's failed write said in one line: its root cause, and the fix where one is known
+    (MLflow's own message leads with SQLAlchemy's autoflush advice)."""
+    root = _root_cause(e)
+    text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    for words, code, fix in WRITE_FAULTS:
+        if (code is not None and getattr(root, "errno", None) == code) or any(w in text.lower() for w in words):
+            return TrackingError(f"cannot write to the store {uri}: {text}; {fix}")
+    return TrackingError(f"cannot write to the store {uri}: {text}")
+
+
+def is_store_error(e: Exception) -> bool:
     """MLflow's, SQLAlchemy's and Alembic's errors, and the file system's (unwritable folder)."""
     from mlflow.exceptions import MlflowException
 
@@ -176,7 +218,7 @@ def open_client(uri: str, db: Path | None):
         client.search_experiments(max_results=1)
         return client
     except Exception as e:
-        if not _is_store_error(e):
+        if not is_store_error(e):
             raise
         raise _translate(e, uri) from None
 
@@ -223,7 +265,10 @@ def _quiet(name: str):
 def wait_ready(db: Path, timeout: float = 60.0) -> None:
     """Until the store at `db` is complete (another program may still be creating it)."""
     end = time.monotonic() + timeout
-    while not store_ready(db):
+    while (state := _state(db)) != "ready":
+        if state != "incomplete":
+            raise TrackingError(f"{db} is not a database SQLite can read ({state}): damaged, or not an MLflow store. "
+                                f"{DAMAGED}")
         if time.monotonic() > end:
             raise TrackingError(f"{db} is not a complete MLflow store after {timeout:.0f} s (a creation that "
                                 "stopped half-way?); move it away, and gradlab makes a new one")
