@@ -410,6 +410,14 @@ def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running(temp_store, tmp_path):
     assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}
 
 
+def test_a_refused_sweep_has_finished_making_its_store_when_it_exits(cli, temp_store):
+    """The store is made while the grid is checked; a refused grid must not leave its recorder
+    making the store in the background once the command has returned."""
+    code, _, err = cli("-m", "optimizer.lr=1e-3,-1")
+    assert code == 2 and "nothing was run" in err
+    assert store_made(temp_store) and store_runs(temp_store, "default") == ([], [])
+
+
 def _joblib_sweep(tmp_path) -> subprocess.Popen:
     """Four long jobs on two joblib workers, in a session of their own."""
     return subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",

@@ -197,6 +197,17 @@ def _refuse_bad_jobs(config: DictConfig, name: str, jobs: list[list[str]] | None
         sys.exit(2)
 
 
+def _settle(recorder) -> None:
+    """Wait for what the recorder was sent (the store it is making): nothing of gradlab's goes on
+    in the background once this process has exited."""
+    from gradlab.tracking import TrackingError
+
+    try:
+        recorder.sync()
+    except TrackingError:
+        pass  # the sweep is refused for its own reasons; the store's come up at the next run
+
+
 def _refuse_bad_search(config: DictConfig) -> None:
     """A search whose settings cannot work stops before its parent run exists."""
     from gradlab.search import Plan, SearchError
@@ -260,7 +271,11 @@ class SweepCallback(Callback):
         except TrackingError as e:
             print(f"gradlab: error: {e}", file=sys.stderr)
             sys.exit(2)
-        _refuse_bad_jobs(config, name, jobs)
+        try:
+            _refuse_bad_jobs(config, name, jobs)
+        except SystemExit:
+            _settle(recorder)
+            raise
         try:
             shash = sweep_hash(config)
             resumed = recorder.ask("latest_sweep", experiment, shash) if config.tracking.skip_finished else None
