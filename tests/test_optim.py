@@ -99,3 +99,19 @@ def test_a_configuration_that_leaves_the_batch_takes_its_state_with_it():
             opt_part.keep([0, 2, 3], [part])
         opt_part.step([g.clone() if k < 4 else g[[0, 2, 3]].clone()])
     torch.testing.assert_close(part, full[[0, 2, 3]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(optim.TORCH))
+def test_the_check_takes_what_torch_optim_takes_and_refuses_what_it_refuses(name):
+    """The check builds torch.optim's class without its parameter groups (their first use imports
+    torch._dynamo): each option's defaults must pass, as torch.optim itself takes them, and a
+    negative learning rate be refused by name."""
+    from gradlab.config import ConfigError, SCHEMAS
+
+    cfg = SCHEMAS["optimizer"][name](name=name)
+    kwargs = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "name"}
+    optim.TORCH[name]([torch.zeros(1)], **{k: tuple(v) if k == "betas" else v for k, v in kwargs.items()})
+    optim.check(cfg)
+    cfg.lr = -1.0
+    with pytest.raises(ConfigError, match=r"optimizer.lr=-1.0 is not allowed: torch.optim.\w+ refuses it"):
+        optim.check(cfg)

@@ -277,6 +277,10 @@ def check(cfg) -> None:
 
 
 def _unparametrised(cls: type) -> type:
-    """`cls` whose constructor checks its hyperparameters and takes no parameters: torch.optim's
-    add_param_group imports torch._dynamo on first use (about 1 s), and a check needs none."""
-    return type(cls.__name__, (cls,), {"add_param_group": lambda self, group: None})
+    """`cls` whose constructor checks its hyperparameters and its groups as given, and no more:
+    torch.optim's add_param_group imports torch._dynamo on first use (about 1 s), and a check
+    needs none of what it adds."""
+    def add_param_group(self, group: dict) -> None:  # the group as torch.optim completes it, no state built
+        self.param_groups.append({**self.defaults, **group})
+
+    return type(cls.__name__, (cls,), {"add_param_group": add_param_group})
