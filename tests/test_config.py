@@ -129,6 +129,8 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["tracking.experiment=" + "x" * 501], 2, ["tracking.experiment=", "at most 500 characters"]),
     (["data=line", "data.n_samples=100000000000"], 2, ["data.n_samples=100000000000", "GiB", "memory"]),
     (["data=teacher", "model=mlp", "data.n_inputs=1000000", "data.n_samples=1000000"], 2, ["data.n_samples=1000000", "GiB"]),
+    (["device.name=cuda:7"], 2, ["device.name='cuda:7'", "no such device", "device=cpu|cuda|mps|auto|numpy", "CUDA_VISIBLE_DEVICES"]),
+    (["-m", "-cd", "/nonexistent-folder", "-cn", "seeds"], 2, ["'/nonexistent-folder' not found", "-cd sweeps"]),
 ]
 # An absent device is refused with what works; where the device exists, the case does not apply.
 import torch  # noqa: E402
@@ -256,3 +258,11 @@ def test_help_describes_gradlab_before_hydras_flags(cli):
         assert all(p.stem in out for p in folder.glob("*.yaml"))
     assert "_schema" not in out and "keys epochs, batch_size" in out
     assert out.index("gradlab: train") < out.index("Hydra's flags") < out.index("--multirun")
+
+
+@pytest.mark.parametrize("args", [["reap", "--bogus"], ["reap", "--dry-run", "extra"], ["ui", "--prot", "8"]])
+def test_a_command_with_a_flag_it_does_not_take_says_its_usage(cli, runs, args):
+    """`gradlab reap --bogus` ignored the flag and reaped for real."""
+    got, _, err = cli(*args)
+    assert got == 2 and err.startswith(f"gradlab: error: usage: gradlab {args[0]}") and err.count("\n") == 1
+    assert runs() == []

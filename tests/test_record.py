@@ -123,7 +123,7 @@ def test_a_second_signal_while_one_is_held_stops_at_once():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed
 def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=false"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -155,6 +155,44 @@ def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
     assert len(rows) == epochs  # history saved up to that point
     logged = client(temp_store).get_metric_history(r.info.run_id, "train_loss")
     assert logged and max(m.step for m in logged) == epochs
+
+
+@pytest.mark.slow
+def test_a_run_under_nohup_outlives_its_terminal(temp_store):
+    """SIGHUP stops a run as Ctrl-C does, unless it is ignored on purpose (nohup): then it trains on."""
+    proc = _start_and_wait_for_run(temp_store, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        assert proc.poll() is None and only_run(temp_store).info.status == "RUNNING"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert only_run(temp_store).info.status == "KILLED"
+
+
+def test_a_recorder_that_dies_as_it_starts_is_said_in_one_line():
+    """kill -9 of a recorder before it had said its pid raised EOFError through a traceback."""
+    from multiprocessing.connection import Connection
+
+    from gradlab.tracking.background import Recorder, RecorderGone
+
+    read, write = os.pipe()
+    os.close(write)
+    rec = Recorder.__new__(Recorder)
+    rec._recv = Connection(read, writable=False)
+    with pytest.raises(RecorderGone, match="the gradlab recorder process stopped as it started"):
+        rec._first_message("pid")
+
+
+def test_a_folder_as_the_store_is_refused_at_once(tmp_path):
+    """It waited 66 s and called the folder a creation that stopped half-way."""
+    began = time.monotonic()
+    proc = gradlab("train.epochs=5", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}"})
+    assert proc.returncode == 2 and time.monotonic() - began < 20
+    assert proc.stderr.strip().splitlines() == [
+        f"gradlab: error: the store sqlite:///{tmp_path} is a folder, not a database file: point MLFLOW_TRACKING_URI "
+        f"at a file in it, e.g. sqlite:///{tmp_path / 'mlflow.db'}"]
 
 
 def _start_and_wait_for_run(uri: str, **popen):

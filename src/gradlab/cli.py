@@ -146,7 +146,9 @@ def reap(args: list[str]) -> int:
     from gradlab.tracking import Store
     from gradlab.tracking.reap import reap as reap_runs
 
-    for line in reap_runs(Store(), dry_run="--dry-run" in args):
+    if args not in ([], ["--dry-run"]):
+        _fail("usage: gradlab reap [--dry-run]   (--dry-run lists the runs it would mark KILLED)")
+    for line in reap_runs(Store(), dry_run=bool(args)):
         print(line)
     return 0
 

@@ -54,4 +54,7 @@ DEVICES = {"cpu": lambda dtype: "cpu", "cuda": _cuda, "mps": _mps, "auto": _auto
 
 
 def backend(name: str, dtype: DType) -> Backend:
+    if name not in DEVICES:
+        raise ConfigError("device.name", name, f"no such device; pick one with device={'|'.join(DEVICES)} "
+                          "(another GPU than the first: CUDA_VISIBLE_DEVICES=N with device=cuda)")
     return Backend(DEVICES[name](dtype), dtype)

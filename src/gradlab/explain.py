@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from gradlab.config import SCHEMAS
 
 # What Hydra raises for a command line it cannot compose (OmegaConf's errors come as their causes).
-COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException, SearchPathException)
 
 
 def explain(error: BaseException, argv: list[str]) -> str:
@@ -27,6 +27,8 @@ def explain(error: BaseException, argv: list[str]) -> str:
         return _unknown_key(cause, argv)
     if isinstance(error, MissingConfigException):
         return _missing(error, argv)
+    if isinstance(error, SearchPathException):  # -cd names a folder that is not there
+        return f"{str(error).strip()}; -cd names the folder of the sweep files, e.g. -cd sweeps"
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {str(cause).splitlines()[0]}"
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())

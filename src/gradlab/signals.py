@@ -1,6 +1,6 @@
-"""What Ctrl-C and SIGTERM do, in one place.
+"""What Ctrl-C, SIGTERM and SIGHUP (the terminal closed) do, in one place.
 
-Both raise `Killed` in the main thread, which unwinds like KeyboardInterrupt, so whatever is open
+Each raises `Killed` in the main thread, which unwinds like KeyboardInterrupt, so whatever is open
 gets its end recorded (a run, a sweep's parent). While an end is being written they are held
 (`deferred`) and delivered afterwards. While training they are held to the end of the epoch
 (`polled`): an epoch's updates and its history row are recorded together or not at all; a second
@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-STOPS = (signal.SIGINT, signal.SIGTERM)
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closed
 WATCH_SECONDS = 0.5  # how often a sweep's worker process looks for its launcher
 
 
@@ -39,9 +39,10 @@ def _raise(signum, frame):
 
 
 def _install(handler) -> dict | None:
-    """Set `handler` for both signals; the previous handlers, or None off the main thread."""
+    """Set `handler` for the stop signals; the previous handlers, or None off the main thread.
+    A signal ignored on purpose stays ignored (`nohup` ignores SIGHUP: the run outlives its terminal)."""
     try:
-        return {sig: signal.signal(sig, handler) for sig in STOPS}
+        return {sig: signal.signal(sig, handler) for sig in STOPS if signal.getsignal(sig) is not signal.SIG_IGN}
     except ValueError:  # not the main thread: signals are not ours to handle
         return None
 

@@ -149,7 +149,11 @@ class Recorder:
         self.uri: str | None = None
 
     def _first_message(self, kind: str):
-        got, value = self._recv.recv()
+        """What a recorder says once it has started (its pid); it may die before then (kill -9)."""
+        try:
+            got, value = self._recv.recv()
+        except (EOFError, OSError):
+            raise RecorderGone("the gradlab recorder process stopped as it started; nothing was recorded, run again") from None
         assert got == kind, got
         return value
 
@@ -539,6 +543,7 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     outbox.send(("pid", os.getpid()))  # the trainer knows it by its pid: not its child any more
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the trainer decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the trainer ends its runs, this records them
     with timings.measure("import mlflow"):
         import mlflow.tracking  # noqa: F401 - the slow import, done while the trainer imports torch
     with timings.measure("import matplotlib"):

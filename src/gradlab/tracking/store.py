@@ -206,6 +206,9 @@ def open_client(uri: str, db: Path | None):
     """An MlflowClient on a working store, creating a SQLite one under the creation lock."""
     from mlflow.tracking import MlflowClient
 
+    if db is not None and db.is_dir():
+        raise TrackingError(f"the store {uri} is a folder, not a database file: point MLFLOW_TRACKING_URI at a file in it, "
+                            f"e.g. sqlite:///{db / 'mlflow.db'}")
     try:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
