@@ -382,42 +382,6 @@ def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_
     assert len(children) == 1 and children[0].info.status == "KILLED"  # the second job never started
 
 
-@pytest.mark.slow
-def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running(temp_store, tmp_path):
-    """Ctrl-C on a terminal reaches the whole process group; joblib then SIGKILLs each worker's
-    process tree. The runs in flight must still end, KILLED, by their recorders."""
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
-                             "tracking.plots=false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                             f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    def both_jobs_logging():
-        _, children = store_runs(temp_store, "default") if store_made(temp_store) else ([], [])
-        c = mlflow.MlflowClient(temp_store)
-        return len(children) == 2 and all(c.get_metric_history(k.info.run_id, "train_loss") for k in children)
-
-    try:
-        wait_for(both_jobs_logging, timeout=120, every=0.5, proc=proc)
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
-        proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    def settled():  # the recorders end their runs after their trainers are gone
-        parents, children = store_runs(temp_store, "default")
-        return all(r.info.status != "RUNNING" for r in parents + children) and (parents, children)
-
-    parents, children = wait_for(settled, timeout=60, every=0.5)
-    assert parents[0].info.status == "KILLED"
-    assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}
-
-
-def test_a_refused_sweep_has_finished_making_its_store_when_it_exits(cli, temp_store):
-    """The store is made while the grid is checked; a refused grid must not leave its recorder
-    making the store in the background once the command has returned."""
-    code, _, err = cli("-m", "optimizer.lr=1e-3,-1")
-    assert code == 2 and "nothing was run" in err
-    assert store_made(temp_store) and store_runs(temp_store, "default") == ([], [])
-
-
 def _joblib_sweep(tmp_path) -> subprocess.Popen:
     """Four long jobs on two joblib workers, in a session of their own."""
     return subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
@@ -434,21 +398,47 @@ def _both_jobs_logging(uri: str):
 
 def _workers(launcher: int) -> list[int]:
     """The joblib (loky) worker processes the launcher started."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == launcher and b"LokyProcess" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+    from gradlab.tracking.processes import children
+
+    return [pid for pid, command in children(launcher) if "LokyProcess" in command]
 
 
 def _settled(uri: str):
     """The sweep's runs once none is RUNNING (recorders end their runs after their trainers are gone)."""
     parents, children = store_runs(uri, "default")
     return all(r.info.status != "RUNNING" for r in parents + children) and (parents, children)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_group, sig", [(True, signal.SIGINT), (False, signal.SIGTERM)], ids=["ctrl-c", "sigterm-to-launcher"])
+def test_a_stopped_joblib_sweep_ends_every_run_killed_with_its_history(temp_store, tmp_path, to_group, sig):
+    """Ctrl-C reaches the whole process group, SIGTERM the launcher alone; joblib then SIGKILLs
+    each worker's process tree. The runs in flight must end KILLED, and keep their history: the
+    launcher first tells its workers to stop and waits for them (they were killed mid-run, their
+    histories lost, and with SIGTERM to the launcher alone they were left RUNNING)."""
+    proc = _joblib_sweep(tmp_path)
+    try:
+        wait_for(lambda: _both_jobs_logging(temp_store), timeout=120, every=0.5, proc=proc)
+        os.killpg(proc.pid, sig) if to_group else proc.send_signal(sig)
+        proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == -sig
+    parents, children = wait_for(lambda: _settled(temp_store), timeout=60, every=0.5)
+    assert parents[0].info.status == "KILLED"
+    assert len(children) == 2 and {(c.info.status, c.data.tags["gradlab.outcome"]) for c in children} == {("KILLED", "killed")}
+    client = mlflow.MlflowClient(temp_store)
+    for c in children:
+        history = pd.read_csv(client.download_artifacts(c.info.run_id, "history.csv", str(tmp_path / c.info.run_id)))
+        assert len(history) == int(c.data.metrics["epochs_run"]) > 1
+
+
+def test_a_refused_sweep_has_finished_making_its_store_when_it_exits(cli, temp_store):
+    """The store is made while the grid is checked; a refused grid must not leave its recorder
+    making the store in the background once the command has returned."""
+    code, _, err = cli("-m", "optimizer.lr=1e-3,-1")
+    assert code == 2 and "nothing was run" in err
+    assert store_made(temp_store) and store_runs(temp_store, "default") == ([], [])
 
 
 @pytest.mark.slow

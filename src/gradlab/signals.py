@@ -34,15 +34,30 @@ def signum_of(stop: BaseException) -> int:
     return stop.signum if isinstance(stop, Killed) else signal.SIGINT
 
 
+_before_raising: list[Callable[[int], None]] = []  # what must happen before a stop unwinds (before_raising)
+
+
 def _raise(signum, frame):
+    for hook in list(_before_raising):
+        hook(signum)
     raise Killed(signum)
+
+
+def before_raising(hook: Callable[[int], None] | None) -> None:
+    """A stop signal calls `hook(signum)` before Killed unwinds the main thread (None: no more):
+    a sweep's launcher stops its workers gracefully before its launcher library kills them."""
+    _before_raising[:] = [hook] if hook else []
 
 
 def _install(handler) -> dict | None:
     """Set `handler` for the stop signals; the previous handlers, or None off the main thread.
-    A signal ignored on purpose stays ignored (`nohup` ignores SIGHUP: the run outlives its terminal)."""
+    An ignored SIGHUP stays ignored: `nohup` ignores it, so that the run outlives its terminal.
+    (SIGINT is taken over even where ignored: a shell ignores it in the jobs a script starts with &.)"""
+    def ours(sig) -> bool:
+        return sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN
+
     try:
-        return {sig: signal.signal(sig, handler) for sig in STOPS if signal.getsignal(sig) is not signal.SIG_IGN}
+        return {sig: signal.signal(sig, handler) for sig in STOPS if ours(sig)}
     except ValueError:  # not the main thread: signals are not ours to handle
         return None
 
@@ -116,14 +131,21 @@ _watching: set[int] = set()
 def ended_with(launcher_pid: int | None, before_exit: Callable[[], None]):
     """A sweep's job in a worker process that its launcher started (joblib's): should the launcher
     die (SIGKILL), the job stops as by SIGTERM (its run ends KILLED, its history kept) and the
-    worker exits once it has, rather than live on orphaned. Elsewhere (the launcher's own process,
-    a Slurm job) nothing changes."""
-    if launcher_pid and launcher_pid != os.getpid() and os.getppid() == launcher_pid and launcher_pid not in _watching:
+    worker exits once it has, rather than live on orphaned; a job stopped by a signal (the launcher
+    forwards its own: `multirun._stop_workers`) exits its worker once its run is ended. Elsewhere
+    (the launcher's own process, a Slurm job) nothing changes."""
+    worker = bool(launcher_pid) and launcher_pid != os.getpid() and os.getppid() == launcher_pid
+    if worker and launcher_pid not in _watching:
         _watching.add(launcher_pid)
         threading.Thread(target=_watch, args=(launcher_pid, before_exit), daemon=True, name="gradlab-launcher").start()
     _idle.clear()
     try:
         yield
+    except Killed as stop:
+        if worker:  # its run is ended; the launcher waits for it to go
+            before_exit()
+            os._exit(128 + stop.signum)
+        raise
     finally:
         _idle.set()
 
