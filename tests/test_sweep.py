@@ -482,6 +482,50 @@ def test_a_launcher_killed_hard_takes_its_workers_along(temp_store, tmp_path):
         assert len(history) > 1 and history["epoch"].is_monotonic_increasing
 
 
+def _recorders(session: int) -> list[int]:
+    """The recorder processes of a command started in a session of its own, oldest first."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getsid(int(entry.name)) == session and b"background import serve" in (entry / "cmdline").read_bytes():
+                found.append((int((entry / "stat").read_text().rsplit(")", 1)[1].split()[19]), int(entry.name)))
+        except (OSError, ValueError):
+            continue
+    return [pid for _, pid in sorted(found)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "batched"])
+def test_a_sweep_whose_recorders_are_killed_leaves_no_run_running(temp_store, tmp_path, launcher):
+    """kill -9 of the parent's recorder (joblib: the launcher's; batched: both of its recorders)
+    left the parent RUNNING, and the batched launcher printed a traceback."""
+    how = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra/launcher=batched"]
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=300000",
+                             "tracking.plots=false", *how, f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _both_jobs_logging(temp_store) if launcher == "joblib" else len(store_runs(temp_store, "default")[1]) == 4,
+                 timeout=120, every=0.5, proc=proc)
+        recorders = _recorders(proc.pid)
+        for pid in recorders[:1] if launcher == "joblib" else recorders:
+            os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "Traceback" not in err, err
+    parents, children = wait_for(lambda: _settled(temp_store), timeout=30, every=0.5)
+    assert len(parents) == 1 and len(children) == 4
+    if launcher == "joblib":  # the workers' recorders were alive: every job ran and was recorded
+        assert proc.returncode == 0 and {c.info.status for c in children + parents} == {"FINISHED"}
+    else:  # the batch's trainer ended its runs itself, with their histories
+        assert proc.returncode == 1 and "gradlab: error: the gradlab recorder process stopped" in err
+        assert parents[0].info.status == "FAILED" and {c.info.status for c in children} == {"FAILED"}
+        client = mlflow.MlflowClient(temp_store)
+        for c in children:
+            history = pd.read_csv(client.download_artifacts(c.info.run_id, "history.csv", str(tmp_path / c.info.run_id)))
+            assert len(history) == int(c.data.metrics["epochs_run"]) > 1
+
+
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/gradlab-abs-escape"])
 def test_a_report_stays_in_reports_whatever_the_experiment_is_called(cli, temp_store, tmp_path, monkeypatch, name):
     (tmp_path / "work").mkdir()

@@ -84,6 +84,8 @@ def train(args: list[str], shutdown: bool = True) -> int:
         if type(e).__name__ in WORKER_DIED:
             print(f"gradlab: error: a worker process of the sweep's launcher died ({_exit_codes(e)}): the run of its job "
                   "and those in flight beside it are KILLED, the jobs not started never ran", file=sys.stderr)
+        elif isinstance(e, USER_ERRORS):  # a sweep's job stopped by its store or its recorder: said above it, once
+            print(f"gradlab: error: {e}", file=sys.stderr)
         else:
             traceback.print_exc()
         _stopped(multirun, e)

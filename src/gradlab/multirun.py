@@ -333,14 +333,11 @@ def finish() -> int:
     """Record the end of the sweep this process launched (if any); returns the failed-job count."""
     if not _parent:
         return 0
-    from gradlab.tracking import Recorder
-
     parent = _close()
     last.update(id=parent["id"], experiment=parent["experiment"])
     recorder, name, expected = parent["recorder"], parent["name"], parent["jobs"]
-    Recorder.sync_all()  # the jobs' records, some still being written, are all in before they are read
     latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
-    for c in recorder.ask("children", parent["id"]):
+    for c in _children(recorder, parent["id"]):
         latest[c.tag("config_hash", c.id)] = c
     children = list(latest.values())
     by_outcome = {}
@@ -363,8 +360,7 @@ def finish() -> int:
         tags.update({"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides"),
                      "gradlab.best_objective": repr(best)})
     stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
-    recorder.finish([parent["key"]], [RunEnd("failed" if failed or missing or stopped else "completed", {}, tags)])
-    recorder.sync()
+    _end(recorder, parent["key"], RunEnd("failed" if failed or missing or stopped else "completed", {}, tags))
     pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
     stops = f"{len(failed) - len(killed)} failed" + (f", {len(killed)} killed" if killed else "")
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {counts['finished']} finished, "
@@ -377,6 +373,29 @@ def finish() -> int:
     if children:
         print(f"  compare them: make compare EXPERIMENT={parent['experiment']}")
     return len(failed) + missing + bool(stopped)
+
+
+def _children(recorder, parent_id: str) -> list:
+    """The sweep's child runs, once every record sent is written; read here if the parent's
+    recorder died (the jobs' trainers ended the runs it held)."""
+    from gradlab.tracking import Recorder, RecorderGone, Store, query
+
+    try:
+        Recorder.sync_all()
+        return recorder.ask("children", parent_id)
+    except RecorderGone:
+        return query.children(Store(recorder.uri), parent_id)
+
+
+def _end(recorder, key: int, end: RunEnd) -> None:
+    """The parent's end, written from this process if its recorder died (kill -9)."""
+    from gradlab.tracking import RecorderGone
+
+    try:
+        recorder.finish([key], [end])
+        recorder.sync()
+    except RecorderGone:
+        recorder.finish_here([key], [end])
 
 
 def _why(run) -> str:

@@ -12,10 +12,10 @@
 Importing the package costs no mlflow import: the trainer uses it before torch is loaded.
 """
 
-from gradlab.tracking.background import Recorder, Recorders
+from gradlab.tracking.background import Recorder, RecorderGone, Recorders
 from gradlab.tracking.spec import RESULTS, STATUS, RunEnd, RunSpec
 from gradlab.tracking.store import Store, TrackingError, preflight, project_root, tracking_uri
 from gradlab.tracking.stream import MetricStream
 
-__all__ = ["RESULTS", "STATUS", "MetricStream", "Recorder", "Recorders", "RunEnd", "RunSpec", "Store", "TrackingError",
-           "preflight", "project_root", "tracking_uri"]
+__all__ = ["RESULTS", "STATUS", "MetricStream", "Recorder", "RecorderGone", "Recorders", "RunEnd", "RunSpec", "Store",
+           "TrackingError", "preflight", "project_root", "tracking_uri"]
