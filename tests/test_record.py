@@ -221,6 +221,8 @@ def test_sigkill_of_the_trainer_alone_is_closed_by_the_recorder(temp_store):
     r = wait_for(lambda: (x := only_run(temp_store)).info.status != "RUNNING" and x, timeout=60)
     assert r.info.status == "KILLED" and r.data.tags["gradlab.outcome"] == "killed"
     assert "ended before recording its end" in r.data.tags["gradlab.reason"]
+    # Its config went with its start, so that the run can be rerun (it was written at the end only).
+    assert "epochs: 100000000" in artifact(r.info.run_id, "config.yaml", temp_store)
 
 
 @pytest.mark.slow
