@@ -753,3 +753,25 @@ def test_a_damaged_store_is_said_to_be_damaged_at_once(temp_store, where, said):
     assert proc.stderr.strip().splitlines() == [
         f"gradlab: error: {db} is not a database SQLite can read ({said}): damaged, or not an MLflow store. Keep a "
         "copy, then try `sqlite3 mlflow.db .recover`, restore it from a backup, or move it away (gradlab then makes a new one)"]
+
+
+def test_a_terminal_that_closed_stops_the_progress_line_not_the_run(monkeypatch):
+    """After a hang-up every write to the terminal fails with EIO: the progress line raised it out
+    of the run's end (the run then ended KILLED without its history)."""
+    import errno
+
+    from gradlab.progress import Progress
+
+    class Gone:
+        def write(self, text):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def flush(self):
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(sys, "stderr", Gone())
+    progress = Progress(10, ["train_loss"], enabled=True)
+    progress.next = 0.0
+    progress(1, [0], [[0.5]])  # would raise
+    progress.close()
+    assert progress.enabled is False

@@ -81,7 +81,7 @@ def train(args: list[str], shutdown: bool = True) -> int:
         _stopped(multirun, e)
         code = 2
     except Exception as e:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
-        if type(e).__name__ in WORKER_DIED:
+        if type(e).__name__ in multirun.WORKER_DIED:  # a fault, not a bug
             print(f"gradlab: error: a worker process of the sweep's launcher died ({_exit_codes(e)}): the run of its job "
                   "and those in flight beside it are KILLED, the jobs not started never ran", file=sys.stderr)
         elif isinstance(e, USER_ERRORS):  # a sweep's job stopped by its store or its recorder: said above it, once
@@ -95,10 +95,6 @@ def train(args: list[str], shutdown: bool = True) -> int:
         if shutdown:
             Recorder.shutdown()
     return code or (1 if failed else 0)
-
-
-# What joblib's loky raises when a worker process dies (SIGKILL, out of memory): a fault, not a bug.
-WORKER_DIED = ("TerminatedWorkerError", "BrokenProcessPool")
 
 
 def _exit_codes(error: Exception) -> str:

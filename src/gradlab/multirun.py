@@ -15,20 +15,17 @@ which the CLI calls whatever happened.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradlab import signals
 from gradlab.tracking.spec import RunEnd, RunSpec
 
 PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
@@ -38,6 +35,9 @@ LAUNCHER_ENV = "GRADLAB_SWEEP_LAUNCHER"  # the pid of the process that launched 
 VARIES_ENV = "GRADLAB_SWEEP_VARIES"  # the keys the sweep varies, comma-separated: they lead its children's names
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.gradlab_optuna.optuna_sweeper.OptunaSweeper"
+
+# What joblib's loky raises when a worker process dies (SIGKILL, out of memory): the pool stops.
+WORKER_DIED = ("TerminatedWorkerError", "BrokenProcessPool")
 
 _parent: dict = {}  # the sweep this process launched: recorder, key, id, name, experiment, jobs
 last: dict = {}  # the last sweep this process finished: its parent run's id and experiment
@@ -297,7 +297,6 @@ class SweepCallback(Callback):
                        varied=varied)
         os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment, VARIES_ENV: ",".join(varied),
                            LAUNCHER_ENV: str(os.getpid())})
-        signals.before_raising(_stop_workers)
 
 
 def _close() -> dict:
@@ -306,27 +305,7 @@ def _close() -> dict:
     _parent.clear()
     for key in (PARENT_ENV, SWEEP_ENV, EXPERIMENT_ENV, VARIES_ENV, LAUNCHER_ENV):
         os.environ.pop(key, None)
-    signals.before_raising(None)
     return parent
-
-
-WORKER_GRACE = 30.0  # seconds a worker has to end its run once told to stop
-
-
-def _stop_workers(signum: int) -> None:
-    """A stop signal reached the launcher of a joblib sweep, whose library then SIGKILLs its
-    workers (their trainers' histories would go with them): first each worker is sent SIGTERM
-    (a Ctrl-C has sent it SIGINT already; a second signal only hurries it) and given
-    WORKER_GRACE to end its run, KILLED with its history, and exit."""
-    from gradlab.tracking.processes import alive, children
-
-    workers = [pid for pid, command in children(os.getpid()) if "LokyProcess" in command]
-    for pid in workers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    end = time.monotonic() + WORKER_GRACE
-    while any(alive(pid, None) for pid in workers) and time.monotonic() < end:
-        time.sleep(0.05)
 
 
 def finish() -> int:
@@ -366,7 +345,8 @@ def finish() -> int:
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {counts['finished']} finished, "
           f"{counts['diverged']} diverged, {pruned}{stops}  (parent run {parent['id']})")
     if missing:
-        print(f"  {missing} job(s) never started: the sweep stopped ({tags['gradlab.error.type']})" if stopped else
+        worker_died = tags.get("gradlab.error.type") in WORKER_DIED
+        print(f"  {missing} job(s) never started: a worker died ({tags['gradlab.error.type']})" if worker_died else
               f"  {missing} job(s) ended before their run existed; their errors are above")
     for c in failed:
         print(f"  {c.outcome.upper()} [{c.tag('overrides')}]: {_why(c)}".rstrip())

@@ -25,10 +25,17 @@ class Progress:
             self.show(f"{self.unit} {epoch}/{self.total} ({100 * epoch / self.total:.0f}%)  {detail}")
 
     def show(self, text: str) -> None:
-        print(f"\r  {text}   ", end="", file=sys.stderr, flush=True)
+        self._write(f"\r  {text}   ")
         self.shown = True
 
     def close(self) -> None:
         if self.shown:
-            print(file=sys.stderr)
+            self._write("\n")
             self.shown = False
+
+    def _write(self, text: str) -> None:
+        """A closed terminal (SIGHUP) fails every write with EIO: the line stops, the run's end is still recorded."""
+        try:
+            print(text, end="", file=sys.stderr, flush=True)
+        except OSError:
+            self.enabled = False

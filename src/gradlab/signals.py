@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -34,19 +35,8 @@ def signum_of(stop: BaseException) -> int:
     return stop.signum if isinstance(stop, Killed) else signal.SIGINT
 
 
-_before_raising: list[Callable[[int], None]] = []  # what must happen before a stop unwinds (before_raising)
-
-
 def _raise(signum, frame):
-    for hook in list(_before_raising):
-        hook(signum)
     raise Killed(signum)
-
-
-def before_raising(hook: Callable[[int], None] | None) -> None:
-    """A stop signal calls `hook(signum)` before Killed unwinds the main thread (None: no more):
-    a sweep's launcher stops its workers gracefully before its launcher library kills them."""
-    _before_raising[:] = [hook] if hook else []
 
 
 def _install(handler) -> dict | None:
@@ -131,9 +121,8 @@ _watching: set[int] = set()
 def ended_with(launcher_pid: int | None, before_exit: Callable[[], None]):
     """A sweep's job in a worker process that its launcher started (joblib's): should the launcher
     die (SIGKILL), the job stops as by SIGTERM (its run ends KILLED, its history kept) and the
-    worker exits once it has, rather than live on orphaned; a job stopped by a signal (the launcher
-    forwards its own: `multirun._stop_workers`) exits its worker once its run is ended. Elsewhere
-    (the launcher's own process, a Slurm job) nothing changes."""
+    worker exits once it has, rather than live on orphaned. Elsewhere (the launcher's own process,
+    a Slurm job) nothing changes."""
     worker = bool(launcher_pid) and launcher_pid != os.getpid() and os.getppid() == launcher_pid
     if worker and launcher_pid not in _watching:
         _watching.add(launcher_pid)
@@ -141,11 +130,6 @@ def ended_with(launcher_pid: int | None, before_exit: Callable[[], None]):
     _idle.clear()
     try:
         yield
-    except Killed as stop:
-        if worker:  # its run is ended; the launcher waits for it to go
-            before_exit()
-            os._exit(128 + stop.signum)
-        raise
     finally:
         _idle.set()
 
@@ -157,4 +141,6 @@ def _watch(launcher_pid: int, before_exit: Callable[[], None]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # Killed in the job, at the end of its epoch
         _idle.wait(120)
     before_exit()  # what the job sent its recorder is delivered
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(128 + signal.SIGTERM)

@@ -34,15 +34,3 @@ def alive(pid: int, start: str | None) -> bool:
         return True
     return fields[0] != "Z" and (start in (None, "", "unknown") or fields[19] == start)
 
-
-def children(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of each process whose parent is `pid` (Linux /proc; elsewhere none)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = _stat(int(entry.name))
-        if fields is not None and fields[1] == str(pid):
-            try:
-                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
-            except OSError:
-                continue
-    return found
