@@ -13,6 +13,7 @@ A registry, not `_target_`: a user picks a name; nothing they type is imported o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import torch
@@ -276,6 +277,7 @@ def check(cfg) -> None:
         raise ConfigError(key, kwargs.get(field, cfg.name), f"torch.optim.{cls.__name__} refuses it: {e}") from None
 
 
+@functools.cache
 def _unparametrised(cls: type) -> type:
     """`cls` whose constructor checks its hyperparameters and its groups as given, and no more:
     torch.optim's add_param_group imports torch._dynamo on first use (about 1 s), and a check

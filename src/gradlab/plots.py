@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import matplotlib
+import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator

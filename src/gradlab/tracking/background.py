@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from gradlab import timings
 from gradlab.tracking.processes import alive, process_start
 from gradlab.tracking.spec import RunEnd, RunSpec
-from gradlab.tracking.store import (TrackingError, is_store_error, creation_lock, preflight, sqlite_path, tracking_uri,
+from gradlab.tracking.store import (TrackingError, creation_lock, is_store_error, preflight, sqlite_path, tracking_uri,
                                     write_error)
 from gradlab.tracking.stream import Points
 
@@ -486,7 +486,7 @@ def _finish(state: _State, m: Finish):
     # The figures' reference cycles, now, before the next run's pile onto them. What survives is
     # the store's and matplotlib's long-lived state (made at the first run): frozen, so that each
     # collection scans one run's objects, not every object of mlflow (~50 ms a run otherwise).
-    with timings.measure('gc'):
+    with timings.measure("gc"):
         gc.collect()
         gc.freeze()
 

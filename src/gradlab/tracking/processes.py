@@ -33,4 +33,3 @@ def alive(pid: int, start: str | None) -> bool:
     if fields is None:
         return True
     return fields[0] != "Z" and (start in (None, "", "unknown") or fields[19] == start)
-

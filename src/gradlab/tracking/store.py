@@ -255,10 +255,10 @@ def create(db: Path) -> None:
 
 @contextmanager
 def _quiet(name: str):
-    """A logger's INFO lines off for a while."""
+    """A logger's INFO lines off for a while (a level set higher, as the recorder sets it, stays)."""
     logger = logging.getLogger(name)
     level = logger.level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
