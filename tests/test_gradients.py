@@ -131,3 +131,25 @@ def test_loss_reductions(kind, reference):
     torch.testing.assert_close(value[0], reference(e))
     (auto,) = torch.autograd.grad(reference(e), e)
     torch.testing.assert_close(models.squared_error_grad(e.detach()[None, :, None], *reduction)[0, :, 0], auto)
+
+
+@pytest.mark.parametrize("model,data", CASES)
+def test_autograd_gives_what_torch_autograd_grad_gives(model, data):
+    # gradlab's autograd runs torch's backward engine without backward()'s argument checks; the
+    # public API on the same loss must give the same gradients, to the bit.
+    s = setup(model, data, "autograd", loss="half_sse")
+    batch = s.problem.batches()[0]
+    _, ours = s.grad_fn(s.problem, s.params, batch)
+    reference = torch.autograd.grad(s.problem.loss(s.params, batch).sum(), list(s.params.values()))
+    for a, b in zip(ours, reference, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_cached_constant_rounds_as_the_python_number(dtype):
+    x = torch.randn(3, 17, 1, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    for value in (17.0, 2.0 / 17, 0.5, 1e-3):
+        c = models.constant(value, x)
+        assert c.dtype == dtype and c.dim() == 0
+        assert torch.equal(x / c, x / value) and torch.equal(x * c, x * value)
+    assert models.constant(0.5, np.ones(2)) == 0.5  # NumPy takes the number itself

@@ -29,14 +29,12 @@ class Batched:
     on_numpy = False  # torch tensors only
 
     def __init__(self, params: list, configs: list):
-        self.params = params
+        self.params = _targets(params)
         self.hyper = {f.name: torch.tensor([float(getattr(c, f.name)) for c in configs], dtype=torch.float64)
                       for f in dataclasses.fields(configs[0]) if f.name not in ("name", "betas")}
         self.state: list[dict] = [{} for _ in params]
         self.steps = 0
         self._shaped: dict = {}
-        self.graph = any(getattr(p, "requires_grad", False) for p in params)  # autograd's leaves
-        self._no_grad = torch.no_grad()
 
     def h(self, name: str, i: int):
         """Hyperparameter `name` cast and shaped to broadcast over parameter i."""
@@ -47,6 +45,13 @@ class Batched:
             v = self.hyper[name]
             self._shaped[key] = v.numpy().astype(p.dtype).reshape(shape) if not isinstance(p, torch.Tensor) \
                 else v.to(device=p.device, dtype=p.dtype).view(shape)
+        return self._shaped[key]
+
+    def each(self, name: str) -> list:
+        """Hyperparameter `name` shaped for every parameter, in their order."""
+        key = (name, None)
+        if key not in self._shaped:
+            self._shaped[key] = [self.h(name, i) for i in range(len(self.params))]
         return self._shaped[key]
 
     def refresh(self, *names: str) -> None:
@@ -64,20 +69,13 @@ class Batched:
     def keep(self, positions: list[int], params: list) -> None:
         """Only the configurations at `positions` go on, with these parameters."""
         idx = torch.tensor(positions)
-        self.params = params
+        self.params = _targets(params)
         self.hyper = {k: v[idx] for k, v in self.hyper.items()}
         self.state = [{k: v[idx] for k, v in s.items()} for s in self.state]
         self._shaped = {}
 
     def step(self, grads: list) -> None:
         self.steps += 1
-        if self.graph:
-            with self._no_grad:  # the leaves are updated in place, outside the graph
-                self._update_all(grads)
-        else:
-            self._update_all(grads)
-
-    def _update_all(self, grads: list) -> None:
         for i, (p, g) in enumerate(zip(self.params, grads)):
             self.update(i, p, g)
 
@@ -89,16 +87,24 @@ class Batched:
         return g if self.uniform("weight_decay", 0.0) else g + self.h("weight_decay", i) * p
 
 
+def _targets(params: list) -> list:
+    """What an update writes into: autograd's leaves through aliases outside the graph (the
+    same memory and version counter, no `torch.no_grad()` to enter every step)."""
+    return [p.detach() if getattr(p, "requires_grad", False) else p for p in params]
+
+
 class GD(Batched):
     """The hand-written update p ← p − lr·∇p, in place (torch tensors or NumPy arrays)."""
 
     on_numpy = True
 
-    def update(self, i, p, g):
-        if isinstance(p, torch.Tensor):
-            p.addcmul_(self.h("lr", i), g, value=-1)  # p − lr·g in one op
+    def step(self, grads: list) -> None:
+        self.steps += 1
+        if isinstance(self.params[0], torch.Tensor):  # p − lr·g for every parameter in one op
+            torch._foreach_addcmul_(self.params, self.each("lr"), grads, value=-1)
         else:
-            p -= self.h("lr", i) * g
+            for i, (p, g) in enumerate(zip(self.params, grads)):
+                p -= self.h("lr", i) * g
 
 
 class SGD(Batched):
