@@ -117,7 +117,7 @@ def test_every_sampler_and_pruner_is_built_with_its_settings(kind, name, cls):
     ({"pruner": {"name": "bogus"}}, "hydra.sweeper.pruner.name='bogus' is not one of: none, median, percentile"),
     ({"pruner": {"name": "median", "percentile": 30.0}}, "hydra.sweeper.pruner.percentile: the median pruner takes n_startup_trials"),
     ({"sampler": {"name": "random", "n_startup_trials": 5}}, "hydra.sweeper.sampler.n_startup_trials: the random sampler takes seed"),
-    ({"direction": "down"}, "hydra.sweeper.direction='down' is not one of: minimize, maximize"),
+    ({"direction": "maximize"}, "hydra.sweeper.direction='maximize': a search minimises gradlab's objective, a loss"),
     ({"n_jobs": 0}, "hydra.sweeper.n_jobs=0 is out of range"),
     ({"max_failure_rate": 2.0}, "hydra.sweeper.max_failure_rate=2.0 is out of range (between 0 and 1)"),
 ])
@@ -142,6 +142,8 @@ def test_optuna_is_current_and_the_old_plugin_is_gone():
 def test_a_bad_search_is_refused_before_any_run_exists(cli, temp_store):
     code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.pruner.name=bogus")
     assert code == 2 and "hydra.sweeper.pruner.name='bogus' is not one of" in err
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.direction=maximize")  # a loss
+    assert code == 2 and "hydra.sweeper.direction='maximize': a search minimises" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "optimizer=gd")  # gd has no momentum to search
     assert code == 2 and "a trial [optimizer.lr=0.0001 optimizer.momentum=0.0 optimizer=gd] cannot run" in err
     assert not store_made(temp_store) or runs_of(temp_store, "optuna_lr_momentum") == ([], [])

@@ -7,7 +7,7 @@ both ends included as Optuna's are; a plain value is fixed for every trial.
 Trials are asked `n_jobs` at a time (ask-and-tell) and launched together: with the batched
 launcher they train as one batch. Each trial's run reports its objective (validation loss, else
 training loss) to the trial about `reports` times; one the pruner stops ends as `pruned` and
-leaves its batch. A diverged trial is a result (+inf when minimising), never a crash of the study.
+leaves its batch. A diverged trial is a result (+inf), never a crash of the study.
 The study lives in `storage` (default: an Optuna journal beside the MLflow store) under
 `study_name` (default: the sweep's name and its parent run), so a sweep resumed with
 `tracking.skip_finished=true` continues its study: finished trials stay, interrupted ones run again.
@@ -35,7 +35,6 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomS
 PRUNERS = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
            "percentile": optuna.pruners.PercentilePruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
            "hyperband": optuna.pruners.HyperbandPruner}
-DIRECTIONS = ("minimize", "maximize")
 # A FAIL trial without this user attr was interrupted (a signal, a dead process): it runs again.
 FAILED = "gradlab.job_failed"
 REQUEUED = "gradlab.requeued"  # study attr: the interrupted trials already asked again
@@ -117,7 +116,6 @@ class Plan:
     fixed: dict[str, str]
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
-    direction: str
     n_trials: int
     n_jobs: int
     max_failure_rate: float
@@ -137,8 +135,9 @@ class Plan:
         if sampler_settings.get("name") == "grid":
             grid = {"search_space": {k: grid_values(k, d) for k, d in searched.items()}}
         direction = str(settings.get("direction", "minimize"))
-        if direction not in DIRECTIONS:
-            raise SearchError(f"hydra.sweeper.direction={direction!r} is not one of: {', '.join(DIRECTIONS)}")
+        if direction != "minimize":  # the ranking, the report and the pruners all take lower as better
+            raise SearchError(f"hydra.sweeper.direction={direction!r}: a search minimises gradlab's objective, a loss "
+                              "(the final validation loss, else the final training loss); leave direction out")
         n_trials, n_jobs, reports = (int(settings.get(k, d)) for k, d in (("n_trials", 20), ("n_jobs", 1), ("reports", 50)))
         rate = float(settings.get("max_failure_rate", 0.0))
         for key, v, ok in (("n_trials", n_trials, n_trials >= 1), ("n_jobs", n_jobs, n_jobs >= 1),
@@ -149,7 +148,7 @@ class Plan:
         if grid:
             n_trials = min(n_trials, math.prod(len(v) for v in grid["search_space"].values()))
         return cls(searched, fixed, build("sampler", SAMPLERS, sampler_settings, **grid),
-                   build("pruner", PRUNERS, settings.get("pruner") or {}), direction, n_trials, n_jobs, rate, reports,
+                   build("pruner", PRUNERS, settings.get("pruner") or {}), n_trials, n_jobs, rate, reports,
                    sampler_settings, grid)
 
     def sampler_after(self, trials: int) -> optuna.samplers.BaseSampler:
@@ -228,18 +227,14 @@ class Watch:
         return False
 
 
-def _value(ret, direction: str) -> float | None:
-    """A job's result as the trial's value; None if the job failed."""
+def _value(ret) -> float | None:
+    """A job's result as the trial's value (+inf if it diverged); None if the job failed."""
     from hydra.core.utils import JobStatus
 
     if ret.status != JobStatus.COMPLETED:
         return None
     value = float(ret.return_value)
-    if math.isnan(value):
-        return None
-    if math.isinf(value):  # diverged: the worst result, whichever the direction
-        return math.inf if direction == "minimize" else -math.inf
-    return value
+    return None if math.isnan(value) else value
 
 
 def _line(number: int, overrides: list[str], outcome: str) -> str:
@@ -255,7 +250,7 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
     storage = settings.get("storage") or default_storage(tracking_uri())
     name = settings.get("study_name") or default_name
     study = optuna.create_study(storage=open_storage(storage), study_name=name, sampler=plan.sampler,
-                                pruner=plan.pruner, direction=plan.direction, load_if_exists=True)
+                                pruner=plan.pruner, direction="minimize", load_if_exists=True)
     study.sampler = plan.sampler_after(len(study.trials))
     again = recover(study)
     done = len(finished(study))
@@ -282,7 +277,7 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
             trials.withdraw()
         job += len(batch)
         to_go -= len(batch)
-        _tell(study, plan.direction, batch, overrides, watches, returns)
+        _tell(study, batch, overrides, watches, returns)
         stop = _too_many_failures(study, plan.max_failure_rate)
         if stop:
             print(f"gradlab: error: {stop}", file=sys.stderr)
@@ -290,13 +285,13 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
     return summary(study, name, storage, list(plan.searched))
 
 
-def _tell(study, direction: str, batch, overrides, watches, returns) -> None:
+def _tell(study, batch, overrides, watches, returns) -> None:
     for t, o, w, ret in zip(batch, overrides, watches, returns):
         if w.pruned_at is not None:
             _told(study, t, state=TrialState.PRUNED)
             print(_line(t.number, o, f"pruned at epoch {w.pruned_at}"), flush=True)
             continue
-        value = _value(ret, direction)
+        value = _value(ret)
         if value is None:
             t.set_user_attr(FAILED, True)
         _told(study, t, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
@@ -330,7 +325,7 @@ def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str
             **{f"gradlab.study.{s.name.lower()}": str(states.count(s)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)]
     if complete:
-        best = min(complete, key=lambda t: t.value) if study.direction.name == "MINIMIZE" else max(complete, key=lambda t: t.value)
+        best = min(complete, key=lambda t: t.value)
         tags.update({"gradlab.study.best_trial": str(best.number), "gradlab.study.best_value": repr(best.value),
                      "gradlab.study.best_params": " ".join(f"{k}={v}" for k, v in best.params.items())})
         print(f"gradlab: search {name!r}: best trial {best.number}: {tags['gradlab.study.best_params']} -> {best.value:.6g}")

@@ -51,7 +51,7 @@ class PrunerConf:
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.gradlab_optuna.optuna_sweeper.OptunaSweeper"
-    direction: str = "minimize"  # or maximize
+    direction: str = "minimize"  # the only one: the objective is a loss
     n_trials: int = 20  # trials of the study in all (a resumed study counts those it has)
     n_jobs: int = 1  # trials asked and launched together: one batch with hydra/launcher=batched
     sampler: SamplerConf = field(default_factory=SamplerConf)
