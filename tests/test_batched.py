@@ -125,6 +125,18 @@ def test_stop_loss_and_divergence_inside_one_batch():
     assert_same(pairs, 1e-12)
 
 
+@pytest.mark.parametrize("shuffle,device", [("false", "cpu"), ("true", "cpu"), ("true", "numpy")])
+def test_a_configuration_that_diverges_mid_epoch_leaves_the_rest_of_its_minibatches(shuffle, device):
+    """Four minibatches an epoch: the configurations still training take the epoch's next
+    minibatches without the rows of those that left at its first one."""
+    cfgs = [compose("data=line", "data.n_samples=30", "train.batch_size=8", "train.loss=half_sse", f"train.shuffle={shuffle}",
+                    "train.epochs=30", f"optimizer.lr={lr}", f"device={device}", "grad=analytic", "optimizer=gd")
+            for lr in (1e-3, 30.0, 2e-3)]
+    pairs = batched_and_alone(cfgs)
+    assert [b.history.outcome for b, _ in pairs] == ["completed", "diverged", "completed"]
+    assert_same(pairs, 1e-5)
+
+
 def test_shuffled_minibatches_and_streams_batch_per_configuration():
     """Each configuration's own generator shuffles its own batches, or draws its own stream."""
     cfgs = [compose("data=line", "train.batch_size=16", "train.shuffle=true", "train.epochs=40", f"train.seed={seed}",

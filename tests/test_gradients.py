@@ -153,3 +153,14 @@ def test_a_cached_constant_rounds_as_the_python_number(dtype):
         assert c.dtype == dtype and c.dim() == 0
         assert torch.equal(x / c, x / value) and torch.equal(x * c, x * value)
     assert models.constant(0.5, np.ones(2)) == 0.5  # NumPy takes the number itself
+
+
+def test_a_constant_first_made_in_inference_mode_still_serves_autograd():
+    x = torch.linspace(0, 1, 5, dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode():
+        models.constant(12345.0, x)  # cached here first
+    (grad,) = torch.autograd.grad((x * models.constant(12345.0, x)).sum(), x)  # saved for backward
+    assert torch.equal(grad, torch.full_like(grad, 12345.0))
+    # On the CPU whatever the device: a 0-dim CPU tensor takes the kernels' CPU-scalar path, as a
+    # Python number does (on CUDA a division by one is a multiplication by its reciprocal).
+    assert models.constant(2.0, torch.empty(2, device="meta")).device.type == "cpu"

@@ -205,6 +205,16 @@ def test_a_sweeper_that_crashes_before_any_trial_fails_its_parent(cli, temp_stor
     assert parent.data.tags["gradlab.error.type"] == "RuntimeError"
 
 
+def test_a_stored_study_made_to_maximise_is_not_resumed_as_one(cli, temp_store, tmp_path):
+    journal = str(tmp_path / "old.journal")
+    optuna.create_study(storage=search.open_storage(journal), study_name="old", direction="maximize")
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "train.epochs=20", "tracking.plots=false",
+                       f"hydra.sweeper.storage={journal}", "hydra.sweeper.study_name=old")
+    assert code == 1 and "the study 'old'" in err and "maximises" in err
+    (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
+    assert children == [] and parent.info.status == "FAILED"
+
+
 def test_the_pruner_stops_trials_inside_their_batch_and_their_runs_say_pruned(cli, temp_store, tmp_path):
     epochs, warmup = 600, 100
     code, out, err = cli("-cd", SWEEPS, "-cn", "optuna_pruned_mlp", "hydra.sweeper.n_trials=16", f"train.epochs={epochs}",

@@ -290,8 +290,11 @@ def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, values,
         return _step(batch, grad_fn, histories, epoch, measure, batches[0], values, vals)
     weights = [data[1].shape[1] if batch.problem.mean else 1.0 for data in batches]
     total = gsum = None
+    start = list(batch.configs)  # the configurations the epoch's minibatches have rows for
     for data, w in zip(batches, weights):
         before = list(batch.configs)
+        if len(before) < len(start):  # some left at an earlier minibatch: so do their rows
+            data = _rows(data, [start.index(c) for c in before])
         lv, gn, values, vals = _step(batch, grad_fn, histories, epoch, measure, data, values, vals)
         if total is not None and len(batch.configs) < len(before):  # some left the batch: so do their sums
             kept = [before.index(c) for c in batch.configs]
@@ -302,6 +305,14 @@ def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, values,
         gsum = gn if gsum is None else [a + b for a, b in zip(gsum, gn)]
     mean = sum(weights) if batch.problem.mean else 1.0
     return [t / mean for t in total], [g / len(batches) for g in gsum], values, vals
+
+
+def _rows(data, positions: list[int]):
+    """A minibatch's rows for the configurations at these positions (torch tensors or NumPy arrays)."""
+    if isinstance(data[0], torch.Tensor):
+        index = torch.tensor(positions, device=data[0].device)
+        return tuple(t[index] for t in data)
+    return tuple(t[positions] for t in data)
 
 
 def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, values, vals):

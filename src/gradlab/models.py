@@ -37,15 +37,17 @@ _CONSTANTS: dict = {}
 
 
 def constant(value: float, like):
-    """`value` for an op with `like`: on torch, a cached 0-dim tensor of its dtype and device. A
-    Python number in a torch op is wrapped into a new tensor at every call (about 1.3 µs, a
-    training loop's op costs 1-2 µs); a 0-dim tensor takes the same kernel path, to the bit."""
+    """`value` for an op with `like`: on torch, a cached 0-dim CPU tensor of its dtype. A Python
+    number in a torch op is wrapped into a new tensor at every call (about 1.3 µs, a training
+    loop's op costs 1-2 µs); a 0-dim CPU tensor takes the kernels' CPU-scalar path as the number
+    does, on every device, to the bit. Made outside inference mode: autograd may save it."""
     if not isinstance(like, torch.Tensor):
         return value
-    key = (value, like.dtype, like.device)
+    key = (value, like.dtype)
     c = _CONSTANTS.get(key)
     if c is None:
-        c = _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+        with torch.inference_mode(False):
+            c = _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype)
     return c
 
 

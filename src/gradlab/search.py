@@ -251,6 +251,9 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
     name = settings.get("study_name") or default_name
     study = optuna.create_study(storage=open_storage(storage), study_name=name, sampler=plan.sampler,
                                 pruner=plan.pruner, direction="minimize", load_if_exists=True)
+    if study.direction != optuna.study.StudyDirection.MINIMIZE:  # loaded as stored: made to maximise, before
+        raise SearchError(f"the study {name!r} in {storage} maximises, and gradlab's objective is a loss; "
+                          "name a new one: hydra.sweeper.study_name=...")
     study.sampler = plan.sampler_after(len(study.trials))
     again = recover(study)
     done = len(finished(study))
