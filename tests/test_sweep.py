@@ -527,6 +527,34 @@ def test_a_sweep_whose_recorders_are_killed_leaves_no_run_running(temp_store, tm
             assert len(history) == int(c.data.metrics["epochs_run"]) > 1
 
 
+@pytest.mark.slow
+def test_a_recorder_that_dies_with_a_batchs_ends_unwritten_leaves_no_run_running(temp_store, tmp_path):
+    """The batched launcher trains its next batch while the last one's ends are written. A
+    recorder stopped (SIGSTOP) holding an end it has not written, then killed, left that run RUNNING."""
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.epochs=150000,150001", "train.seed=0,1",
+                             "tracking.plots=false", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}/multirun"],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(store_runs(temp_store, "default")[1]) == 2, timeout=120, every=0.2, proc=proc)  # the first batch
+        sibling = _recorders(proc.pid)[-1]  # forked by the first recorder, which holds the parent
+        os.kill(sibling, signal.SIGSTOP)
+        wait_for(lambda: len(store_runs(temp_store, "default")[1]) == 3, timeout=120, every=0.5, proc=proc)  # the next batch
+        os.kill(sibling, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "Traceback" not in err, err
+    parents, children = wait_for(lambda: _settled(temp_store), timeout=30, every=0.5)
+    assert proc.returncode == 1 and parents[0].info.status == "FAILED"
+    by_batch = {}
+    for c in children:
+        by_batch.setdefault(c.data.params["train.epochs"], []).append(c)
+    first = by_batch["150000"]  # its end sent to the stopped recorder: ended from the launcher
+    assert sorted(c.info.status for c in first) == ["FAILED", "FINISHED"]
+    lost = next(c for c in first if c.info.status == "FAILED")
+    assert "its end was never written" in lost.data.tags["gradlab.error.message"]
+
+
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/gradlab-abs-escape"])
 def test_a_report_stays_in_reports_whatever_the_experiment_is_called(cli, temp_store, tmp_path, monkeypatch, name):
     (tmp_path / "work").mkdir()

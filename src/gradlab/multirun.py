@@ -316,7 +316,7 @@ def finish() -> int:
     last.update(id=parent["id"], experiment=parent["experiment"])
     recorder, name, expected = parent["recorder"], parent["name"], parent["jobs"]
     latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
-    for c in _children(recorder, parent["id"]):
+    for c in _children(recorder, parent["id"], parent["key"]):
         latest[c.tag("config_hash", c.id)] = c
     children = list(latest.values())
     by_outcome = {}
@@ -355,13 +355,18 @@ def finish() -> int:
     return len(failed) + missing + bool(stopped)
 
 
-def _children(recorder, parent_id: str) -> list:
-    """The sweep's child runs, once every record sent is written; read here if the parent's
-    recorder died (the jobs' trainers ended the runs it held)."""
+def _children(recorder, parent_id: str, parent_key: int) -> list:
+    """The sweep's child runs, once every record sent is written; every job is over by now, so a
+    run a dead recorder of this process still holds RUNNING is ended here. Read from the store
+    if the parent's recorder died."""
     from gradlab.tracking import Recorder, RecorderGone, Store, query
 
     try:
         Recorder.sync_all()
+    except RecorderGone:
+        pass
+    Recorder.end_orphans(spare=(recorder, parent_key))  # the parent's end is the sweep's, written next
+    try:
         return recorder.ask("children", parent_id)
     except RecorderGone:
         return query.children(Store(recorder.uri), parent_id)

@@ -178,12 +178,29 @@ class Recorder:
             rec._close(timeout)
 
     @classmethod
+    def everyone(cls) -> list["Recorder"]:
+        """Every recorder of this process."""
+        first = [cls._shared, *cls._shared.siblings] if cls._shared is not None else []
+        return list(dict.fromkeys([*first, *cls._others]))
+
+    @classmethod
     def sync_all(cls) -> None:
         """Wait until every recorder of this process has written what it was sent."""
-        first = [cls._shared, *cls._shared.siblings] if cls._shared is not None else []
-        for rec in dict.fromkeys([*first, *cls._others]):
+        for rec in cls.everyone():
             if rec.alive() and rec.holds_runs:
                 rec.sync()
+
+    @classmethod
+    def end_orphans(cls, spare: tuple["Recorder", int] | None = None) -> None:
+        """The runs made by recorders of this process that died, and that the store still holds
+        RUNNING, end FAILED from here, but `spare` (a recorder, a key): their ends were sent and
+        not written (a sweep trains on while they are), or never made. What was logged stays."""
+        for rec in cls.everyone():
+            if rec.holds_runs and not rec.alive():
+                keys = [k for k in sorted({*rec.run_ids, *rec._starting}) if spare != (rec, k)]
+                rec.finish_here(keys, [RunEnd("failed", {}, {"gradlab.error.type": "RecorderGone", "gradlab.error.message":
+                                "its recorder process stopped before writing the run's end; its end was never written "
+                                "(the step metrics logged before stay)"})] * len(keys))
 
     def _close(self, timeout: float) -> None:
         if not self.holds_runs and self._stop_idle():
