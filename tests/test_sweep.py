@@ -571,3 +571,31 @@ def test_make_ui_shows_the_store_the_environment_names(tmp_path):
     dry = subprocess.run(["make", "-n", "-s", "ui"], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     assert f'MLFLOW_TRACKING_URI="{uri}"' in dry.stdout and "gradlab ui" in dry.stdout, dry.stdout + dry.stderr
+
+
+def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written(capsys):
+    """A recorder answers an earlier message's failure at the next send, before taking the
+    parent's end: that error escaped the sweep's end, leaving the parent RUNNING."""
+    from gradlab import multirun
+    from gradlab.tracking import TrackingError
+    from gradlab.tracking.spec import RunEnd
+
+    class Replying:  # a recorder with one error reply waiting, as Recorder.poll raises it
+        def __init__(self):
+            self.waiting, self.written = ["log_batch: database is locked"], []
+
+        def finish(self, keys, ends):
+            if self.waiting:
+                raise TrackingError(self.waiting.pop())
+            self.written += [(k, e.outcome) for k, e in zip(keys, ends)]
+
+        def sync(self):
+            pass
+
+        def finish_here(self, keys, ends):
+            self.written += [(k, e.outcome, "here") for k, e in zip(keys, ends)]
+
+    rec = Replying()
+    multirun._end(rec, 7, RunEnd("completed"))
+    assert rec.written and rec.written[0][:2] == (7, "completed")
+    assert "gradlab: error: log_batch: database is locked" in capsys.readouterr().err

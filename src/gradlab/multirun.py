@@ -373,14 +373,21 @@ def _children(recorder, parent_id: str, parent_key: int) -> list:
 
 
 def _end(recorder, key: int, end: RunEnd) -> None:
-    """The parent's end, written from this process if its recorder died (kill -9)."""
-    from gradlab.tracking import RecorderGone
+    """The parent's end, written from this process if its recorder died (kill -9) or answered an
+    earlier write's failure instead (the end may not have been sent: written here if still RUNNING)."""
+    from gradlab.tracking import RecorderGone, TrackingError
 
     try:
         recorder.finish([key], [end])
         recorder.sync()
     except RecorderGone:
         recorder.finish_here([key], [end])
+    except TrackingError as e:
+        print(f"gradlab: error: {e}", file=sys.stderr)
+        try:
+            recorder.finish_here([key], [end])
+        except TrackingError as again:  # the store refuses it too (full, read-only): `make reap` closes it
+            print(f"gradlab: error: the sweep's parent run could not be ended: {again}", file=sys.stderr)
 
 
 def _why(run) -> str:
