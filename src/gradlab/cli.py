@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gradlab import signals, timings
+from gradlab import signals, spill, timings
 from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
 from gradlab.record import record
 from gradlab.tracking import Recorder, TrackingError, project_root
@@ -38,6 +38,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _before_orphan_exit() -> None:
+    """A joblib worker whose launcher died leaves by os._exit: what its job sent is delivered
+    first, and its spilled histories removed (no finalizer runs then)."""
+    Recorder.shutdown()
+    spill.remove_all()
+
+
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     from gradlab import multirun, trials
@@ -49,7 +56,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
         experiment = multirun.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
         claim = trials.claim(hc.overrides.task)  # a search's trial, when this job is one (basic launcher)
-        with signals.ended_with(multirun.launcher_pid(), Recorder.shutdown):
+        with signals.ended_with(multirun.launcher_pid(), _before_orphan_exit):
             rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=multirun.parent_run_id(),
                          sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None,
                          watch=claim.watch if claim else None, varied=multirun.sweep_varies())

@@ -24,7 +24,8 @@ class Spill:
         self.folder = Path(tempfile.mkdtemp(prefix="gradlab-history-"))
         self.paths = [self.folder / f"{i}.bin" for i in range(n_columns)]
         self.rows = 0
-        weakref.finalize(self, _remove, self.folder, os.getpid())
+        self.remove = weakref.finalize(self, _remove, self.folder, os.getpid())
+        _made.add(self)
 
     def write(self, columns: list[array]) -> None:
         for path, values in zip(self.paths, columns):
@@ -69,6 +70,16 @@ def _parts(path: Path, i: int, rows: int):
             part = array("q" if i == 0 else "d")
             part.fromfile(f, min(SPILL_ROWS, rows - start))
             yield part
+
+
+_made: "weakref.WeakSet[Spill]" = weakref.WeakSet()  # this process's spills still alive
+
+
+def remove_all() -> None:
+    """Remove every spill folder of this process now: one about to leave by os._exit (an
+    orphaned sweep worker) runs no finalizer. What was handed over is the reader's (hard links)."""
+    for s in list(_made):
+        s.remove()
 
 
 def _remove(folder: Path, owner: int) -> None:
