@@ -604,3 +604,38 @@ def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written
     multirun._end(rec, 7, RunEnd("completed"))
     assert rec.written and rec.written[0][:2] == (7, "completed")
     assert "gradlab: error: log_batch: database is locked" in capsys.readouterr().err
+
+
+def test_a_record_that_failed_as_the_sweep_ends_fails_the_sweep_and_ends_its_parent(monkeypatch, capsys):
+    """The recorders' last writes are waited for at the sweep's end; an error they reported then
+    escaped it, leaving the parent RUNNING."""
+    from gradlab import multirun
+    from gradlab.tracking import Recorder, TrackingError
+
+    class Failing:  # a recorder whose last run's end failed to be written (a full disk, say)
+        alive, holds_runs, run_ids, _starting = (lambda self: True), True, {}, {}
+
+        def __init__(self):
+            self.waiting, self.ends = ["Finish: database or disk is full"], []
+
+        def failures(self):
+            return []
+
+        def sync(self):
+            if self.waiting:
+                raise TrackingError(self.waiting.pop())
+
+        def ask(self, query, *args):
+            return []
+
+        def finish(self, keys, ends):
+            self.ends += ends
+
+    rec = Failing()
+    monkeypatch.setattr(Recorder, "everyone", classmethod(lambda cls: [rec]))
+    monkeypatch.setattr(multirun, "_parent", {"recorder": rec, "key": 1, "id": "p", "name": "grid", "experiment": "e",
+                                              "jobs": None, "varied": []})
+    assert multirun.finish() >= 1
+    (end,) = rec.ends
+    assert end.outcome == "failed" and "database or disk is full" in end.tags["gradlab.error.message"]
+    assert "gradlab: error: recording a run of sweep 'grid': Finish: database or disk is full" in capsys.readouterr().err

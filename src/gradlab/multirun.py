@@ -316,8 +316,13 @@ def finish() -> int:
     last.update(id=parent["id"], experiment=parent["experiment"])
     recorder, name, expected = parent["recorder"], parent["name"], parent["jobs"]
     latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
-    for c in _children(recorder, parent["id"], parent["key"]):
+    found, failures = _children(recorder, parent["id"], parent["key"])
+    for c in found:
         latest[c.tag("config_hash", c.id)] = c
+    for f in failures:
+        print(f"gradlab: error: recording a run of sweep {name!r}: {f}", file=sys.stderr)
+    if failures:  # the runs' statuses were set, but something of their record is missing: the sweep failed
+        parent.setdefault("tags", {}).setdefault("gradlab.error.message", f"recording {len(failures)} run(s) failed: {failures[0]}")
     children = list(latest.values())
     by_outcome = {}
     for c in children:
@@ -355,21 +360,24 @@ def finish() -> int:
     return len(failed) + missing + bool(stopped)
 
 
-def _children(recorder, parent_id: str, parent_key: int) -> list:
-    """The sweep's child runs, once every record sent is written; every job is over by now, so a
-    run a dead recorder of this process still holds RUNNING is ended here. Read from the store
-    if the parent's recorder died."""
-    from gradlab.tracking import Recorder, RecorderGone, Store, query
+def _children(recorder, parent_id: str, parent_key: int) -> tuple[list, list[str]]:
+    """The sweep's child runs once every record sent is written, and what the recorders said
+    failed in them. Every job is over by now, so a run a dead recorder of this process still
+    holds RUNNING is ended here. Read from the store if the parent's recorder died."""
+    from gradlab.tracking import Recorder, RecorderGone, Store, TrackingError, query
 
+    failures = [f for rec in Recorder.everyone() for f in rec.failures()]
     try:
         Recorder.sync_all()
     except RecorderGone:
         pass
+    except TrackingError as e:  # said while the last records were written
+        failures.append(str(e))
     Recorder.end_orphans(spare=(recorder, parent_key))  # the parent's end is the sweep's, written next
     try:
-        return recorder.ask("children", parent_id)
+        return recorder.ask("children", parent_id), failures
     except RecorderGone:
-        return query.children(Store(recorder.uri), parent_id)
+        return query.children(Store(recorder.uri), parent_id), failures
 
 
 def _end(recorder, key: int, end: RunEnd) -> None:

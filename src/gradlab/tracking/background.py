@@ -294,6 +294,19 @@ class Recorder:
             if kind == "error":
                 raise TrackingError(value)
 
+    def failures(self) -> list[str]:
+        """What the recorder has said went wrong with messages sent earlier (never blocks); one
+        that is gone is left to whoever sends next."""
+        said = []
+        while True:
+            try:
+                self.poll()
+                return said
+            except RecorderGone:
+                return said
+            except TrackingError as e:
+                said.append(str(e))
+
     def finish_here(self, keys: list[int], ends: list[RunEnd]) -> None:
         """The recorder is gone: write these ends from this process, for each run it had made
         that the store still holds RUNNING (an end it wrote before it died stays)."""
