@@ -69,9 +69,9 @@ def finite_difference(cfg=None) -> GradFn:
             shapes = dict(model.layout)
             sizes = [math.prod(shape) for shape in shapes.values()]
             eye = torch.eye(sum(sizes), dtype=like.dtype, device=like.device)
-            cache.update(model=model, names=list(shapes), sizes=sizes, shapes=list(shapes.values()),
-                         signs=torch.cat([torch.zeros_like(eye[:1]), eye, -eye]))
-        return cache
+            cache.update(model=model, layout={"names": list(shapes), "sizes": sizes, "shapes": list(shapes.values()),
+                                              "signs": torch.cat([torch.zeros_like(eye[:1]), eye, -eye])})
+        return cache["layout"]
 
     def copies(batch, k: int):
         """Each configuration's batch, k times over (the same full batch every epoch: made once)."""

@@ -171,8 +171,7 @@ class Recorder:
     @classmethod
     def shutdown(cls, timeout: float = 300.0) -> None:
         """Let every recorder finish what it was sent, then go."""
-        first = [cls._shared, *cls._shared.siblings] if cls._shared is not None else []
-        recs = list(dict.fromkeys([*first, *cls._others]))
+        recs = cls.everyone()
         cls._shared, cls._others = None, []
         for rec in recs:
             rec._close(timeout)
@@ -198,9 +197,9 @@ class Recorder:
         for rec in cls.everyone():
             if rec.holds_runs and not rec.alive():
                 keys = [k for k in sorted({*rec.run_ids, *rec._starting}) if spare != (rec, k)]
-                rec.finish_here(keys, [RunEnd("failed", {}, {"gradlab.error.type": "RecorderGone", "gradlab.error.message":
-                                "its recorder process stopped before writing the run's end; its end was never written "
-                                "(the step metrics logged before stay)"})] * len(keys))
+                lost = RunEnd("failed", {}, {"gradlab.error.type": "RecorderGone", "gradlab.error.message":
+                              "its end was never written: its recorder process stopped first (what it logged before stays)"})
+                rec.finish_here(keys, [lost] * len(keys))
 
     def _close(self, timeout: float) -> None:
         if not self.holds_runs and self._stop_idle():
