@@ -58,6 +58,17 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
     raise AssertionError("timed out waiting")
 
 
+def history(uri: str, run_id: str) -> list[dict]:
+    """A recorded run's history.csv, row by row (values as text)."""
+    import csv
+    import io
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/history.csv"))))
+
+
 def store_made(uri: str) -> bool:
     """True once a process has finished creating the SQLite store at `uri`. Looks without creating:
     a client opened on a store that a gradlab process is still creating would race its migrations."""

@@ -88,7 +88,7 @@ def test_diverged_run_exits_zero_and_is_recorded_as_a_result(temp_store):
     assert f"at step {step}" in tags["gradlab.reason"]
     metrics = run.data.metrics
     assert all(math.isfinite(v) for v in metrics.values())
-    assert metrics["epochs_run"] == step - 1 and metrics["diverged_step"] == step and metrics["converged"] == 0
+    assert metrics["epochs_run"] == step - 1 and metrics["diverged_step"] == step and metrics["at_optimum"] == 0
     # No loss of the exploded parameters: the last recorded ones instead
     assert not {"final_train_loss", "final_val_loss", "excess_loss"} & set(metrics)
     history = list(csv.DictReader(io.StringIO(read_artifact(run.info.run_id, "history.csv"))))

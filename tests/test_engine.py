@@ -39,13 +39,13 @@ def test_divergence_stops_at_once_and_logs_nothing_non_finite():
     assert "train_loss is inf" in h.reason or "train_loss is nan" in h.reason or "grad_norm" in h.reason
     assert all(math.isfinite(v) for row in h.records() for v in row.values())
     assert all(math.isfinite(v) for v in r.metrics.values())
-    assert r.objective == math.inf
+    assert r.metrics["at_optimum"] == 0.0 and "epochs_to_optimum" not in r.metrics
 
 
 def test_stop_loss_converges_early():
     s, r = train("experiment=thermometer_handgrad_scaled", "train.stop_loss=3.0")
     h = r.history
-    assert h.outcome == "converged" and h.epochs_run < 5000
+    assert h.outcome == "reached_stop_loss" and h.epochs_run < 5000
     assert h.column("train_loss")[-1] <= 3.0 < h.column("train_loss")[-2]  # stopped after the first epoch at or below it
 
 
@@ -119,10 +119,9 @@ def test_final_metrics_use_the_final_parameters():
     xv, yv = s.prepared[0].x_val[:, 0], s.prepared[0].y_val
     assert r.metrics["final_val_loss"] == pytest.approx(float(((w * xv + b - yv) ** 2).mean()), rel=1e-12)
     assert r.metrics["best_val_loss"] == min(r.history.column("val_loss") + [r.metrics["final_val_loss"]])
-    assert r.objective == r.metrics["final_val_loss"]
 
 
-def test_converged_flag_excess_and_log10_companions():
+def test_at_optimum_flag_excess_epochs_to_optimum_and_log10_companions():
     # gd with lr 0.01 on the scaled thermometer reaches the least-squares line (numpy's lstsq) in
     # its 5000 epochs; after 20 it is far from it.
     _, done = train("experiment=thermometer_handgrad_scaled", "train.dtype=float64")
@@ -136,8 +135,19 @@ def test_converged_flag_excess_and_log10_companions():
         assert r.metrics["excess_loss"] == pytest.approx(max(excess, 0.0), abs=1e-12)
         assert r.metrics["log10_final_train_loss"] == pytest.approx(math.log10(r.metrics["final_train_loss"]))
         assert r.metrics["log10_lr"] == pytest.approx(-2.0)
-    assert done.metrics["converged"] == 1.0 and early.metrics["converged"] == 0.0
+    assert done.metrics["at_optimum"] == 1.0 and early.metrics["at_optimum"] == 0.0
+    assert "epochs_to_optimum" not in early.metrics
     assert early.metrics["log10_excess_loss"] == pytest.approx(math.log10(early.metrics["excess_loss"]))
+    # The epochs to the optimum, by a plain loop of the same updates (gd, lr 0.01, float64, from
+    # w=1, b=0): the first epoch after which the loss stays within 1e-3·optimum of the optimum.
+    w, b, losses = 1.0, 0.0, []
+    for _ in range(5000):
+        err = w * x + b - T_C.numpy()
+        losses.append(float((err ** 2).mean()))
+        w, b = w - 0.01 * float((2 * err * x).mean()), b - 0.01 * float((2 * err).mean())
+    level = optimum + 1e-3 * optimum + 1e-9
+    last_above = max(k for k, v in enumerate(losses) if v > level)  # losses[k]: before update k + 1
+    assert done.metrics["epochs_to_optimum"] == last_above + 1
 
 
 def test_round_off_below_the_optimum_is_no_excess():
@@ -145,7 +155,7 @@ def test_round_off_below_the_optimum_is_no_excess():
     from gradlab.training import LOG_FLOOR, _final_metrics
 
     m = _final_metrics(History(["epoch", "train_loss"]), 1.7199999, None, 1.72)
-    assert m["excess_loss"] == 0.0 and m["converged"] == 1.0 and m["log10_excess_loss"] == math.log10(LOG_FLOOR)
+    assert m["excess_loss"] == 0.0 and m["at_optimum"] == 1.0 and m["log10_excess_loss"] == math.log10(LOG_FLOOR)
 
 
 def test_progress_lines_on_a_terminal_and_silence_otherwise(monkeypatch, capsys):
@@ -199,7 +209,7 @@ def test_auto_device_picks_the_best_that_works(monkeypatch, cuda, mps, dtype, ex
 def test_stop_loss_between_logged_epochs_still_records_the_last_step():
     _, r = train("experiment=thermometer_handgrad_scaled", "train.stop_loss=3.0", "train.log_every=100")
     h = r.history
-    assert h.outcome == "converged" and h.epochs_run % 100 != 0
+    assert h.outcome == "reached_stop_loss" and h.epochs_run % 100 != 0
     assert h.column("epoch")[-1] == h.epochs_run and h.column("train_loss")[-1] <= 3.0
     assert h.column("epoch")[:-1] == [1] + list(range(100, h.epochs_run, 100))
 

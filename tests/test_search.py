@@ -4,9 +4,7 @@ run, resume after an interrupt, and the search's report."""
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
-import io
 import math
 import signal
 import statistics
@@ -19,7 +17,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import ROOT, store_made, wait_for
+from conftest import ROOT, history, store_made, wait_for
 from gradlab import compare, search
 from gradlab.search import Plan, SearchError
 from gradlab.tracking import Store
@@ -39,11 +37,6 @@ def runs_of(uri: str, experiment: str):
 def study_of(parent) -> optuna.Study:
     tags = parent.data.tags
     return optuna.load_study(study_name=tags["gradlab.study"], storage=search.open_storage(tags["gradlab.study.storage"]))
-
-
-def history(uri: str, run_id: str) -> list[dict]:
-    mlflow.set_tracking_uri(uri)
-    return list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/history.csv"))))
 
 
 # ------------------------------------------------------------------------ the syntax

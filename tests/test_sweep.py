@@ -15,12 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, compose, gradlab, store_made, wait_for
-from gradlab import compare, optim, tracking
+from conftest import ROOT, compose, gradlab, history, store_made, wait_for
+from gradlab import compare, convergence, optim, tracking
 from gradlab.tracking import processes
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
@@ -91,9 +90,19 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
         assert {"optimizer.lr", "optimizer.name", "data.scaling"} <= set(c.data.params)
         assert {"final_train_loss", "final_val_loss", "epochs_run"} <= set(c.data.metrics)
     assert "sweep.yaml" in {a.path for a in mlflow.MlflowClient(temp_store).list_artifacts(parent.info.run_id)}
-    best = min(children, key=lambda c: c.data.metrics["final_val_loss"])
+    # best: at the optimum first (excess within 1e-3 of the optimum), the fewest epochs there (the
+    # first epoch of its history from which the loss stays within), then by the excess
+    def by_hand(c):
+        m = c.data.metrics
+        level = m["optimal_train_loss"] * (1 + 1e-3) + 1e-9
+        if m["excess_loss"] > level - m["optimal_train_loss"]:
+            return (1, m["excess_loss"])
+        losses = [float(r["train_loss"]) for r in history(temp_store, c.info.run_id)]
+        above = [k for k, v in enumerate(losses) if v > level]
+        return (0, (above[-1] + 1) if above else 0)
+    best = min(children, key=by_hand)
     assert parent.data.tags["gradlab.best_run"] == best.info.run_id
-    assert float(parent.data.tags["gradlab.best_objective"]) == best.data.metrics["final_val_loss"]
+    assert float(parent.data.tags["gradlab.best_objective"]) == best.data.metrics["objective"]
     # each child's name leads with the values the sweep varies, and nothing else
     for c in children:
         o = c.data.params["optimizer.name"]
@@ -102,10 +111,7 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
     note = parent.data.tags["mlflow.note.content"]
     assert "varied `optimizer`, `optimizer.lr`" in note
     ranked = [line.split(" | ")[1] for line in note.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    def at_optimum_then_objective(c):
-        m = c.data.metrics
-        return (m["excess_loss"] > 1e-3 * m["optimal_train_loss"] + 1e-9, m["final_val_loss"])
-    assert ranked == [c.info.run_name.split(" · ")[0] for c in sorted(children, key=at_optimum_then_objective)]
+    assert ranked == [c.info.run_name.split(" · ")[0] for c in sorted(children, key=by_hand)]
 
 
 def test_named_sweep_lands_in_its_own_experiment(cli, temp_store):
@@ -232,35 +238,37 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
     ranking = pd.read_csv(folder / "summary.csv")
     _, children = store_runs(temp_store, "rep")
     assert len(ranking) == len(children) == 12
-    # the objective of each run, as MLflow has it, read here independently
+    # the final loss of each run, as MLflow has it, read here independently
     expected = {}
     for c in children:
-        finished = c.data.tags["gradlab.outcome"] in ("completed", "converged")
-        expected[c.data.tags["mlflow.runName"]] = c.data.metrics["final_val_loss"] if finished else math.nan
-    for row in ranking.itertuples():
-        assert (math.isnan(row.objective) and math.isnan(expected[row.run_name])) or row.objective == pytest.approx(expected[row.run_name])
-    # ranked by what the sweep is for: runs at the optimum first, then by the objective, diverged last
+        finished = c.data.tags["gradlab.outcome"] in ("completed", "reached_stop_loss")
+        expected[c.data.tags["mlflow.runName"]] = c.data.metrics if finished else None
+    # ranked by what the sweep is for: at the optimum first, the fewest epochs there, then by the
+    # excess; diverged last (the recorded metrics, ordered here by the rule written out)
     def order(c):
-        m = c.data.metrics
-        at_optimum = "excess_loss" in m and m["excess_loss"] <= 1e-3 * m["optimal_train_loss"] + 1e-9
-        finished = not math.isnan(expected[c.info.run_name])
-        return (not finished, not at_optimum, expected[c.info.run_name] if finished else 0.0, c.info.run_name)
+        m = expected[c.info.run_name]
+        if m is None:
+            return (2, 0.0, c.info.run_name)
+        if m["excess_loss"] <= 1e-3 * m["optimal_train_loss"] + 1e-9:
+            return (0, m["epochs_to_optimum"], c.info.run_name)
+        return (1, m["excess_loss"], c.info.run_name)
     assert ranking["run_name"].tolist() == [c.info.run_name for c in sorted(children, key=order)]
     assert ranking["rank"].tolist() == list(range(1, 13))
-    assert ranking["objective"].isna().sum() == sum(c.data.tags["gradlab.outcome"] == "diverged" for c in children) > 0
+    assert ranking["verdict"].tolist().count("diverged") == sum(c.data.tags["gradlab.outcome"] == "diverged" for c in children) > 0
     best = pd.read_csv(folder / "best.csv")
     for (opt, scaling), group in ranking.groupby(["optimizer", "scaling"]):
-        if group["objective"].notna().any():
+        if group["verdict"].isin(["at_optimum", "slow"]).any():
             row = best[(best["optimizer"] == opt) & (best["scaling"] == scaling)]
-            assert row["run_name"].iloc[0] == group["run_name"].iloc[0]  # the group's first in the ranking
+            assert row["configuration"].iloc[0] == group["run_name"].iloc[0].split(" · ")[0]  # the group's first
     md = (folder / "summary.md").read_text()
-    assert "12 runs" in md and "diverged" in md
-    for fig in ("final_loss_vs_lr.png", "excess_loss_vs_lr.png", "best_loss_heatmap.png", "loss_curves_best.png"):
+    assert "12 runs" in md and "diverged" in md and "tracking.objective=auto" in md
+    for fig in ("final_loss_vs_lr.png", "excess_loss_vs_lr.png", "convergence_map.png", "loss_curves_best.png"):
         assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     parent = mlflow.MlflowClient(temp_store).search_runs(
         [mlflow.MlflowClient(temp_store).get_experiment_by_name("rep").experiment_id], "tags.`gradlab.role` = 'sweep'")[0]
     logged = {a.path for a in mlflow.MlflowClient(temp_store).list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.md", "report/summary.csv", "report/final_loss_vs_lr.png"} <= logged
+    assert parent.data.tags["gradlab.best_run"] == ranking["run_id"].iloc[0]  # one source of "best"
 
     # --all: every run of the experiment, the sweep's children and single runs beside them, no parent
     from gradlab.record import record
@@ -297,35 +305,62 @@ def test_params_come_back_typed():
     assert compare.tidy(searched)["optimizer"].tolist() == ["sgd m=0.639"]
 
 
-def test_the_grid_heatmap_tells_cells_never_run_from_cells_without_a_result():
-    # gradient_methods-like: NumPy runs one problem only; one cell diverged
-    df = pd.DataFrame({"run_id": list("abcde"), "run_name": list("abcde"), "outcome": ["completed"] * 4 + ["diverged"],
-                       "method": ["analytic", "autograd", "analytic", "autograd", "analytic@numpy"],
-                       "problem": ["line/linear", "line/linear", "teacher/mlp", "teacher/mlp", "teacher/mlp"],
-                       "objective": [1.0, 1.1, 0.2, 0.3, np.nan], "excess_loss": [0.5, 0.6, np.nan, np.nan, np.nan],
-                       "converged": np.nan,
-                       "seconds_per_epoch": 1e-4, "final_train_loss": [1.0, 1.1, 0.2, 0.3, np.nan]})
-    figs = compare.figures(df, pd.DataFrame(columns=["run_id", "step", "metric", "value"]), ["method", "problem"], math.nan)
-    texts = [t.get_text() for t in figs["best_loss_heatmap.png"].axes[0].texts]
-    # the MLP has no optimum, so the cells show the objective (finished runs are never "no result")
-    assert texts.count("not run") == 1 and texts.count("no result") == 1 and {"1", "0.2", "0.3"} <= set(texts)
-    tabs = compare.tables(df, ["method", "problem"])
+def records(*runs) -> list:
+    """RunRecords as the store returns them: (id, overrides, params, metrics, outcome) each."""
+    from gradlab.tracking.query import RunRecord
+
+    return [RunRecord(rid, f"{over} · x", "1", "FINISHED", i, params, metrics, {"gradlab.outcome": outcome,
+                                                                              "gradlab.overrides": over})
+            for i, (rid, over, params, metrics, outcome) in enumerate(runs)]
+
+
+def test_a_method_sweeps_map_ranks_within_each_problem_and_colours_by_verdict():
+    # gradient_methods-like: two problems; the line has an optimum, the MLP none; NumPy ran one
+    line = {"data.name": "line", "model.name": "linear", "train.loss": "mse"}
+    mlp = {"data.name": "teacher", "model.name": "mlp", "train.loss": "mse"}
+    opt = {"optimal_train_loss": 1.0}
+    df = compare.tidy(records(
+        ("a", "method=analytic experiment=lin", {**line, "grad.name": "analytic"}, {**opt, "final_train_loss": 1.0, "excess_loss": 0.0, "at_optimum": 1.0, "epochs_to_optimum": 40.0}, "completed"),
+        ("b", "method=autograd experiment=lin", {**line, "grad.name": "autograd"}, {**opt, "final_train_loss": 1.5, "excess_loss": 0.5, "at_optimum": 0.0}, "completed"),
+        ("c", "method=analytic experiment=mlp", {**mlp, "grad.name": "analytic"}, {"final_train_loss": 0.3}, "completed"),
+        ("d", "method=autograd experiment=mlp", {**mlp, "grad.name": "autograd"}, {"final_train_loss": 0.2}, "completed"),
+        ("e", "method=numpy experiment=mlp", {**mlp, "grad.name": "analytic", "device.name": "numpy"}, {}, "diverged")))
     # ranked within each problem, never across: each problem's ranks start at 1
-    assert tabs["ranking"].groupby("problem")["rank"].min().tolist() == [1, 1]
+    assert df.groupby("problem")["rank"].min().tolist() == [1, 1]
+    assert df.set_index("run_id")["rank"].to_dict() == {"a": 1, "b": 2, "d": 1, "c": 2, "e": 3}
+    assert df.set_index("run_id")["verdict"].to_dict() == {"a": "at_optimum", "b": "slow", "c": "no_optimum",
+                                                          "d": "no_optimum", "e": "diverged"}
+    cells = convergence.cells(compare.entries(df))
+    assert (cells["row_key"], cells["col_key"]) == ("method", "experiment")
+    by_place = {(c["row"], c["col"]): c["verdict"] for c in cells["cells"]}
+    assert by_place == {("analytic", "lin"): "at_optimum", ("autograd", "lin"): "slow", ("analytic", "mlp"): "no_optimum",
+                        ("autograd", "mlp"): "no_optimum", ("numpy", "mlp"): "diverged"}
+    labels = {(c["row"], c["col"]): convergence.label(c, False) for c in cells["cells"]}
+    assert labels[("analytic", "lin")] == "40" and labels[("numpy", "mlp")] == "✖" and labels[("autograd", "lin")] == "+0.5"
+    figs = compare.figures(df, pd.DataFrame(columns=["run_id", "step", "metric", "value"]), compare.swept(df), math.nan)
+    texts = {t.get_text() for ax in figs["convergence_map.png"].axes for t in ax.texts}
+    assert {"40", "✖", "+0.5", "0.3", "0.2"} <= texts
 
 
-def test_diverged_runs_are_drawn_distinctly_not_dropped():
-    df = pd.DataFrame({"run_id": list("abcd"), "run_name": list("abcd"), "optimizer": ["gd"] * 4, "scaling": ["none"] * 4,
-                       "lr": [1e-3, 1e-2, 1e-1, 1.0], "outcome": ["completed", "completed", "diverged", "diverged"],
-                       "objective": [3.0, 2.0, np.nan, np.nan], "excess_loss": [1.0, 0.1, np.nan, np.nan],
-                       "seconds_per_epoch": [1e-4] * 4, "final_train_loss": [3.0, 2.0, np.nan, np.nan]})
-    figs = compare.figures(df, pd.DataFrame(columns=["run_id", "step", "metric", "value"]), ["lr"], 1.0)
+def test_diverged_runs_are_drawn_distinctly_in_the_colour_of_whose_they_are():
+    lrs = [1e-3, 1e-2, 1e-1, 1.0]
+    runs = [(f"{o}{i}", f"optimizer={o} optimizer.lr={lr}", {"optimizer.name": o, "optimizer.lr": lr,
+             "data.name": "thermometer", "model.name": "linear", "train.loss": "mse"},
+             {"final_train_loss": 3.0 - i, "optimal_train_loss": 1.0, "excess_loss": 2.0 - i, "at_optimum": 0.0}
+             if i < 2 else {}, "completed" if i < 2 else "diverged")
+            for o in ("gd", "adam") for i, lr in enumerate(lrs) if o == "gd" or i == 3]
+    df = compare.tidy(records(*runs))
+    figs = compare.figures(df, pd.DataFrame(columns=["run_id", "step", "metric", "value"]), ["optimizer", "lr"], 1.0)
     ax = figs["final_loss_vs_lr.png"].axes[0]
-    top = ax.get_ylim()[1]
-    marked = [c for c in ax.collections if c.get_label() == "diverged (no final loss)"]
-    assert len(marked) == 1 and sorted(marked[0].get_offsets()[:, 0]) == [0.1, 1.0]
-    assert all(y == pytest.approx(top) for y in marked[0].get_offsets()[:, 1])  # at the top, not at 1e30
-    assert max(ax.get_ylim()) < 100
+    palette = compare.colours(df, "optimizer")
+    marks = [c for c in ax.collections if c.get_paths() and len(c.get_offsets()) == 1 and
+             tuple(c.get_facecolor()[0][:3]) in {tuple(palette[o]) for o in palette}]
+    by_colour = {}
+    for c in marks:
+        by_colour.setdefault(tuple(c.get_facecolor()[0][:3]), []).append(float(c.get_offsets()[0, 0]))
+    # gd diverged at 0.1 and 1, adam at 1: each mark in its optimizer's colour, none lost to the other
+    assert sorted(by_colour[tuple(palette["gd"])]) == [0.1, 1.0] and by_colour[tuple(palette["adam"])] == [1.0]
+    assert max(ax.get_ylim()) < 100  # the marks sit above the panel, not at a huge value
 
 
 def test_report_on_nothing_says_so(temp_store, capsys):

@@ -42,7 +42,7 @@ class RunResult:
     run_id: str
     experiment: str
     name: str
-    outcome: str  # completed | converged | diverged
+    outcome: str  # completed | reached_stop_loss | diverged
     metrics: dict[str, float]
     params: dict[str, list]  # final parameters, after the last update
     optimum: dict[str, list] | None  # the closed-form optimum, where there is one
@@ -118,12 +118,28 @@ def compose(overrides: list[str]):
 # ------------------------------------------------------------------------------ sweeps
 @dataclass
 class SweepResult:
-    """One recorded sweep: its parent run and the tidy frame of its runs."""
+    """One recorded sweep: its parent run and the tidy frame of its runs, in the ranking's order
+    (`rank` within each problem, by the sweep's objective: gradlab.ranking)."""
 
     parent_id: str
     experiment: str
     runs: pd.DataFrame
     failed: int  # jobs that failed (a diverged one is a result, not a failure)
+
+    @property
+    def configurations(self) -> pd.DataFrame:
+        """A row per configuration, its seeds together (k/n at the optimum, mean and spread), best first."""
+        from gradlab import compare
+
+        return compare.configurations(self.runs)
+
+    @property
+    def best(self) -> pd.DataFrame:
+        """The best run of each problem (one row for a sweep of one problem): the parent's best_run."""
+        from gradlab import ranking
+
+        best = {r.run_id for r in ranking.best(_entries(self.runs)).values()}
+        return self.runs[self.runs["run_id"].isin(best)]
 
     def figures(self) -> dict:
         """The comparison report's figures for these runs (matplotlib Figures, by file name)."""
@@ -143,8 +159,9 @@ class SweepResult:
         return figs
 
     def _repr_html_(self) -> str:
-        cols = [c for c in ["run_name", "outcome", "objective", "final_train_loss", "excess_loss", "epochs_run"] if c in self.runs]
-        table = self.runs.sort_values("objective")[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        cols = [c for c in ["rank", "run_name", "outcome", "verdict", "epochs_to_optimum", "excess_loss", "final_loss",
+                            "epochs_run"] if c in self.runs]
+        table = self.runs[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}")
         return f"<b>sweep {self.parent_id}</b> in {self.experiment!r}: {len(self.runs)} runs, {self.failed} failed{table}"
 
 
@@ -175,6 +192,12 @@ def sweep(grid: dict | str | list[str], *overrides: str, launcher: str = "batche
     return _sweep_result(multirun.last["id"], multirun.last["experiment"], code)
 
 
+def _entries(frame: pd.DataFrame) -> list:
+    from gradlab import compare
+
+    return compare.entries(frame)
+
+
 def _sweep_args(grid) -> list[str]:
     if isinstance(grid, dict):
         return [f"{k}={','.join(_value(v) for v in (vs if isinstance(vs, (list, tuple)) else [vs]))}" for k, vs in grid.items()]
@@ -193,7 +216,7 @@ def _sweep_result(parent_id: str, experiment: str, code: int) -> SweepResult:
 
     store = Store()
     frame = compare.tidy(query.children(store, parent_id))
-    failed = int((~frame["outcome"].isin(["completed", "converged", "diverged", "pruned"])).sum()) if len(frame) else 0
+    failed = int(frame["outcome"].isin(["failed", "killed", "running"]).sum()) if len(frame) else 0
     return SweepResult(parent_id, experiment, frame, failed)
 
 

@@ -20,18 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradlab import report_search
-from gradlab.ranking import problem as problem_of
+from gradlab import convergence, ranking, report_search
 from gradlab.tracking import Store, TrackingError, query
 from gradlab.tracking.query import RunRecord
 
 # The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
 AXES = ["optimizer", "lr", "scaling", "batch", "seed", "method", "problem"]
-METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss", "converged",
-           "epochs_run", "train_seconds"]
-NOT_FINITE = {"diverged": "X", "failed": "s", "killed": "s"}
-# Markers of runs without a final loss: black and grey, colours no optimizer's line has.
-NOT_FINITE_COLOR = {"diverged": "black", "failed": "0.55", "killed": "0.55"}
+METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss", "at_optimum",
+           "epochs_to_optimum", "epochs_to_threshold", "epochs_run", "train_seconds"]
 
 
 class CompareError(RuntimeError):
@@ -39,17 +35,33 @@ class CompareError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- reading
+def swept_keys(records: list[RunRecord]) -> list[str]:
+    """The keys the runs' own overrides give different values (what a sweep varied), in order."""
+    values: dict[str, list] = {}
+    for r in records:
+        for k, v in dict(o.partition("=")[::2] for o in r.tag("overrides").split()).items():
+            values.setdefault(k, []).append(v)
+    return [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(records)]
+
+
 def tidy(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per run: typed params (dotted names), metrics, and the comparison axes."""
+    """One row per run: typed params (dotted names), metrics, the comparison axes, and its place
+    in the ranking (gradlab.ranking: `rank` within its problem, its configuration's `config_rank`,
+    `verdict`, `objective`, the score lower is better)."""
     if not records:
         return pd.DataFrame()
     # A resumed sweep may hold a config twice (an old FAILED try, then its re-run): keep the latest.
-    latest = {r.tag("config_hash", r.id): r for r in sorted(records, key=lambda r: r.start_time)}
+    latest = list({r.tag("config_hash", r.id): r for r in sorted(records, key=lambda r: r.start_time)}.values())
+    varied = swept_keys(latest)
+    entries = [ranking.entry(r.id, r.name, r.outcome, r.params, r.metrics, varied, r.tag("overrides")) for r in latest]
+    placed = {row["run_id"]: row for row in ranking.rows(entries)}
     df = pd.DataFrame([{"run_id": r.id, "run_name": r.name, "status": r.status, "outcome": r.outcome,
                         "overrides": r.tag("overrides"), "trial": float(r.tag("trial") or "nan"), **r.params,
-                        **{m: r.metrics.get(m, np.nan) for m in METRICS}} for r in latest.values()])
-    df["objective"] = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
-    df.loc[~df["outcome"].isin(["completed", "converged"]), "objective"] = np.nan
+                        **{m: r.metrics.get(m, np.nan) for m in METRICS},
+                        **{k: placed[r.id][k] for k in ("problem", "rank", "config_rank", "configuration", "verdict", "objective")}}
+                       for r in latest])
+    df["final_loss"] = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
+    df.loc[~df["outcome"].isin(ranking.RESULT), "final_loss"] = np.nan
     df["seconds_per_epoch"] = df["train_seconds"] / df["epochs_run"].where(df["epochs_run"] > 0)
 
     def col(name, default):
@@ -63,8 +75,24 @@ def tidy(records: list[RunRecord]) -> pd.DataFrame:
     df["batch"] = ["full" if pd.isna(b) else str(int(b)) for b in col("train.batch_size", np.nan)]
     df["seed"] = col("train.seed", 0)
     df["method"] = [f"{g}@numpy" if d == "numpy" else str(g) for g, d in zip(col("grad.name", ""), col("device.name", ""))]
-    df["problem"] = [problem_of(p) for p in df.to_dict("records")]
-    return df.reset_index(drop=True)
+    df.attrs["varied"] = varied
+    return df.sort_values(["problem", "rank"]).reset_index(drop=True)
+
+
+def entries(df: pd.DataFrame) -> list[ranking.Entry]:
+    """The frame's runs as the ranking reads them (its columns: params, metrics, overrides)."""
+    metric_names = set(METRICS)
+    out = []
+    for row in df.to_dict("records"):
+        params = {k: v for k, v in row.items() if "." in k and k not in metric_names and not _missing(v)}
+        metrics = {k: row[k] for k in METRICS if k in row and not _missing(row[k])}
+        out.append(ranking.entry(row["run_id"], row["run_name"], row["outcome"], params, metrics,
+                                 df.attrs.get("varied"), row.get("overrides") or ""))
+    return out
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def swept(df: pd.DataFrame) -> list[str]:
@@ -135,30 +163,52 @@ def best_group(axes: list[str]) -> list[str]:
     return [a for a in ("problem", "optimizer", "scaling") if a in axes] or axes[:1]
 
 
-def ranked(df: pd.DataFrame) -> pd.DataFrame:
-    """Best first within each problem (runs on different problems never rank against each other):
-    at the optimum first, then by the objective; runs without a result last (ranking.py's order)."""
-    key = df.assign(_none=df["objective"].isna(), _off=~(df["converged"] == 1), _obj=df["objective"].fillna(np.inf))
-    return key.sort_values(["problem", "_none", "_off", "_obj", "run_name"]).drop(columns=["_none", "_off", "_obj"])
+def configurations(df: pd.DataFrame) -> pd.DataFrame:
+    """A row per configuration (its seeds together), best first within each problem: how many
+    seeds reached the optimum or diverged, the median epochs there, the objective's loss as mean,
+    sd and 95% interval over seeds (gradlab.ranking.Configuration)."""
+    rows = []
+    for problem, group in ranking.configurations(entries(df)).items():
+        for rank, c in enumerate(group, 1):
+            low, high = c.interval()
+            first = df[df["run_id"] == c.runs[0].run_id].iloc[0]
+            rows.append({"problem": problem, "config_rank": rank, "configuration": c.label,
+                         **{a: first[a] for a in AXES if a in df and a not in ("seed", "problem")},
+                         "seeds": c.n, "at_optimum": c.count("at_optimum"), "slow": c.count("slow"),
+                         "diverged": c.count("diverged"), "no_result": c.without_result, "verdict": c.verdict(),
+                         "epochs_to_optimum": c.epochs_to_optimum(), "loss_mean": c.mean(), "loss_sd": c.spread(),
+                         "loss_ci_low": low, "loss_ci_high": high, "best_run": c.runs[0].label,
+                         "best_run_id": c.runs[0].run_id})
+    return pd.DataFrame(rows)
 
 
 def tables(df: pd.DataFrame, axes: list[str]) -> dict[str, pd.DataFrame]:
-    cols = ["run_name", *axes, "outcome", "converged", "objective", "excess_loss", "final_train_loss", "final_val_loss",
-            "epochs_run", "train_seconds", "epochs_to_threshold", "seconds_to_threshold"]
-    order = ranked(df)
-    ranking = order[[c for c in cols if c in order]].reset_index(drop=True)
-    ranking.insert(0, "rank", order.groupby("problem", sort=False).cumcount().to_numpy() + 1)  # within its problem
-    group = best_group(axes)
-    ok = ranked(df[df["objective"].notna()])
-    best = ok.groupby(group, sort=False).head(1) if group and len(ok) else ok.head(1)
-    best = best[[c for c in cols if c in best]].reset_index(drop=True)
+    """ranking (a row per run), configurations (a row per configuration, seeds together), best
+    (the first configuration of each problem, optimizer and scaling), counts; the order is
+    gradlab.ranking's, the one every view of a sweep shares."""
+    cols = ["rank", "run_name", *axes, "outcome", "verdict", "epochs_to_optimum", "excess_loss", "objective",
+            "final_train_loss", "final_val_loss", "epochs_run", "train_seconds", "epochs_to_threshold",
+            "seconds_to_threshold", "config_rank", "configuration", "run_id"]
+    ranking_table = df[[c for c in cols if c in df]].reset_index(drop=True)
+    configs = configurations(df)
+    if len(configs) and configs["seeds"].max() == 1:  # no replicates: a configuration is its run
+        configs = configs.drop(columns=["seeds", "at_optimum", "slow", "diverged", "no_result", "loss_sd", "loss_ci_low",
+                                        "loss_ci_high", "best_run", "best_run_id"]).rename(columns={"loss_mean": "loss"})
+        configs["no_result"] = (~configs["verdict"].isin(["at_optimum", "slow", "no_optimum"])).astype(int)
+        configs["seeds"] = 1
+    group = [g for g in best_group(axes) if g in configs]
+    with_result = configs[configs["no_result"] < configs["seeds"]]
+    best = with_result.groupby(group, sort=False).head(1) if group else with_result.head(1)
+    if (configs["seeds"] == 1).all():
+        configs, best = (t.drop(columns=["seeds", "no_result"]) for t in (configs, best))
     counts = df["outcome"].value_counts().rename_axis("outcome").reset_index(name="runs")
-    return {"ranking": ranking, "best": best, "counts": counts}
+    return {"ranking": ranking_table, "configurations": configs, "best": best.reset_index(drop=True), "counts": counts}
 
 
 # ----------------------------------------------------------------------------- figures
 SCALING_ORDER = ["none", "standardize", "minmax"]  # factors (×k) go between none and standardize
 OPTIMIZER_ORDER = ["gd", "sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
+DIVERGED = "X"  # the marker of a run without a final loss, in the colour of whose it is
 
 
 def colours(df: pd.DataFrame, hue: str | None) -> dict | None:
@@ -182,39 +232,74 @@ def _order(values) -> list:
     return vals
 
 
-def _against_lr(df, y, ylabel, title, hue, col, axes, palette):
-    import seaborn as sns
+def _log_band(values: pd.Series) -> tuple[float, float, float]:
+    """The geometric mean of positive values and a band of one sd in log10 (always > 0: it stays
+    on a log axis, where an arithmetic mean ± sd falls through the floor)."""
+    logs = np.log10(values[values > 0])
+    if not len(logs):
+        return (np.nan, np.nan, np.nan)
+    m, sd = float(logs.mean()), float(logs.std(ddof=1)) if len(logs) > 1 else 0.0
+    return 10 ** m, 10 ** (m - sd), 10 ** (m + sd)
 
-    g = sns.relplot(data=df[df[y].notna()], x="lr", y=y, hue=hue, col=col, kind="line", marker="o", height=3.6,
-                    aspect=1.1, facet_kws={"sharey": col != "problem"}, errorbar=("sd" if "seed" in axes else None),
-                    hue_order=list(palette) if palette else None, palette=palette,
-                    col_order=_order(df[col]) if col else None)
-    g.set(xscale="log", yscale="log")
-    panels = [(None, g.ax)] if col is None else list(zip(g.col_names, g.axes.flat))
-    for value, ax in panels:
-        sub = df[df[col] == value] if col else df
-        bottom, top = ax.get_ylim()
-        for outcome, marker in NOT_FINITE.items():
-            bad = sub[sub["outcome"] == outcome]
-            if len(bad):
-                ax.scatter(bad["lr"], [top] * len(bad), marker=marker, s=70, zorder=5, clip_on=False,
-                           color=NOT_FINITE_COLOR[outcome], label=f"{outcome} (no final loss)")
-        ax.set_ylim(bottom, top)  # the markers sit on the top edge; they are not values
-        ax.set_xlabel("learning rate")
-    g.set_ylabels(ylabel)
-    extra = {}
-    for _, ax in panels:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            extra.setdefault(lab, h)
-    if extra:  # the diverged/failed markers join the hue legend
-        if g.legend is not None:
-            for h, t in zip(g.legend.legend_handles, g.legend.texts):
-                extra.setdefault(t.get_text(), h)
-            g.legend.remove()
-            g.figure.subplots_adjust(right=0.99)  # give back the room seaborn kept for its own legend
-        g.figure.legend(list(extra.values()), list(extra), loc="center left", bbox_to_anchor=(1.0, 0.5), title=hue)
-    g.figure.suptitle(title, y=1.03)
-    return g.figure
+
+def _against_lr(df, y, ylabel, title, hue, col, palette):
+    """y against the learning rate, log-log, a panel per `col`, a line per `hue` value. Seeds
+    replicate: each seed a faint dot, the line their geometric mean, the band one sd in log10. A
+    learning rate where some seed diverged gets an ✖ on the top edge in the colour of whose it is
+    (k/n beside it where seeds replicate)."""
+    import matplotlib.pyplot as plt
+
+    panels = _order(df[col].dropna()) if col else [None]
+    n = len(panels)
+    per_row = min(n, 4)
+    # the legend sits outside on the right: room for it beside the panels
+    fig, axes = plt.subplots(math.ceil(n / per_row), per_row, figsize=(3.9 * per_row + 2.6, 3.5 * math.ceil(n / per_row)),
+                             squeeze=False, sharey=col != "problem", layout="constrained")
+    seeds = df.groupby(["configuration"])["run_id"].count().max() > 1
+    hues = list(palette) if palette else [None]
+    from matplotlib.transforms import offset_copy
+
+    for ax, panel in zip(axes.flat, panels):
+        sub = df[df[col] == panel] if col else df
+        for i, h in enumerate(hues):
+            d = sub[sub[hue] == h] if h is not None else sub
+            if not len(d):
+                continue
+            colour = palette[h] if palette else "C0"
+            ok = d[d[y].notna() & (d[y] > 0)]
+            line = [(lr, *_log_band(g[y])) for lr, g in ok.groupby("lr")]
+            if line:
+                lrs, mean, low, high = map(np.array, zip(*line))
+                ax.plot(lrs, mean, "o-", color=colour, lw=1.5, ms=4, label=str(h) if h is not None else None)
+                if seeds:
+                    ax.fill_between(lrs, low, high, color=colour, alpha=0.18, lw=0)
+                    ax.scatter(ok["lr"], ok[y], s=8, color=colour, alpha=0.35, lw=0)
+            bad = d[~d["outcome"].isin(ranking.RESULT)].groupby("lr")["run_id"].count()
+            total = d.groupby("lr")["run_id"].count()
+            # stacked above the top edge, a row per hue: two optimizers diverging at one lr both show
+            where = offset_copy(ax.get_xaxis_transform(), fig=fig, y=3 + 9 * i, units="points")
+            for lr, k in bad.items():
+                ax.scatter([lr], [1.0], transform=where, marker=DIVERGED, s=40, color=colour, clip_on=False, zorder=5)
+                if seeds:
+                    ax.annotate(f"{k}/{total[lr]}", (lr, 1.0), xycoords=where, xytext=(7, -3),
+                                textcoords="offset points", ha="left", fontsize=6, color=colour)
+        ax.set(xscale="log", yscale="log", xlabel="learning rate")
+        lrs_all = df["lr"][df["lr"] > 0]
+        if len(lrs_all):  # every learning rate on the axis, those where nothing finished too (their ✖)
+            ax.set_xlim(lrs_all.min() / 1.6, lrs_all.max() * 1.6)
+        ax.set_title(str(panel) if panel is not None else " ", pad=6 + 9 * len(hues))  # room for the ✖ rows
+    for row in axes:
+        row[0].set_ylabel(ylabel)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=palette[h], marker="o", lw=1.5, label=str(h)) for h in hues] if palette else []
+    handles.append(Line2D([], [], color="0.3", marker=DIVERGED, lw=0, ms=8,
+                          label="no final loss\n(diverged, failed)" + (": k/n seeds" if seeds else "")))
+    fig.legend(handles=handles, loc="outside right center", title=hue, fontsize=8)
+    fig.suptitle(title + (" (seeds: geometric mean, band ±1 sd in log10, dots)" if seeds else ""))
+    return fig
 
 
 def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: float) -> dict:
@@ -227,15 +312,14 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
     col = "problem" if "problem" in axes else ("scaling" if "scaling" in axes and hue != "scaling" else None)
     palette = colours(df, hue)
     out = {}
+    cells = convergence.cells(entries(df))
+    if cells:
+        out["convergence_map.png"] = convergence.figure(cells)
     if "lr" in axes:
-        out.update(_lr_figures(df, hue, col, axes, palette))
-    if len(axes) >= 2:
-        out["best_loss_heatmap.png"] = _grid_heatmap(df, axes)
-    ok = df[df["objective"].notna()]
+        out.update(_lr_figures(df, hue, col, palette))
+    ok = df[df["final_loss"].notna()]
     if len(ok) and len(cur):
         out["loss_curves_best.png"] = _best_curves(ok, cur, hue or (axes[0] if axes else None), axes, palette)
-    if "seed" in axes:
-        out["seed_spread.png"] = _seed_spread(df, cur, axes)
     if "seconds_to_threshold" in df and df["seconds_to_threshold"].notna().any():
         out["time_to_threshold.png"] = _time_to_threshold(df, threshold, hue, palette)
     if "method" in axes:
@@ -243,61 +327,28 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
     return out
 
 
-def _lr_figures(df, hue, col, axes, palette) -> dict:
+def _lr_figures(df, hue, col, palette) -> dict:
     """Final loss and excess loss against the learning rate, log-log, diverged runs marked."""
-    out = {"final_loss_vs_lr.png": _against_lr(df, "objective", "final loss (validation, else training)",
-                                               "Final loss against learning rate", hue, col, axes, palette)}
+    out = {"final_loss_vs_lr.png": _against_lr(df, "final_loss", "final loss (validation, else training)",
+                                               "Final loss against learning rate", hue, col, palette)}
     if df["excess_loss"].notna().any():
         floor = 1e-9  # float rounding leaves |excess| ~ 1e-8 at the optimum; log axes need > 0
-        d = df.assign(excess=df["excess_loss"].clip(lower=floor).where(df["objective"].notna()))
+        d = df.assign(excess=df["excess_loss"].clip(lower=floor).where(df["final_loss"].notna()))
         out["excess_loss_vs_lr.png"] = _against_lr(d, "excess", f"excess training loss (floor {floor:g})",
                                                    "Convergence: excess training loss against learning rate",
-                                                   hue, col, axes, palette)
+                                                   hue, col, palette)
     return out
 
 
-def _grid_heatmap(df: pd.DataFrame, axes: list[str]):
-    """The best value of each cell of the grid's first two axes (min over the others): the excess
-    loss where an optimum is known (how close each got), else the objective; cells never run and
-    cells without a result say so."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows, cols = ("optimizer", "lr") if {"optimizer", "lr"} <= set(axes) else tuple(axes[:2])
-    # the excess where every finished run has one (an optimum is known for each problem), else the objective
-    finished = df["objective"].notna()
-    value = "excess_loss" if finished.any() and df.loc[finished, "excess_loss"].notna().all() else "objective"
-    table = df.assign(excess_loss=df["excess_loss"].clip(lower=1e-9).where(df["objective"].notna())).pivot_table(
-        index=rows, columns=cols, values=value, aggfunc="min", dropna=False)
-    ran = df.pivot_table(index=rows, columns=cols, values="run_id", aggfunc="count", dropna=False).reindex_like(table)
-    floor = "≤1e-9" if value == "excess_loss" else None  # at the optimum, to round-off
-
-    def label(v, n) -> str:
-        if pd.isna(v):
-            return "no result" if n else "not run"
-        return floor if floor and v <= 1e-9 else f"{v:.3g}"
-
-    labels = pd.DataFrame([[label(v, n) for v, n in zip(tv, nv)] for tv, nv in zip(table.to_numpy(), ran.fillna(0).to_numpy())],
-                          index=table.index, columns=table.columns)
-    what = "excess training loss" if value == "excess_loss" else "final loss"
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 1.2 + 0.6 * len(table.index)), layout="constrained")
-    sns.heatmap(np.log10(table.where(table > 0)), annot=labels, fmt="", cmap="viridis_r", mask=table.isna(),
-                cbar_kws={"label": f"log10 {what}"}, ax=ax, linewidths=0.5, annot_kws={"fontsize": 8})
-    ax.tick_params(axis="y", rotation=0)
-    ax.set_facecolor("#f2c4c4")
-    for i, j in zip(*np.nonzero(table.isna().to_numpy())):  # seaborn leaves masked cells unlabelled
-        ax.text(j + 0.5, i + 0.5, labels.iat[i, j], ha="center", va="center", fontsize=8, color="0.25")
-    ax.set_title(f"Best {what} over the grid (min over the other axes); red: no run of the cell finished")
-    return fig
-
-
 def _best_curves(ok: pd.DataFrame, cur: pd.DataFrame, group: str | None, axes: list[str], palette):
-    """The loss curves of the best run per group (and per problem), overlaid."""
+    """The loss curves of the best run of the best configuration per group (and per problem),
+    overlaid: the ranking's picks (the frame is in its order)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     keys = [k for k in ("problem", group) if k and k in axes] or ([group] if group else [])
-    best = ranked(ok).groupby(keys, sort=False).head(1) if keys else ranked(ok).head(1)
+    ordered = ok.sort_values(["problem", "config_rank", "rank"])
+    best = ordered.groupby(keys, sort=False).head(1) if keys else ordered.head(1)
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     shades, spare = palette or {}, iter(sns.color_palette("tab10", len(best)))
     for _, r in best.iterrows():
@@ -307,27 +358,9 @@ def _best_curves(ok: pd.DataFrame, cur: pd.DataFrame, group: str | None, axes: l
             c = cur[(cur["run_id"] == r["run_id"]) & (cur["metric"] == metric)]
             if len(c):
                 ax.plot(c["step"], c["value"], ls, color=color, lw=1.4,
-                        label=f"{where}{r[group] if group else r['run_name']} ({metric.split('_')[0]})")
+                        label=f"{where}{r['configuration']} ({metric.split('_')[0]})")
     ax.set(yscale="log", xlabel="epoch", ylabel="loss", title=f"Best run per {group or 'sweep'}: training (solid) and validation (dashed)")
     ax.legend(fontsize=8)
-    return fig
-
-
-def _seed_spread(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str]):
-    """Mean and spread across seeds: the training curves, and the final losses."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    others = [a for a in axes if a != "seed"]
-    label = df.set_index("run_id")[others].astype(str).agg(" ".join, axis=1) if others else pd.Series("config", index=df["run_id"])
-    c = cur[cur["metric"] == "train_loss"].assign(config=lambda x: x["run_id"].map(label))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    sns.lineplot(data=c, x="step", y="value", hue="config" if others else None, errorbar="sd", ax=a1)
-    a1.set(yscale="log", xlabel="epoch", ylabel="training loss", title="Mean ± sd across seeds")
-    d = df.assign(config=df["run_id"].map(label))
-    sns.stripplot(data=d, x="config", y="objective", ax=a2, size=6, alpha=0.7)
-    sns.pointplot(data=d, x="config", y="objective", errorbar="sd", ax=a2, color="k", markers="_", linestyles="none")
-    a2.set(yscale="log", xlabel="", ylabel="final loss", title=f"Final loss over {df['seed'].nunique()} seeds (mean ± sd)")
     return fig
 
 
@@ -364,14 +397,18 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     name, prun, df = select(store, experiment, parent, everything)
     axes = swept(df)
     cur = curves(store, df)
-    threshold = default_threshold(df) if threshold is None else threshold
+    recorded = df["epochs_to_threshold"].notna().any()  # the runs measured one (tracking.threshold)
+    threshold = (math.nan if recorded else default_threshold(df)) if threshold is None else threshold
     if math.isfinite(threshold):
         df["epochs_to_threshold"] = threshold_steps(df, cur, threshold)
-        df["seconds_to_threshold"] = df["epochs_to_threshold"] * df["seconds_per_epoch"]
+    df["seconds_to_threshold"] = df["epochs_to_threshold"] * df["seconds_per_epoch"]
     search = report_search.is_search(df)
     if search:  # a search's axes are its parameters, continuous: its own figures, its best trials
         axes = ["trial", *report_search.searched(df, prun)]
     tabs = tables(df, axes)
+    runs = entries(df)
+    replicated = ranking.replicated(runs)
+    comparisons = ranking.significance(runs) if replicated else []
     if search:
         tabs["best"] = tabs["ranking"].head(5).drop(columns="rank")
     found = report_search.importances(prun) if search else {}  # Optuna's evaluator, once: figure and summary
@@ -381,15 +418,19 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     source = f"sweep run {prun.id} ({prun.name})" if prun is not None and not everything else f"all runs of {name!r}"
     counts = ", ".join(f"{r.runs} {r.outcome}" for r in tabs["counts"].itertuples())
+    best_title = ("The five best trials" if search else
+                  "Best configuration per " + (" and ".join(best_group(axes)) or "sweep")
+                  + (" (its seeds together)" if replicated else ""))
     md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
-          f"Swept: {', '.join(axes) or 'nothing'}. Objective: final validation loss (training loss without a split).",
-          *([f"Threshold for time-to-threshold: training loss <= {threshold:.4g}."] if math.isfinite(threshold) else []),
-          "Ranked within each problem: runs at the optimum (`converged`) first, then by the objective.", "",
+          f"Swept: {', '.join(axes) or 'nothing'}. {ranking.describe_objective(runs)}",
+          *([f"Threshold for time-to-threshold: training loss <= {threshold:.4g}."] if math.isfinite(threshold) else []), "",
           *(_search_lines(prun, found) if search else []),
-          "## " + ("The five best trials" if search else "Best configuration per " + (" and ".join(best_group(axes)) or "sweep")), "",
-          markdown(tabs["best"]), "## Ranking", "", markdown(tabs["ranking"]), "## Outcomes", "", markdown(tabs["counts"])]
-    files = {"summary.md": "\n".join(md), "summary.csv": tabs["ranking"].to_csv(index=False),
-             "best.csv": tabs["best"].to_csv(index=False), "runs.csv": df.to_csv(index=False)}
+          *(["## Best against the runner-up", "", *(c.sentence(len(comparisons)) for c in comparisons), ""] if comparisons else []),
+          "## " + best_title, "", markdown(tabs["best"]),
+          *(["## Configurations (seeds together)", "", markdown(tabs["configurations"])] if replicated else []),
+          "## Ranking (every run)", "", markdown(tabs["ranking"]), "## Outcomes", "", markdown(tabs["counts"])]
+    files = {"summary.md": "\n".join(md), "summary.csv": _csv(tabs["ranking"]), "best.csv": _csv(tabs["best"]),
+             "configurations.csv": _csv(tabs["configurations"]), "runs.csv": _csv(df)}
     for rel, text in files.items():
         (folder / rel).write_text(text)
     for rel, fig in figs.items():
@@ -402,6 +443,15 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     for fig in figs.values():  # seaborn draws through pyplot, which keeps every figure until closed
         plt.close(fig)
     return folder
+
+
+def _csv(df: pd.DataFrame) -> str:
+    """A table as CSV; text that a spreadsheet would run as a formula (=, +, -, @ first) gets a
+    leading apostrophe: run names and overrides come from users' configs and a shared store."""
+    def safe(v):
+        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+
+    return df.map(safe).to_csv(index=False)
 
 
 def folder_name(experiment: str) -> str:

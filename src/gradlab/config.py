@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 
-from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Scaling  # noqa: F401 - re-exported
+from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Objective, Scaling  # noqa: F401 - re-exported
 
 
 # ---------------------------------------------------------------------------- data
@@ -191,6 +191,10 @@ class TrackingConfig:
     max_points: int = 300  # per step metric sent to MLflow (about what the UI's charts draw); history.csv keeps every epoch
     plots: bool = True
     skip_finished: bool = False  # skip a job whose identical config already FINISHED
+    # What "best" means in a sweep's ranking, its best run and a search (gradlab.ranking); auto:
+    # at the optimum first and the fewest epochs there where an optimum is known, else val_loss.
+    objective: Objective = Objective.auto
+    threshold: Optional[float] = None  # a training loss: epochs_to_threshold is the first epoch at or below it
 
 
 @dataclass
@@ -321,6 +325,8 @@ def _validate_train(t: TrainConfig, tracking: TrackingConfig) -> None:
                           f"this one has {len(tracking.experiment)}")
     if t.batch_size is not None:
         _at_least("train.batch_size", t.batch_size, 1)
+    if tracking.threshold is not None and not math.isfinite(tracking.threshold):
+        raise ConfigError("tracking.threshold", tracking.threshold, "must be a finite training loss, or null")
     if t.stop_loss is not None and not math.isfinite(t.stop_loss):
         raise ConfigError("train.stop_loss", t.stop_loss, "must be a finite number, or null")
 

@@ -8,7 +8,7 @@ Conventions, the classic loops':
   `grad_norm` is the mean over the epoch's batches of the gradient's 2-norm.
 - A non-finite loss or gradient stops the run at once, before any update uses it: outcome
   `diverged`, with the step and the reason. Nothing non-finite enters the history.
-- With `stop_loss`, the run stops as `converged` after the first epoch whose loss is <= it.
+- With `stop_loss`, the run stops as `reached_stop_loss` after the first epoch whose loss is <= it.
 - A configuration that `on_log` names stops as `pruned` after that epoch (a search gave up on it).
 """
 
@@ -58,7 +58,7 @@ class History:
         self.metrics = self.columns[1:]
         self._epochs, self._values = array("q"), [array("d") for _ in self.metrics]  # the rows not yet spilled
         self._spill: spill.Spill | None = None
-        self.outcome = "running"  # completed | converged | diverged | pruned (the caller adds failed | killed)
+        self.outcome = "running"  # completed | reached_stop_loss | diverged | pruned (the caller adds failed | killed)
         self.epochs_run = 0  # epochs whose updates all happened
         self.stop_step: int | None = None  # the step at which the run diverged or was pruned
         self.reason: str | None = None
@@ -103,6 +103,24 @@ class History:
 
     def min(self, name: str) -> float:
         return min(min(part) for part in self._parts(name) if len(part))
+
+    def first_epoch_at_or_below(self, name: str, level: float, stay: bool = False) -> int | None:
+        """The epoch of the first row whose `name` is <= level; with `stay`, the first row from
+        which every later row is (reached and kept). None if no row qualifies."""
+        found = None
+        for epochs, values in zip(self._parts("epoch"), self._parts(name)):
+            below = np.asarray(values) <= level
+            if stay:
+                above = np.flatnonzero(~below)
+                if len(above):
+                    found = None
+                    below = below[above[-1] + 1:]
+                    epochs = epochs[above[-1] + 1:]
+                if found is None and len(below):
+                    found = int(epochs[0])
+            elif below.any():
+                return int(epochs[int(np.argmax(below))])
+        return found
 
     def records(self):
         """Each recorded epoch as {column: value}."""
@@ -172,7 +190,7 @@ class _Reader:
 
 class _Batch:
     """The configurations still training: which they are, their problem, parameters and
-    optimizer. `drop` takes some out (diverged, converged) after noting their final values."""
+    optimizer. `drop` takes some out (diverged, at their stop_loss) after noting their final values."""
 
     def __init__(self, problem: Problem, params: dict, optimizer, histories: list[History]):
         self.problem, self.params, self.optimizer, self.histories = problem, params, optimizer, histories
@@ -364,8 +382,8 @@ def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: b
         configs, rows = [configs[i] for i in done], [rows[i] for i in done]
     for c, row in zip(configs, rows):
         histories[c].append(epoch, row)
-    for i in done:  # before on_log: a run that converged is not a search's to prune
-        histories[batch.configs[i]].outcome = "converged"
+    for i in done:  # before on_log: a run at its stop_loss is not a search's to prune
+        histories[batch.configs[i]].outcome = "reached_stop_loss"
     pruned = (on_log(epoch, list(configs), rows) or []) if on_log is not None else []
     for c in pruned:
         h = histories[c]

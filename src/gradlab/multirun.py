@@ -18,14 +18,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gradlab import ranking
 from gradlab.tracking.spec import RunEnd, RunSpec
 
 PARENT_ENV = "GRADLAB_PARENT_RUN_ID"
@@ -294,7 +295,7 @@ class SweepCallback(Callback):
         # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
         expected = len(jobs) if jobs and not config.tracking.skip_finished else None
         _parent.update(recorder=recorder, key=key, id=parent_id, name=name, experiment=experiment, jobs=expected,
-                       varied=varied)
+                       varied=varied, search=config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER)
         os.environ.update({PARENT_ENV: parent_id, SWEEP_ENV: name, EXPERIMENT_ENV: experiment, VARIES_ENV: ",".join(varied),
                            LAUNCHER_ENV: str(os.getpid())})
 
@@ -331,20 +332,16 @@ def finish() -> int:
     failed = by_outcome.get("failed", []) + killed + by_outcome.get("running", [])
     # A job that failed before its run existed (its store broke, say) has no child to count.
     missing = max(0, expected - len(children)) if expected else 0
-    finished = [c for c in children if c.status == "FINISHED"]
-    best_run = min(finished, key=_objective) if finished else None
-    best = _objective(best_run) if best_run else math.inf
-    counts = {"jobs": len(children), "finished": sum(len(by_outcome.get(k, [])) for k in ("completed", "converged")),
+    counts = {"jobs": len(children), "finished": sum(len(by_outcome.get(k, [])) for k in ranking.RESULT),
               "diverged": len(by_outcome.get("diverged", [])), "pruned": len(by_outcome.get("pruned", [])),
               "failed": len(failed) + missing}
     # Bookkeeping as tags, not metrics: the UI charts every metric of the experiment beside the children's.
-    tags = {**parent.get("tags", {}), **{f"gradlab.jobs_{k}" if k != "jobs" else "gradlab.jobs": str(v) for k, v in counts.items()},
-            "mlflow.note.content": _note(name, parent.get("varied", []), counts, children)}
-    if math.isfinite(best):
-        tags.update({"gradlab.best_run": best_run.id, "gradlab.best_overrides": best_run.tag("overrides"),
-                     "gradlab.best_objective": repr(best)})
+    tags = {**parent.get("tags", {}), **{f"gradlab.jobs_{k}" if k != "jobs" else "gradlab.jobs": str(v) for k, v in counts.items()}}
+    answer = _answer(parent, children)
+    tags.update(answer.tags)
     stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
-    _end(recorder, parent["key"], RunEnd("failed" if failed or missing or stopped else "completed", {}, tags))
+    _end(recorder, parent["key"], RunEnd("failed" if failed or missing or stopped else "completed", {}, tags,
+                                         files=answer.files, plot_data=answer.plot_data))
     pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
     stops = f"{len(failed) - len(killed)} failed" + (f", {len(killed)} killed" if killed else "")
     print(f"gradlab: sweep {name!r}: {len(children)} jobs: {counts['finished']} finished, "
@@ -405,18 +402,46 @@ def _why(run) -> str:
     return f"{run.tag('error.type')} {run.tag('error.message')}"
 
 
-def _note(name: str, varied: list[str], counts: dict, children: list) -> str:
-    """The parent run's description, shown on its page in the UI: what varied, the ranking."""
-    from gradlab import ranking
+@dataclass
+class Answer:
+    """What a sweep found, for its parent run: tags (its best runs, its description), the whole
+    ranking as a file, and the data of the map and ranking page the recorder draws."""
 
-    entries = [ranking.entry(c.name, c.outcome, c.params, c.metrics) for c in children]
-    return ranking.note(name, varied, {k: v for k, v in counts.items() if k != "jobs"}, entries)
+    tags: dict[str, str]
+    files: dict[str, str]
+    plot_data: dict | None
 
 
-def _objective(run) -> float:
-    from gradlab.training import objective
+def _answer(parent: dict, children: list) -> Answer:
+    """The sweep's ranking (gradlab.ranking, the one source of "best"), said on its parent."""
+    from gradlab import convergence, ranking
 
-    return objective(run.metrics, run.outcome)
+    entries = [ranking.entry(c.id, c.name, c.outcome, c.params, c.metrics, parent.get("varied"), c.tag("overrides"))
+               for c in children]
+    if not entries:
+        return Answer({}, {}, None)
+    best = ranking.best(entries)
+    tags = {}
+    if len({e.problem for e in entries}) == 1 and best:  # one problem: its best run; several: one each, never across
+        (run,) = best.values()
+        tags.update({"gradlab.best_run": run.run_id, "gradlab.best_overrides": _overrides(children, run.run_id),
+                     "gradlab.best_objective": repr(run.score), "gradlab.best_verdict": run.verdict or ""})
+    elif best:  # JSON: MLflow's tag keys cannot hold a problem's name
+        tags["gradlab.best_runs"] = json.dumps({p: r.run_id for p, r in best.items()})
+    comparisons = ranking.significance(entries) if ranking.replicated(entries) else []
+    search = parent.get("search", False)
+    cells = None if search else convergence.cells(entries)
+    map_link = f"get-artifact?path=convergence_map.png&run_uuid={parent['id']}" if cells else None
+    tags["mlflow.note.content"] = ranking.note(parent["name"], parent.get("varied", []), len(children), entries,
+                                               comparisons, map_link)
+    rows = ranking.rows(entries)
+    summary = ranking.describe_objective(entries) + "".join(" " + c.sentence(len(comparisons)) for c in comparisons)
+    return Answer(tags, {"ranking.csv": ranking.csv_text(rows)},
+                  {"sweep": {"map": cells, "rows": rows, "title": f"Sweep {parent['name']}: the ranking", "summary": summary}})
+
+
+def _overrides(children: list, run_id: str) -> str:
+    return next((c.tag("overrides") for c in children if c.id == run_id), "")
 
 
 def abort(signum: int) -> None:

@@ -57,3 +57,14 @@ class Activation(Enum):
     sigmoid = "sigmoid"
     tanh = "tanh"
     identity = "identity"
+
+
+class Objective(Enum):
+    """What "best" means for a sweep's ranking, its best run and a search (ranking.py)."""
+
+    auto = "auto"  # epochs_to_optimum where an optimum is known, else val_loss
+    epochs_to_optimum = "epochs_to_optimum"  # at the optimum first, the fewest epochs there, then the excess
+    excess = "excess"  # training loss above the optimum; runs at the optimum tie, the fewest epochs first
+    train_loss = "train_loss"  # the final training loss
+    val_loss = "val_loss"  # the final validation loss (the training loss without a split)
+    best_val_loss = "best_val_loss"  # the lowest validation loss seen (early stopping's pick)

@@ -130,6 +130,18 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def files(data: dict) -> dict[str, object]:
+    """The artifacts drawn from plot data: a run's figures as PNG, or a sweep's map and ranking page."""
+    if "sweep" in data:  # a sweep's parent: the convergence map, and the ranking page that shows it
+        from gradlab import convergence
+
+        sweep = data["sweep"]
+        image = png(convergence.figure(sweep["map"])) if sweep.get("map") else None
+        page = {"ranking.html": convergence.page(sweep["title"], sweep["summary"], sweep["rows"], image)}
+        return {**page, **({"convergence_map.png": image} if image else {})}
+    return {path: png(fig) for path, fig in figures(data).items()}
+
+
 def figures(data: dict) -> dict[str, Figure]:
     """Every figure that applies to this run, by artifact path."""
     out = {"plots/loss_curves.png": loss_curves(data["loss"])}

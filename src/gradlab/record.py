@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from gradlab import describe, signals, timings
+from gradlab import describe, ranking, signals, timings
 from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
 from gradlab.progress import Progress
 from gradlab.tracking import MetricStream, Recorder, RunEnd, RunSpec
@@ -83,17 +83,22 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
     recorder.poll()  # a store the recorder could not open stops us before training
     histories = training.new_histories(s)
     first = jobs[0].cfg
+    watches = [j.watch for j in jobs]
+    # What a search's pruner watches: the loss its objective ranks by.
+    watched = (ranking.rule(first.tracking.objective.value, {"optimal_train_loss": 0.0} if training.has_optimum(s) else {})
+               if any(watches) else "train_loss")
     with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait,
-                  [j.watch for j in jobs]) as group:
+                  watches, watched) as group:
         with signals.polled() as check:  # a signal stops training between epochs: no history torn
             finals = training.fit(s, histories, group.on_log, check)
         timings.stamp("trained")
-        results = training.evaluate(s, histories, finals)
+        results = training.evaluate(s, histories, finals, first.tracking.threshold)
         for i, (job, result) in enumerate(zip(jobs, results)):  # each end made as it is sent: memory stays flat
             group.complete(i, functools.partial(_ending, s, i, job.cfg, result))
     # Run ids come back as the recorder gets to them; a sweep that does not wait has no use for them.
-    recorded = [Recorded(recorder.run_id(k) if wait else None, r.history.outcome, r.objective, r)
-                for k, r in zip(group.keys, results)]
+    recorded = [Recorded(recorder.run_id(k) if wait else None, r.history.outcome,
+                         ranking.score(r.history.outcome, r.metrics, j.cfg.tracking.objective.value, j.cfg.train.epochs), r)
+                for k, r, j in zip(group.keys, results, jobs)]
     if not quiet:
         for spec, rec in zip(specs, recorded):
             print(summary(spec.name, rec.run_id, experiment, recorder.uri, rec.result))
@@ -124,15 +129,19 @@ def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: s
 def _ending(s, i: int, cfg: Config, result) -> RunEnd:
     from gradlab import training
 
-    return ending(result, training.plot_data(s, i, result, describe.title(cfg)) if cfg.tracking.plots else None)
+    return ending(result, training.plot_data(s, i, result, describe.title(cfg)) if cfg.tracking.plots else None,
+                  cfg.tracking.objective.value, cfg.train.epochs)
 
 
-def ending(result, plot_data: dict | None) -> RunEnd:
-    """The end of a run that trained to a result: completed, converged, diverged or pruned."""
+def ending(result, plot_data: dict | None, objective: str, epochs: int) -> RunEnd:
+    """The end of a run that trained to a result: completed, reached_stop_loss, diverged or
+    pruned, with its verdict against the optimum and its place in the sweep's order."""
     h = result.history
     tags = {f"gradlab.{h.outcome}_step": str(h.stop_step), "gradlab.reason": h.reason} if h.stop_step is not None else {}
     files = {"params.json": json.dumps({"params": result.params, "optimum": result.optimum}, indent=2)}
-    return RunEnd(h.outcome, result.metrics, tags, files, plot_data=plot_data, points=final_parameters(result))
+    params, codes = ranking.fate(h.outcome, result.metrics, objective, epochs)
+    return RunEnd(h.outcome, {**result.metrics, **codes}, tags, files, params=params, plot_data=plot_data,
+                  points=final_parameters(result))
 
 
 def final_parameters(result) -> list[tuple[str, float, int]]:
@@ -151,12 +160,10 @@ def _ravel(value) -> list[float]:
 
 def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict[int, Recorded]:
     """The jobs whose identical config already has a result in `experiment`, by position."""
-    from gradlab.training import objective
-
     hashes = [config_hash(flatten(container(cfg))) for cfg in logged]
     found = recorder.ask("finished", experiment, hashes)
-    return {i: Recorded(r.id, r.outcome, objective(r.metrics, r.outcome), None)
-            for i, h in enumerate(hashes) if (r := found.get(h)) is not None}
+    return {i: Recorded(r.id, r.outcome, ranking.score(r.outcome, r.metrics, cfg.tracking.objective.value, cfg.train.epochs), None)
+            for i, (h, cfg) in enumerate(zip(hashes, logged)) if (r := found.get(h)) is not None}
 
 
 class RunGroup:
@@ -164,7 +171,7 @@ class RunGroup:
     without a result ends KILLED (a signal) or FAILED (an exception), with its history so far."""
 
     def __init__(self, recorder: Recorder, specs: list[RunSpec], histories: list, schedule, max_points: int,
-                 progress: bool | None, wait: bool = True, watches: list | None = None):
+                 progress: bool | None, wait: bool = True, watches: list | None = None, watched: str = "val_loss"):
         self.recorder, self.histories, self.wait = recorder, histories, wait
         self.watches = {i: w for i, w in enumerate(watches or []) if w is not None}
         self.keys = recorder.start(specs)
@@ -172,7 +179,9 @@ class RunGroup:
         self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(), max_points)
         self.progress = Progress(schedule.epochs, metrics, progress)
         self.ends: dict[int, Callable[[], RunEnd]] = {}  # run -> how to make its end (it trained to a result)
-        self.objective_at = metrics.index("val_loss" if "val_loss" in metrics else "train_loss")
+        # A search's pruner watches the validation loss where the objective is one, else the training loss.
+        self.objective_at = metrics.index("val_loss" if watched in ("val_loss", "best_val_loss") and "val_loss" in metrics
+                                          else "train_loss")
 
     def on_log(self, epoch: int, configs: list[int], rows: list) -> list[int]:
         """Streams the rows; returns the runs their watch stops (pruned)."""
@@ -229,10 +238,13 @@ class RunGroup:
         """The end of a run that left without a result."""
         metrics = {"epochs_run": float(self.histories[i].epochs_run)}
         if isinstance(error, (signals.Killed, KeyboardInterrupt)):
-            return RunEnd("killed", metrics, {"gradlab.signal": signal.Signals(signals.signum_of(error)).name})
+            params, codes = ranking.fate("killed", metrics, "auto", 0)
+            return RunEnd("killed", {**metrics, **codes}, {"gradlab.signal": signal.Signals(signals.signum_of(error)).name},
+                          params=params)
         message = (str(error) or repr(error)) if error else "ended without a result"
-        return RunEnd("failed", metrics, {"gradlab.error.type": type(error).__name__ if error else "",
-                                          "gradlab.error.message": message})
+        params, codes = ranking.fate("failed", metrics, "auto", 0)
+        return RunEnd("failed", {**metrics, **codes}, {"gradlab.error.type": type(error).__name__ if error else "",
+                                                       "gradlab.error.message": message}, params=params)
 
 
 def summary(name: str, run_id: str, experiment: str, uri: str, result) -> str:

@@ -18,7 +18,8 @@ def is_search(df: pd.DataFrame) -> bool:
 
 def fates(df: pd.DataFrame) -> pd.Series:
     """complete | pruned | diverged | failed, per run."""
-    known = {"completed": "complete", "converged": "complete", "pruned": "pruned", "diverged": "diverged"}
+    known = {"completed": "complete", "reached_stop_loss": "complete", "converged": "complete", "pruned": "pruned",
+             "diverged": "diverged"}
     return df["outcome"].map(known).fillna("failed")
 
 
@@ -79,12 +80,15 @@ def _mark_fates(ax, d: pd.DataFrame, x: str) -> None:
 def progress(d: pd.DataFrame):
     """The objective of each trial against its number, and the best so far."""
     fig, ax = _subplots(figsize=(7.5, 4.2))
-    best = d["objective"].where(d["fate"] == "complete").cummin().ffill()
-    ax.step(d["trial"], best, where="post", color="k", lw=1.5, label="best so far")
+    # The best so far by the sweep's objective (its score, gradlab.ranking), drawn at its final loss.
+    score = d["objective"].where(d["fate"] == "complete")
+    leader = [score.iloc[:i + 1].idxmin() if score.iloc[:i + 1].notna().any() else None for i in range(len(d))]
+    best = [d.at[k, "reached"] if k is not None else np.nan for k in leader]
+    ax.step(d["trial"], best, where="post", color="k", lw=1.5, label="best so far (by the objective)")
     ax.set_yscale("log")
     ax.set_ylim(*_limits(d["reached"]))
     _mark_fates(ax, d, "trial")
-    ax.set(xlabel="trial", ylabel="objective (validation loss, else training)",
+    ax.set(xlabel="trial", ylabel="final loss (validation, else training)",
            title="Search progress: each trial (pruned: where it stopped) and the best so far")
     ax.legend(fontsize=8, loc="upper right")
     return fig
@@ -127,9 +131,9 @@ def over_params(d: pd.DataFrame, params: list[str]):
         ax.set_yscale("log")
         ax.set_ylim(*_limits(d["reached"]))
         _mark_fates(ax, d, p)
-        ax.set(xlabel=p, ylabel="objective")
+        ax.set(xlabel=p, ylabel="final loss")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Objective over each searched parameter")
+    fig.suptitle("Final loss over each searched parameter")
     return fig
 
 

@@ -20,6 +20,7 @@ from gradlab.config import Config, ConfigError
 from gradlab.devices import Backend
 from gradlab.engine import History, Schedule
 from gradlab.problem import Problem
+from gradlab.ranking import optimum_tolerance
 
 STREAM_EVAL_SAMPLES = 1024  # a fixed draw on which a streamed run's final loss is measured
 
@@ -120,7 +121,6 @@ class Result:
     metrics: dict[str, float]  # final metrics; non-finite values are left out
     params: dict[str, list]  # final parameters, by name, as nested lists
     optimum: dict[str, list] | None  # closed-form optimum, where there is one
-    objective: float  # what a sweeper minimises: final val loss, else final train loss; inf if diverged
 
 
 def _as_list(v):
@@ -155,15 +155,19 @@ def _optimum(s: Setup, i: int) -> tuple[dict | None, float | None]:
     return {k: _as_list(v) for k, v in theta.items()}, optimal
 
 
-# A run is at the optimum when its excess loss is within this of the optimal loss (relative, absolute).
-CONVERGED_RTOL, CONVERGED_ATOL = 1e-3, 1e-9
 LOG_FLOOR = 1e-16  # log10 companions of values at or below it read -16 (an excess of exactly 0)
 
 
-def evaluate(s: Setup, histories: list[History], finals: list[dict]) -> list[Result]:
+def has_optimum(s: Setup) -> bool:
+    """Whether the set-up problem knows its optimum (a closed form, or the objective's own)."""
+    return _optimum(s, 0)[1] is not None
+
+
+def evaluate(s: Setup, histories: list[History], finals: list[dict], threshold: float | None = None) -> list[Result]:
     """Each configuration's final metrics with its final parameters, on its full sets; the
-    optimum where known. A diverged run gets no losses of its exploded parameters: its last
-    recorded (finite) ones and its divergence step instead."""
+    optimum where known, whether the run is at it and since which epoch. A diverged run gets no
+    losses of its exploded parameters: its last recorded (finite) ones and its divergence step
+    instead. `threshold`: a training loss whose first epoch at or below it is recorded."""
     train = s.eval_batch if s.eval_batch is not None else s.problem.train
     train_losses = _final_losses(s, finals, train)
     val_losses = _final_losses(s, finals, s.problem.val) if s.problem.val is not None else None
@@ -173,24 +177,31 @@ def evaluate(s: Setup, histories: list[History], finals: list[dict]) -> list[Res
         if h.outcome == "diverged":
             metrics = _diverged_metrics(h)
             if optimal_loss is not None:
-                metrics["converged"] = 0.0
+                metrics["at_optimum"] = 0.0
         else:
-            metrics = _final_metrics(h, train_losses[i], None if val_losses is None else val_losses[i], optimal_loss)
+            metrics = _final_metrics(h, train_losses[i], None if val_losses is None else val_losses[i], optimal_loss,
+                                     s.stream is None)
         metrics.update(epochs_run=float(h.epochs_run), train_seconds=h.seconds)
         if optimal_loss is not None:
             metrics["optimal_train_loss"] = optimal_loss
+        if threshold is not None and s.stream is None and len(h):
+            reached = h.first_epoch_at_or_below("train_loss", threshold)
+            if reached is not None:
+                metrics["epochs_to_threshold"] = float(reached - 1)  # row k holds the loss before epoch k's update
         if s.cfgs[i].optimizer.lr > 0:
             metrics["log10_lr"] = math.log10(s.cfgs[i].optimizer.lr)
         metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
         params = {k: np.asarray(final[k]).reshape(s.model.shapes[k]).tolist() for k in s.model.shapes}
-        results.append(Result(h, metrics, params, optimum, objective(metrics, h.outcome)))
+        results.append(Result(h, metrics, params, optimum))
     return results
 
 
-def _final_metrics(h: History, train_loss: float, val_loss: float | None, optimal_loss: float | None) -> dict:
+def _final_metrics(h: History, train_loss: float, val_loss: float | None, optimal_loss: float | None,
+                   fixed_data: bool = True) -> dict:
     """The losses of a run's final parameters, their log10 companions (the UI's scatter and
-    parallel-coordinates views draw linear axes only), its excess over the optimum and whether
-    it reached it."""
+    parallel-coordinates views draw linear axes only), its excess over the optimum, whether it is
+    at the optimum, and since which epoch (reached and kept: the rows of a stream's fresh batches
+    are too noisy to say)."""
     metrics = {"final_train_loss": train_loss}
     if val_loss is not None:
         metrics["final_val_loss"] = val_loss
@@ -199,7 +210,13 @@ def _final_metrics(h: History, train_loss: float, val_loss: float | None, optima
     if optimal_loss is not None and math.isfinite(train_loss):
         excess = max(0.0, train_loss - optimal_loss)  # below the optimum only by round-off
         metrics["excess_loss"] = excess
-        metrics["converged"] = float(excess <= CONVERGED_RTOL * abs(optimal_loss) + CONVERGED_ATOL)
+        at_optimum = excess <= optimum_tolerance(optimal_loss)
+        metrics["at_optimum"] = float(at_optimum)
+        if at_optimum and fixed_data:
+            # Row k holds the loss before epoch k's update: the optimum was reached after k - 1
+            # epochs; a run that gets there in its last epoch shows it in no row.
+            since = h.first_epoch_at_or_below("train_loss", optimal_loss + optimum_tolerance(optimal_loss), stay=True)
+            metrics["epochs_to_optimum"] = float(h.epochs_run if since is None else since - 1)
     for k in ("final_train_loss", "final_val_loss", "excess_loss"):
         if k in metrics and math.isfinite(metrics[k]):
             metrics[f"log10_{k}"] = math.log10(max(metrics[k], LOG_FLOOR))
@@ -217,14 +234,6 @@ def _diverged_metrics(h: History) -> dict:
         if "val_loss" in h.metrics:
             metrics["best_val_loss"] = h.min("val_loss")
     return metrics
-
-
-def objective(metrics: dict, outcome: str) -> float:
-    """What a sweeper minimises: the final validation loss, else the final training loss; +inf
-    for a run that diverged (a result, but the worst one) or was pruned (a search gave up on it)."""
-    if outcome in ("diverged", "pruned"):
-        return math.inf
-    return metrics.get("final_val_loss", metrics.get("final_train_loss", math.inf))
 
 
 def train(cfg: Config) -> tuple[Setup, Result]:

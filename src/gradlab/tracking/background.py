@@ -528,9 +528,9 @@ def _files(end: RunEnd) -> dict[str, object]:
         files["history.csv"] = history_csv(end.history)
     if end.plot_data:
         try:
-            from gradlab.plots import figures, png
+            from gradlab.plots import files as drawn
 
-            files.update({path: png(fig) for path, fig in figures(end.plot_data).items()})
+            files.update(drawn(end.plot_data))
         except Exception as e:  # noqa: BLE001 - recorded, never lost
             end.tags["gradlab.plot_error"] = f"{type(e).__name__}: {e}"
     return files

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 # gradlab's outcome of a run -> MLflow's status. A diverged run is a result, but not a success.
 # A pruned run is one a search stopped early on purpose: finished, with its curves up to that step.
-STATUS = {"completed": "FINISHED", "converged": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED",
+STATUS = {"completed": "FINISHED", "reached_stop_loss": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED",
           "failed": "FAILED", "killed": "KILLED"}
-RESULTS = ("completed", "converged", "diverged", "pruned")  # outcomes a resumed sweep need not redo
+# Outcomes a resumed sweep need not redo ("converged": stores written before it was renamed reached_stop_loss).
+RESULTS = ("completed", "reached_stop_loss", "converged", "diverged", "pruned")
 
 
 @dataclass
@@ -27,7 +28,8 @@ class RunSpec:
 
 @dataclass
 class RunEnd:
-    """How a run ended: its outcome, final metrics, tags, files and the data of its figures."""
+    """How a run ended: its outcome, final metrics, tags, params known only at the end (its
+    outcome and verdict, as columns the UI can filter and plot), files and the data of its figures."""
 
     outcome: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -36,6 +38,7 @@ class RunEnd:
     history: dict | None = None  # {"columns", "epochs", "values"} (engine.History.table): written as history.csv
     plot_data: dict | None = None  # drawn by the recorder (gradlab.plots.figures)
     points: list[tuple[str, float, int]] = field(default_factory=list)  # step metrics known at the end: (name, value, step)
+    params: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.outcome not in STATUS:
