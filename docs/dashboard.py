@@ -72,7 +72,7 @@ def served(store: str, port: int, timeout: float = 120):
 
 
 def _printed_urls(log: Path, proc, timeout: float) -> dict:
-    markers = {"home": "the MLflow UI on", "runs": "latest sweep", "parent": "its ranking"}
+    markers = {"home": "the MLflow UI on", "runs": "latest sweep", "parent": "its answer"}
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         text = log.read_text()
@@ -121,7 +121,7 @@ def look(urls: dict, shots: Path | None = None) -> dict:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 860}).new_page()  # a fresh profile
-            page.goto(urls["runs"])
+            page.goto(urls["runs"])  # the sweep's shared view: its answer's columns, best first
             page.wait_for_selector("text=matching runs", timeout=WAIT_MS)
             with contextlib.suppress(Exception):
                 page.wait_for_selector(f"{NAMES}", timeout=WAIT_MS)
@@ -130,26 +130,33 @@ def look(urls: dict, shots: Path | None = None) -> dict:
             seen["genai_overview"] = any(page.get_by_text(t, exact=True).first.is_visible()
                                          for t in ("Token Usage", "Detect Issues") if page.get_by_text(t, exact=True).count())
             _close_assistant(page)
-            names = page.locator(NAMES)
-            seen["collapsed"] = names.all_inner_texts()
-            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand the parent
-            page.wait_for_function("n => document.querySelectorAll(\"[col-id='attributes.`Run Name`'] a\").length > n",
-                                   arg=len(seen["collapsed"]), timeout=WAIT_MS)
-            page.wait_for_timeout(500)
-            seen["rows"] = [(a.inner_text(), a.get_attribute("href").rsplit("/", 1)[-1]) for a in names.all()]
+            page.wait_for_timeout(1000)
+            seen["columns"] = [t for t in page.locator("[role=columnheader]").all_inner_texts() if t.strip()]
+            seen["rows"] = [(a.inner_text(), a.get_attribute("href").rsplit("/", 1)[-1]) for a in page.locator(NAMES).all()]
             if shots:
                 page.screenshot(path=str(shots / "ui-runs.png"))
+            page.set_viewport_size({"width": 1400, "height": 1300})
             page.goto(urls["parent"])
             page.wait_for_selector("text=Description", timeout=WAIT_MS)
             more = page.get_by_text("Show more", exact=True)
             if more.count():
                 more.first.click()
-            page.wait_for_timeout(1000)
+            page.wait_for_function("() => Array.from(document.images).some(i => i.src.includes('convergence_map') && i.complete)",
+                                   timeout=WAIT_MS)
+            page.wait_for_timeout(500)
             seen["parent_text"] = page.inner_text("body")
+            seen["parent_images"] = page.evaluate("() => Array.from(document.images).map(i => [i.src, i.naturalWidth])")
             if shots:
                 page.screenshot(path=str(shots / "ui-parent.png"), full_page=False)
-            child_name, child = seen["rows"][1]
+            page.set_viewport_size({"width": 1400, "height": 860})
+            parent = urls["parent"].split("/runs/")[1].split("?")[0]
             base = urls["parent"].split("/runs/")[0]
+            page.goto(f"{base}/runs/{parent}/artifacts/ranking.html?workflowType=machine_learning")
+            page.wait_for_selector("iframe", timeout=WAIT_MS)
+            frame = page.frame_locator("iframe").first
+            frame.locator("table").first.wait_for(timeout=WAIT_MS)
+            seen["ranking_rows"] = frame.locator("tr").all_inner_texts()
+            child_name, child = next(r for r in seen["rows"] if r[1] != parent)
             page.goto(f"{base}/runs/{child}?workflowType=machine_learning")
             page.wait_for_selector("text=Metrics (", timeout=WAIT_MS)
             page.wait_for_timeout(1000)

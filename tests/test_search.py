@@ -280,3 +280,27 @@ def test_an_interrupted_search_resumes_without_repeating_its_finished_trials(tem
     results = [c for c in children if c.data.tags["gradlab.outcome"] != "killed"]
     assert len(results) == 6 and {c.data.tags["gradlab.trial"] for c in first.values()} <= {
         c.data.tags["gradlab.trial"] for c in results}
+
+
+@pytest.mark.parametrize("objective", ["auto", "train_loss"])
+def test_a_search_minimises_the_sweeps_objective_and_its_best_trial_is_the_parents_best_run(cli, temp_store, objective):
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid",
+                       "optimizer.lr=choice(0.001,0.01,0.1)", "optimizer.momentum=0.9", "train.epochs=1500",
+                       "tracking.plots=false", f"tracking.objective={objective}")
+    assert code == 0, err
+    (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
+    run_of = {int(c.data.tags["gradlab.trial"]): c for c in children}
+    for t in study_of(parent).trials:
+        m = run_of[t.number].data.metrics
+        if run_of[t.number].data.tags["gradlab.outcome"] == "diverged":
+            expected = math.inf  # a result, the worst one
+        elif objective == "train_loss":
+            expected = m["final_train_loss"]
+        elif m["at_optimum"] == 1.0:  # auto, an optimum known: the epochs to reach it...
+            expected = m["epochs_to_optimum"]
+        else:  # ...else more than the budget of 1500, by log10 of how far above the tolerance it ended
+            expected = 1501 + math.log10(m["excess_loss"] / (1e-3 * m["optimal_train_loss"] + 1e-9))
+        assert t.value == pytest.approx(expected, rel=1e-12)
+    assert {c.data.params["verdict"] for c in children} == {"at_optimum", "slow", "diverged"}
+    best = min((t for t in study_of(parent).trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert parent.data.tags["gradlab.best_run"] == run_of[best.number].info.run_id

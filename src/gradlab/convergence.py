@@ -146,6 +146,7 @@ def figure(data: dict):
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
         ax.set_xticks(np.arange(-0.5, len(cols)), minor=True)
         ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
+        ax.grid(False)  # a seaborn theme's grid would cross the cells
         ax.grid(which="minor", color="white", lw=1.5)
         ax.tick_params(which="minor", length=0)
         ax.set_xlabel(NAMES.get(data["col_key"], data["col_key"]), fontsize=8)

@@ -229,7 +229,7 @@ def _refuse_bad_search(config: DictConfig) -> None:
         sys.exit(2)
 
 
-def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | None, shash: str) -> RunSpec:
+def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | None, shash: str, varied: list[str]) -> RunSpec:
     from gradlab.describe import provenance
 
     sweep_yaml = OmegaConf.to_yaml(OmegaConf.create({"sweeper": OmegaConf.to_container(config.hydra.sweeper),
@@ -238,7 +238,7 @@ def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | No
               "sweep.launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
               "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]}
     tags = {**provenance(), "gradlab.sweep": name, "gradlab.role": "sweep", "gradlab.sweep_hash": shash,
-            "gradlab.outcome": "running"}
+            "gradlab.outcome": "running", "gradlab.varied": ",".join(varied)}
     files = {"sweep.yaml": sweep_yaml}
     if jobs is not None:
         files["jobs.txt"] = "\n".join(" ".join(j) for j in jobs) + "\n"
@@ -284,7 +284,7 @@ class SweepCallback(Callback):
             shash = sweep_hash(config)
             resumed = recorder.ask("latest_sweep", experiment, shash) if config.tracking.skip_finished else None
             if resumed is None:
-                key = recorder.start([_parent_spec(config, name, experiment, jobs, shash)])[0]
+                key = recorder.start([_parent_spec(config, name, experiment, jobs, shash, varied)])[0]
             else:
                 key = recorder.reopen(resumed.id)
                 print(f"gradlab: resuming sweep {name!r} in parent run {resumed.id}; jobs that have a result are skipped")

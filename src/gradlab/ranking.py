@@ -430,10 +430,10 @@ def note(sweep: str, varied: list[str], jobs: int, entries: list[Entry], compari
     fates = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items() if k not in ("at_optimum", "slow"))
     verdicts = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in ("at_optimum", "slow") if k in c)
     parts = [f"**Sweep `{sweep}`** varied {', '.join(f'`{k}`' for k in varied) or 'nothing'}: {jobs} jobs, "
-             f"{fates or 'none recorded'}" + (f" ({verdicts})" if verdicts else "") + ".",
-             describe_objective(entries)]
-    if map_path:
-        parts.append(f"The convergence map (each configuration's verdict; artifact `{map_path}`):\n\n![convergence map]({map_path})")
+             f"{fates or 'none recorded'}" + (f" ({verdicts})" if verdicts else "") + "."]
+    if map_path:  # first: the page shows the start of a description before "Show more"
+        parts.append(f"![convergence map: each configuration's verdict]({map_path})")
+    parts.append(describe_objective(entries))
     groups = configurations(entries)
     rows = max(3, NOTE_ROWS // max(1, len(groups)))  # MLflow keeps 8000 characters of a tag
     for name, group in groups.items():

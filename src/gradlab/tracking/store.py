@@ -383,6 +383,9 @@ class Store:
             m, metrics = metrics[:BATCH_METRICS], metrics[BATCH_METRICS:]
             self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
 
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self.client.set_experiment_tag(experiment_id, key, value)
+
     def set_tags(self, run_id: str, tags: dict) -> None:
         safe, full = sanitize(tags, MAX_TAG_VALUE)
         self._log_batch(run_id, tags=safe)
