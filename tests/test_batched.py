@@ -17,7 +17,8 @@ import pytest
 from omegaconf import open_dict
 
 from conftest import ROOT, compose, history, store_made, wait_for
-from gradlab import launch, training
+from gradlab import training
+from gradlab.multirun import launch
 from gradlab.config import to_typed
 from gradlab.record import Job
 

@@ -25,7 +25,7 @@ from conftest import ROOT, compose, gradlab, store_made, wait_for
 from gradlab import plots, training, tracking
 from gradlab.config import from_container
 from gradlab.describe import provenance
-from gradlab.record import record
+from gradlab.record import Job, Origin, record
 from gradlab.tracking import RunSpec, processes, reap
 
 
@@ -68,7 +68,7 @@ def test_exception_marks_the_run_failed_and_keeps_what_was_logged(temp_store, mo
 
     monkeypatch.setattr(problem.Problem, "batches", batches)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        record(compose("train.epochs=100"), experiment="default", quiet=True)
+        record(Job(compose("train.epochs=100")), Origin("default"), quiet=True)
     r = only_run(temp_store)
     assert r.info.status == "FAILED"
     assert r.data.tags["gradlab.outcome"] == "failed"
@@ -86,7 +86,7 @@ def test_a_signal_mid_epoch_stops_at_its_end_with_every_history_whole(temp_store
     """The signal lands inside the bookkeeping of epoch 20 (between its first run's row and the
     second's): it is held to the epoch's end, so each run has exactly the rows of its epochs run."""
     from gradlab.engine import History
-    from gradlab.record import Job, record_group
+    from gradlab.record import Job, Origin, record_group
     from gradlab.signals import Killed
 
     original, calls = History.append, {"n": 0}
@@ -100,7 +100,7 @@ def test_a_signal_mid_epoch_stops_at_its_end_with_every_history_whole(temp_store
     monkeypatch.setattr(History, "append", append)
     jobs = [Job(compose("train.epochs=100", f"optimizer.lr={lr}", "tracking.plots=false")) for lr in (1e-4, 2e-4)]
     with pytest.raises(Killed):
-        record_group(jobs, experiment="default", quiet=True)
+        record_group(jobs, Origin("default"), quiet=True)
     c = client(temp_store)
     runs = c.search_runs([c.get_experiment_by_name("default").experiment_id])
     assert len(runs) == 2
@@ -388,7 +388,7 @@ def test_a_server_that_answers_health_but_stalls_its_api_fails_before_training()
 def test_relative_sqlite_uri_is_read_against_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlflow.db")
-    rec = record(compose("train.epochs=3", "tracking.plots=false"), experiment="rel", quiet=True)
+    rec = record(Job(compose("train.epochs=3", "tracking.plots=false")), Origin("rel"), quiet=True)
     assert (tmp_path / "rel" / "mlflow.db").is_file()
     assert client(f"sqlite:///{tmp_path}/rel/mlflow.db").get_run(rec.run_id).info.status == "FINISHED"
     assert (tmp_path / "rel" / "artifacts" / "rel").is_dir()  # artifacts beside the database
@@ -495,8 +495,8 @@ def test_a_csv_with_many_columns_keeps_the_full_input_list(temp_store, tmp_path)
     values = rng.normal(size=(20, 251))
     path = tmp_path / "wide.csv"
     path.write_text(",".join([*names, "y"]) + "\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in values) + "\n")
-    rec = record(compose("data=csv", f"data.path={path}", f"data.inputs=[{','.join(names)}]", "data.val_fraction=null",
-                         "train.epochs=3", "tracking.plots=false"), experiment="wide", quiet=True)
+    rec = record(Job(compose("data=csv", f"data.path={path}", f"data.inputs=[{','.join(names)}]", "data.val_fraction=null",
+                         "train.epochs=3", "tracking.plots=false")), Origin("wide"), quiet=True)
     r = client(temp_store).get_run(rec.run_id)
     assert len(r.data.params["data.inputs"]) <= tracking.store.MAX_PARAM_VALUE
     assert json.loads(json.loads(artifact(rec.run_id, "params_full.json", temp_store))["data.inputs"]) == names
@@ -504,7 +504,7 @@ def test_a_csv_with_many_columns_keeps_the_full_input_list(temp_store, tmp_path)
 
 # ---------------------------------------------------------------------------- provenance
 def test_provenance_is_complete(temp_store):
-    rec = record(compose("train.epochs=5", "train.seed=7"), experiment="prov", overrides=["train.seed=7"], quiet=True)
+    rec = record(Job(compose("train.epochs=5", "train.seed=7"), ["train.seed=7"]), Origin("prov"), quiet=True)
     r = client(temp_store).get_run(rec.run_id)
     tags = r.data.tags
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -536,7 +536,7 @@ def test_provenance_outside_git_says_unknown(monkeypatch, tmp_path):
 
 
 def test_history_csv_equals_the_in_memory_history_and_metrics_are_thinned(temp_store):
-    rec = record(compose("train.epochs=5000", "tracking.max_points=100", "tracking.plots=false"), experiment="thin", quiet=True)
+    rec = record(Job(compose("train.epochs=5000", "tracking.max_points=100", "tracking.plots=false")), Origin("thin"), quiet=True)
     h = rec.result.history
     rows = history_rows(artifact(rec.run_id, "history.csv", temp_store))
     assert list(rows[0]) == h.columns
@@ -552,7 +552,7 @@ def test_rerun_reproduces_the_run(temp_store, monkeypatch, capsys):
     from gradlab import cli
 
     cfg = compose("optimizer.momentum=0.9", "train.batch_size=3", "train.shuffle=true", "train.epochs=200", "train.seed=5")
-    first = record(cfg, experiment="again", quiet=True)
+    first = record(Job(cfg), Origin("again"), quiet=True)
     monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", first.run_id])
     with pytest.raises(SystemExit) as e:
         cli.main()
@@ -569,7 +569,7 @@ def test_rerun_treats_a_stored_config_as_data_not_as_interpolations(temp_store, 
     from gradlab import cli
 
     cfg = compose("train.epochs=20")
-    first = record(cfg, experiment="again", quiet=True)
+    first = record(Job(cfg), Origin("again"), quiet=True)
     text = artifact(first.run_id, "config.yaml", temp_store).replace("run_name: null", "run_name: ${oc.env:GRADLAB_SECRET}")
     assert "${oc.env:GRADLAB_SECRET}" in text
     store = tracking.Store(temp_store)
@@ -588,7 +588,7 @@ def test_rerun_treats_a_stored_config_as_data_not_as_interpolations(temp_store, 
 def test_rerun_of_a_job_from_a_resumed_sweep_runs_again(temp_store, monkeypatch):
     from gradlab import cli
 
-    first = record(compose("train.epochs=20", "tracking.skip_finished=true"), experiment="resumed", quiet=True)
+    first = record(Job(compose("train.epochs=20", "tracking.skip_finished=true")), Origin("resumed"), quiet=True)
     monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", first.run_id])
     with pytest.raises(SystemExit) as e:
         cli.main()

@@ -18,8 +18,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from conftest import ROOT, history, store_made, wait_for
-from gradlab import compare, search
-from gradlab.search import Plan, SearchError
+from gradlab import compare
+from gradlab.multirun import search
+from gradlab.multirun.search import Plan, SearchError
 from gradlab.tracking import Store
 
 SWEEPS = str(ROOT / "sweeps")

@@ -271,15 +271,15 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
     assert parent.data.tags["gradlab.best_run"] == ranking["run_id"].iloc[0]  # one source of "best"
 
     # --all: every run of the experiment, the sweep's children and single runs beside them, no parent
-    from gradlab.record import record
+    from gradlab.record import Job, Origin, record
 
     for lr in ("0.001", "0.002"):
-        record(compose(f"optimizer.lr={lr}", "train.epochs=20", "tracking.plots=false"), experiment="rep", quiet=True)
+        record(Job(compose(f"optimizer.lr={lr}", "train.epochs=20", "tracking.plots=false")), Origin("rep"), quiet=True)
     everything = pd.read_csv(compare.report(store, experiment="rep", everything=True, out=tmp_path / "all") / "summary.csv")
     assert len(everything) == 12 + 2
     assert len(pd.read_csv(compare.report(store, experiment="rep", out=tmp_path / "latest") / "summary.csv")) == 12
     # an experiment without any sweep: its runs
-    record(compose("optimizer.lr=0.003", "train.epochs=20", "tracking.plots=false"), experiment="solo", quiet=True)
+    record(Job(compose("optimizer.lr=0.003", "train.epochs=20", "tracking.plots=false")), Origin("solo"), quiet=True)
     assert len(pd.read_csv(compare.report(store, experiment="solo", out=tmp_path / "solo") / "summary.csv")) == 1
 
 
@@ -616,7 +616,7 @@ def test_make_ui_shows_the_store_the_environment_names(tmp_path):
 def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written(capsys):
     """A recorder answers an earlier message's failure at the next send, before taking the
     parent's end: that error escaped the sweep's end, leaving the parent RUNNING."""
-    from gradlab import multirun
+    from gradlab.multirun.sweep import _end
     from gradlab.tracking import TrackingError
     from gradlab.tracking.spec import RunEnd
 
@@ -636,7 +636,7 @@ def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written
             self.written += [(k, e.outcome, "here") for k, e in zip(keys, ends)]
 
     rec = Replying()
-    multirun._end(rec, 7, RunEnd("completed"))
+    _end(rec, 7, RunEnd("completed"))
     assert rec.written and rec.written[0][:2] == (7, "completed")
     assert "gradlab: error: log_batch: database is locked" in capsys.readouterr().err
 
@@ -644,7 +644,8 @@ def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written
 def test_a_record_that_failed_as_the_sweep_ends_fails_the_sweep_and_ends_its_parent(monkeypatch, capsys):
     """The recorders' last writes are waited for at the sweep's end; an error they reported then
     escaped it, leaving the parent RUNNING."""
-    from gradlab import multirun
+    from gradlab.multirun.context import SweepContext
+    from gradlab.multirun.sweep import Sweep
     from gradlab.tracking import Recorder, TrackingError
 
     class Failing:  # a recorder whose last run's end failed to be written (a full disk, say)
@@ -668,9 +669,8 @@ def test_a_record_that_failed_as_the_sweep_ends_fails_the_sweep_and_ends_its_par
 
     rec = Failing()
     monkeypatch.setattr(Recorder, "everyone", classmethod(lambda cls: [rec]))
-    monkeypatch.setattr(multirun, "_parent", {"recorder": rec, "key": 1, "id": "p", "name": "grid", "experiment": "e",
-                                              "jobs": None, "varied": []})
-    assert multirun.finish() >= 1
+    sweep = Sweep(SweepContext("p", "grid", "e", "sqlite:///unused.db"), recorder=rec, key=1)
+    assert sweep.finish().failed >= 1
     (end,) = rec.ends
     assert end.outcome == "failed" and "database or disk is full" in end.tags["gradlab.error.message"]
     assert "gradlab: error: recording a run of sweep 'grid': Finish: database or disk is full" in capsys.readouterr().err

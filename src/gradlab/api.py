@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,14 +74,14 @@ def run(*overrides: str, **settings) -> RunResult:
     """Compose conf/ with these overrides (and settings: optimizer__lr=0.1 is optimizer.lr=0.1),
     train and record one run; its result."""
     from gradlab import describe
-    from gradlab.record import record
+    from gradlab.record import Job, Origin, record
 
     args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in settings.items())]
     cfg, recipe = compose(args)
     cfg.tracking.skip_finished = False  # a call asks for a run and its result: it always trains
     experiment = describe.experiment_name(cfg.tracking.experiment, recipe)
     with _interruptible():
-        rec = record(cfg, experiment=experiment, overrides=args, quiet=True)
+        rec = record(Job(cfg, args), Origin(experiment), quiet=True)
     result = rec.result
     return RunResult(rec.run_id, experiment, describe.run_name(cfg, args), rec.outcome, dict(result.metrics), result.params,
                      result.optimum, pd.DataFrame(list(result.history.records()), columns=result.history.columns),
@@ -167,29 +166,22 @@ class SweepResult:
 
 def sweep(grid: dict | str | list[str], *overrides: str, launcher: str = "batched") -> SweepResult:
     """A multirun: `grid` as {key: [values]}, Hydra sweep strings ("optimizer=gd,adam"), or the
-    name of a file in sweeps/; recorded as a parent run with a child per job, as `make sweep`."""
-    from hydra.core.global_hydra import GlobalHydra
+    name of a file in sweeps/; recorded as a parent run with a child per job, as `make sweep`.
+    Refused before any job ran, it raises the CLI's one-line message as OverrideError (a bad
+    key, option or value), ConfigError or TrackingError."""
+    from gradlab.multirun.run import run_sweep
 
-    from gradlab import cli, multirun
-
-    args = ["-m", *_sweep_args(grid), *overrides]
+    config_dir, config_name, args = _sweep_args(grid)
+    args = [*args, *overrides]
     if not any(a.startswith(("hydra/launcher=", "hydra.launcher")) for a in args) and launcher:
         args.append(f"hydra/launcher={launcher}")
     if not any(a.startswith("hydra.sweep.dir=") for a in args):  # Hydra's bookkeeping, out of the way
         import tempfile
 
         args.append(f"hydra.sweep.dir={tempfile.mkdtemp(prefix='gradlab-sweep-')}")
-    GlobalHydra.instance().clear()
-    errors = io.StringIO()
-    multirun.last.clear()
-    try:
-        with _tee_stderr(errors), _argv(["gradlab", *args]), _interruptible(), signals.as_exceptions():
-            code = cli.train(args, shutdown=False)
-    finally:
-        GlobalHydra.instance().clear()
-    if not multirun.last:  # refused before the sweep began: the CLI's one-line reason
-        raise OverrideError(_reason(errors.getvalue()) or f"the sweep did not start (exit status {code})")
-    return _sweep_result(multirun.last["id"], multirun.last["experiment"], code)
+    with _interruptible(), signals.as_exceptions():
+        outcome = run_sweep(args, config_dir, config_name)
+    return _sweep_result(outcome.parent_id, outcome.experiment)
 
 
 def _entries(frame: pd.DataFrame) -> list:
@@ -198,19 +190,21 @@ def _entries(frame: pd.DataFrame) -> list:
     return compare.entries(frame)
 
 
-def _sweep_args(grid) -> list[str]:
+def _sweep_args(grid) -> tuple[str | None, str, list[str]]:
+    """(config dir, config name, overrides) of a grid given as a dict, sweep strings or a sweep file's name."""
     if isinstance(grid, dict):
-        return [f"{k}={','.join(_value(v) for v in (vs if isinstance(vs, (list, tuple)) else [vs]))}" for k, vs in grid.items()]
+        return None, "config", [f"{k}={','.join(_value(v) for v in (vs if isinstance(vs, (list, tuple)) else [vs]))}"
+                                for k, vs in grid.items()]
     items = [grid] if isinstance(grid, str) else list(grid)
     if len(items) == 1 and "=" not in items[0]:  # a sweep file's name
         if not (SWEEP_FILES / f"{items[0]}.yaml").exists():
             names = ", ".join(sorted(p.stem for p in SWEEP_FILES.glob("*.yaml")))
             raise OverrideError(f"no sweep {items[0]!r} in {SWEEP_FILES}; there are: {names}")
-        return ["-cd", str(SWEEP_FILES), "-cn", items[0]]
-    return items
+        return str(SWEEP_FILES), items[0], []
+    return None, "config", items
 
 
-def _sweep_result(parent_id: str, experiment: str, code: int) -> SweepResult:
+def _sweep_result(parent_id: str, experiment: str) -> SweepResult:
     from gradlab import compare
     from gradlab.tracking import Store, query
 
@@ -255,15 +249,6 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _reason(stderr: str) -> str:
-    """The CLI's one-line reason: its "error:" line and what follows it."""
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    for i, line in enumerate(lines):
-        if "error:" in line:
-            return "\n".join(lines[i:]).replace("gradlab: error: ", "", 1)
-    return lines[0] if lines else ""
-
-
 @contextlib.contextmanager
 def _interruptible():
     """Ctrl-C (a notebook's interrupt) ends the runs KILLED, then is a KeyboardInterrupt again."""
@@ -271,38 +256,3 @@ def _interruptible():
         yield
     except signals.Killed:
         raise KeyboardInterrupt from None
-
-
-@contextlib.contextmanager
-def _argv(argv: list[str]):
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        for s in self.streams:
-            s.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        for s in self.streams:
-            s.flush()
-
-
-@contextlib.contextmanager
-def _tee_stderr(copy: io.StringIO):
-    """stderr shown as usual, and kept: a refused sweep's reason becomes the exception's message."""
-    saved = sys.stderr
-    sys.stderr = _Tee(saved, copy)
-    try:
-        yield
-    finally:
-        sys.stderr = saved

@@ -13,18 +13,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gradlab import signals, spill, timings
+from gradlab import signals, timings
 from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
 from gradlab.record import record
 from gradlab.tracking import Recorder, TrackingError, project_root
@@ -38,81 +35,71 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _before_orphan_exit() -> None:
-    """A joblib worker whose launcher died leaves by os._exit: what its job sent is delivered
-    first, and its spilled histories removed (no finalizer runs then)."""
-    Recorder.shutdown()
-    spill.remove_all()
-
-
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    from gradlab import multirun, trials
+    """One run (a multirun goes to run_sweep before Hydra is asked)."""
     from gradlab.describe import experiment_name
+    from gradlab.record import Job, Origin
 
     hc = HydraConfig.get()
     try:
         typed = to_typed(cfg)
-        # In a sweep every job nests under the parent run, so it lives in the parent's experiment.
-        experiment = multirun.sweep_experiment() or experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment"))
-        claim = trials.claim(hc.overrides.task)  # a search's trial, when this job is one (basic launcher)
-        with signals.ended_with(multirun.launcher_pid(), _before_orphan_exit):
-            rec = record(typed, experiment=experiment, overrides=list(hc.overrides.task), parent_run_id=multirun.parent_run_id(),
-                         sweep=multirun.sweep_name(), extra_tags=claim.tags if claim else None,
-                         watch=claim.watch if claim else None, varied=multirun.sweep_varies())
-        return rec.objective
+        origin = Origin(experiment_name(typed.tracking.experiment, hc.runtime.choices.get("experiment")))
+        return record(Job(typed, list(hc.overrides.task)), origin).objective
     except USER_ERRORS as e:
-        if hc.mode == RunMode.MULTIRUN:  # Hydra records this job as failed and goes on with the others
-            raise
         _fail(str(e))
 
 
-def train(args: list[str], shutdown: bool = True) -> int:
-    """One run, or a multirun (-m): Hydra composes each job's config and `record` runs it.
-    Hydra reads the arguments from sys.argv; `shutdown=False` keeps the recorders for later calls."""
-    from gradlab import multirun
-
+def train(argv: list[str], shutdown: bool = True) -> int:
+    """One run, or a sweep: -m, or a config that asks for one (a sweep file's hydra.mode).
+    `shutdown=False` keeps the recorders for later calls."""
     from gradlab.explain import COMPOSITION_ERRORS, explain
+    from gradlab.multirun import hydra_internals
 
-    code = 0
     try:
+        if _is_sweep(hydra_internals.parse(argv)):
+            return _sweep(hydra_internals.parse(argv))
         with _errors_raised():
             _hydra_main()
-    except signals.Killed as e:
-        multirun.abort(e.signum)
-        raise
-    except SystemExit as e:  # a user mistake in a single run (exit 2)
-        code = e.code if isinstance(e.code, int) else 1
+        return 0
+    except SystemExit as e:  # a user mistake in a single run (exit 2), or Hydra's own exits (--help)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except COMPOSITION_ERRORS as e:  # a key, option or file the command line names that does not exist
-        print(f"gradlab: error: {explain(e, args)}", file=sys.stderr)
-        _stopped(multirun, e)
-        code = 2
-    except Exception as e:  # a job that crashed (a sweep re-raises it after every other job ran), or a bug
-        if type(e).__name__ in multirun.WORKER_DIED:  # a fault, not a bug
-            print(f"gradlab: error: a worker process of the sweep's launcher died ({_exit_codes(e)}): the run of its job "
-                  "and those in flight beside it are KILLED, the jobs not started never ran", file=sys.stderr)
-        elif isinstance(e, USER_ERRORS):  # a sweep's job stopped by its store or its recorder: said above it, once
-            print(f"gradlab: error: {e}", file=sys.stderr)
-        else:
-            traceback.print_exc()
-        _stopped(multirun, e)
-        code = 1
+        print(f"gradlab: error: {explain(e, argv)}", file=sys.stderr)
+        return 2
     finally:
-        failed = multirun.finish()  # a no-op once abort closed the sweep
         if shutdown:
             Recorder.shutdown()
-    return code or (1 if failed else 0)
 
 
-def _exit_codes(error: Exception) -> str:
-    """"exit codes {SIGKILL(-9)}", as loky's message gives them."""
-    found = re.search(r"exit codes of the workers are (\{[^}]*\})", str(error))
-    return f"exit codes {found.group(1)}" if found else type(error).__name__
+def _is_sweep(args) -> bool:
+    """-m, or a sweep file (or hydra.mode override) that asks for a multirun; not --cfg, --help..."""
+    if args.cfg or args.help or args.hydra_help or args.info or args.shell_completion:
+        return False
+    if args.multirun:
+        return True
+    if args.config_name is None and args.config_dir is None and not any(o.startswith("hydra.mode=") for o in args.overrides):
+        return False  # conf/config.yaml is a single run: no composition spent on asking
+    from gradlab.explain import COMPOSITION_ERRORS
+    from gradlab.multirun import hydra_internals
+
+    try:
+        app = hydra_internals.hydra(project_root() / "conf", args.config_dir)
+        return hydra_internals.is_multirun(app, args.config_name or "config", list(args.overrides))
+    except COMPOSITION_ERRORS:  # said by the run's own composition
+        return False
 
 
-def _stopped(multirun, error: Exception) -> None:
-    """What stopped a sweep fails its parent (a sweeper that crashed before any job left it empty)."""
-    multirun.annotate({"gradlab.error.type": type(error).__name__, "gradlab.error.message": str(error) or repr(error)})
+def _sweep(args) -> int:
+    """A sweep from the command line: run_sweep, its refusal said in one line (exit 2), 1 if a job failed."""
+    from gradlab.multirun.run import run_sweep
+
+    try:
+        outcome = run_sweep(list(args.overrides), args.config_dir, args.config_name or "config")
+    except USER_ERRORS as e:
+        print(f"gradlab: error: {e}", file=sys.stderr)
+        return 2
+    return 1 if outcome is None or outcome.failed else 0
 
 
 @contextlib.contextmanager
@@ -142,7 +129,9 @@ def rerun(args: list[str]) -> int:
         _fail(f"the config.yaml of run {args[0]} does not fit this version of gradlab ({e}); "
               "check out the commit in its gradlab.git.commit tag and rerun from there")
     cfg.tracking.skip_finished = False  # a rerun runs, even where the original had resumed a sweep
-    record(cfg, experiment=cfg.tracking.experiment, overrides=[], extra_tags={"gradlab.rerun_of": args[0]})
+    from gradlab.record import Job, Origin
+
+    record(Job(cfg, [], {"gradlab.rerun_of": args[0]}), Origin(cfg.tracking.experiment))
     return 0
 
 

@@ -13,6 +13,7 @@ import math
 
 from gradlab import ranking
 
+WIDTH = 9.4  # inches at 100 dpi: what the run page shows of a description's image
 MAX_VALUES = 40  # an axis with more values than this is a search's continuum, not a grid: no map
 COLOURS = {"at_optimum": "#43a047", "mixed": "#c0ca33", "slow": "#ffb74d", "diverged": "#e53935",
            "no_optimum": "#90caf9", "failed": "#bdbdbd"}
@@ -117,13 +118,24 @@ def figure(data: dict):
 
     panels, rows, cols = data["panels"], data["rows"], data["cols"]
     codes = list(COLOURS)
-    per_row = min(3, len(panels))
+    # At most WIDTH inches (the MLflow run page shows a description about 950 px wide): the panels
+    # of a line share their row labels, wrap onto more lines, and cells narrow where one panel
+    # alone would not fit.
+    left, gap = 1.3, 0.25  # inches: the row labels; between two panels
+    for per_row in range(min(3, len(panels)), 0, -1):  # as many panels a line as fit with cells still legible
+        cell_w = min(0.62, (WIDTH - left - 0.2 - (per_row - 1) * gap) / (per_row * len(cols)))
+        if cell_w >= 0.45:
+            break
+    cell_w = max(cell_w, 0.36)
+    cell_h = 0.42 if not data["seeds"] else 0.56
+    cells_w = cell_w * len(cols)
     lines = math.ceil(len(panels) / per_row)
-    cell_w, cell_h = 0.62, 0.42 if not data["seeds"] else 0.56
-    width = max(6.0, per_row * (1.4 + cell_w * len(cols)) + 0.4)
-    height = 1.3 + lines * (0.9 + cell_h * max(1, len(rows)))
+    width = max(6.0, left + per_row * cells_w + (per_row - 1) * gap + 0.2)
+    line_h = cell_h * max(1, len(rows))
+    ticks = 0.9 if len(cols) > 6 else 0.5  # room for the column labels, rotated where they are many
+    height = 1.6 + lines * (line_h + ticks + 0.35)
     fig = Figure(figsize=(width, height))
-    axes = fig.subplots(lines, per_row, squeeze=False)
+    axes = fig.subplots(lines, per_row, squeeze=False, sharey=True)
     by_place = {(c["panel"], c["row"], c["col"]): c for c in data["cells"]}
     for i, ax in enumerate(axes.flat):
         if i >= len(panels):
@@ -149,7 +161,7 @@ def figure(data: dict):
         ax.grid(False)  # a seaborn theme's grid would cross the cells
         ax.grid(which="minor", color="white", lw=1.5)
         ax.tick_params(which="minor", length=0)
-        ax.set_xlabel(NAMES.get(data["col_key"], data["col_key"]), fontsize=8)
+        ax.set_xlabel(NAMES.get(data["col_key"], data["col_key"]), fontsize=8, labelpad=2)
         ax.set_title(panel or "", fontsize=9)
     present = [c for c in codes if any(cell["verdict"] == c for cell in data["cells"])]
     fig.legend([Patch(color=COLOURS[c]) for c in present], [WORDS[c] for c in present], loc="lower center",
@@ -159,8 +171,8 @@ def figure(data: dict):
         numbers += "; +x: the excess loss of a run that did not"
     fig.suptitle(f"Convergence map: {NAMES.get(data['row_key'], data['row_key']) or 'configuration'} × "
                  f"{NAMES.get(data['col_key'], data['col_key'])}\n{numbers}", fontsize=10)
-    fig.subplots_adjust(left=1.3 / width, right=1 - 0.2 / width, top=1 - 0.85 / height, bottom=0.95 / height,
-                        hspace=0.9, wspace=0.35)
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, top=1 - 0.85 / height, bottom=0.75 / height,
+                        hspace=(ticks + 0.35) / line_h, wspace=gap / cells_w)
     return fig
 
 

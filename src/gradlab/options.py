@@ -68,3 +68,8 @@ class Objective(Enum):
     train_loss = "train_loss"  # the final training loss
     val_loss = "val_loss"  # the final validation loss (the training loss without a split)
     best_val_loss = "best_val_loss"  # the lowest validation loss seen (early stopping's pick)
+
+
+class SweepRefused(OverrideError):
+    """A sweep refused before any job ran: jobs with bad values, a search that cannot work. The
+    message lists what is wrong, a line each."""

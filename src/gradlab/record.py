@@ -22,6 +22,17 @@ from gradlab.tracking import MetricStream, Recorder, RunEnd, RunSpec
 from gradlab.tracking.background import RecorderGone
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where runs come from: the experiment they go to and, for a sweep's children, the parent run,
+    the sweep's name and the keys it varies (they lead the children's names)."""
+
+    experiment: str
+    parent_id: str | None = None
+    sweep: str | None = None
+    varied: list[str] | None = None
+
+
 @dataclass
 class Job:
     """One configuration to run, with what the record says about where it came from."""
@@ -41,45 +52,41 @@ class Recorded:
     result: object  # training.Result, or None if skipped (an identical run already has a result)
 
 
-def record(cfg: Config, *, experiment: str, overrides: list[str] | None = None, parent_run_id: str | None = None,
-           sweep: str | None = None, extra_tags: dict | None = None, quiet: bool = False, watch=None,
-           varied: list[str] | None = None) -> Recorded:
+def record(job: Job, origin: Origin, quiet: bool = False) -> Recorded:
     """Validate, build, then train and record one run; returns once its record is complete."""
-    job = Job(cfg, list(overrides or []), dict(extra_tags or {}), watch)
-    return record_group([job], experiment=experiment, parent_id=parent_run_id, sweep=sweep, quiet=quiet, varied=varied)[0]
+    return record_group([job], origin, quiet=quiet)[0]
 
 
-def record_group(jobs: list[Job], *, experiment: str, parent_id: str | None = None, sweep: str | None = None,
-                 quiet: bool = False, recorder=None, wait: bool = True, varied: list[str] | None = None) -> list[Recorded]:
+def record_group(jobs: list[Job], origin: Origin, quiet: bool = False, recorder=None, wait: bool = True) -> list[Recorded]:
     """Train jobs that differ only in values as one batch, each recorded as its own run; returns
     once every record is complete (`wait`), or once every end is sent (the caller syncs the
-    recorder later: a sweep trains its next batch while this one is written). `varied`: the keys
-    a sweep varies, which lead its children's names. User mistakes raise before any run exists."""
+    recorder later: a sweep trains its next batch while this one is written). User mistakes
+    raise before any run exists."""
     timings.stamp("record")
     for job in jobs:
         validate(job.cfg)
     recorder = recorder or Recorder.shared()
     recorder.open()  # checked here; the recorder imports mlflow and opens the store while torch loads
-    logged = [replace(j.cfg, tracking=replace(j.cfg.tracking, experiment=experiment)) for j in jobs]  # rerun finds it
-    done = _finished(recorder, experiment, logged) if jobs[0].cfg.tracking.skip_finished else {}
+    # The experiment as recorded in config.yaml, so that a rerun finds it.
+    logged = [replace(j.cfg, tracking=replace(j.cfg.tracking, experiment=origin.experiment)) for j in jobs]
+    done = _finished(recorder, origin.experiment, logged) if jobs[0].cfg.tracking.skip_finished else {}
     todo = [i for i in range(len(jobs)) if i not in done]
     out = dict(done)
     if todo:
-        out.update(zip(todo, _train(recorder, [jobs[i] for i in todo], [logged[i] for i in todo], experiment,
-                                    parent_id, sweep, quiet, wait, varied)))
+        out.update(zip(todo, _train(recorder, [jobs[i] for i in todo], [logged[i] for i in todo], origin, quiet, wait)))
     if not quiet:
         for i, rec in done.items():
-            print(f"gradlab: skipped {describe.run_name(jobs[i].cfg, jobs[i].overrides, varied)}: run {rec.run_id} already {rec.outcome} with this config")
+            print(f"gradlab: skipped {describe.run_name(jobs[i].cfg, jobs[i].overrides, origin.varied)}: "
+                  f"run {rec.run_id} already {rec.outcome} with this config")
     return [out[i] for i in range(len(jobs))]
 
 
-def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, parent_id, sweep, quiet,
-           wait: bool, varied: list[str] | None) -> list[Recorded]:
+def _train(recorder, jobs: list[Job], logged: list[Config], origin: Origin, quiet: bool, wait: bool) -> list[Recorded]:
     from gradlab import training
 
     s = training.setup(*[j.cfg for j in jobs])  # ConfigError / DataError here leave no run behind
     timings.stamp("setup")
-    specs = [describe_run(j, cfg, s, i, experiment, parent_id, sweep, varied) for i, (j, cfg) in enumerate(zip(jobs, logged))]
+    specs = [describe_run(j, cfg, s, i, origin) for i, (j, cfg) in enumerate(zip(jobs, logged))]
     recorder.poll()  # a store the recorder could not open stops us before training
     histories = training.new_histories(s)
     first = jobs[0].cfg
@@ -87,8 +94,8 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
     # What a search's pruner watches: the loss its objective ranks by.
     watched = (ranking.rule(first.tracking.objective.value, {"optimal_train_loss": 0.0} if training.has_optimum(s) else {})
                if any(watches) else "train_loss")
-    with RunGroup(recorder, specs, histories, s.schedule, first.tracking.max_points, first.train.progress, wait,
-                  watches, watched) as group:
+    streaming = Streaming(first.tracking.max_points, first.train.progress, wait, watches, watched)
+    with RunGroup(recorder, specs, histories, s.schedule, streaming) as group:
         with signals.polled() as check:  # a signal stops training between epochs: no history torn
             finals = training.fit(s, histories, group.on_log, check)
         timings.stamp("trained")
@@ -101,12 +108,11 @@ def _train(recorder, jobs: list[Job], logged: list[Config], experiment: str, par
                 for k, r, j in zip(group.keys, results, jobs)]
     if not quiet:
         for spec, rec in zip(specs, recorded):
-            print(summary(spec.name, rec.run_id, experiment, recorder.uri, rec.result))
+            print(summary(spec.name, rec.run_id, origin.experiment, recorder.uri, rec.result))
     return recorded
 
 
-def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: str | None, sweep: str | None,
-                 varied: list[str] | None = None) -> RunSpec:
+def describe_run(job: Job, cfg: Config, s, i: int, origin: Origin) -> RunSpec:
     """The run to create for configuration i of a set-up batch; `cfg` is its config as logged."""
     flat = flatten(container(cfg))
     problem = s.problem
@@ -116,14 +122,15 @@ def describe_run(job: Job, cfg: Config, s, i: int, experiment: str, parent_id: s
     tags = {**describe.provenance(), "gradlab.outcome": "running", "gradlab.config_hash": config_hash(flat),
             "gradlab.device": describe.device_name(s.backend.device), "gradlab.seed": str(cfg.train.seed),
             "gradlab.overrides": " ".join(job.overrides), **job.tags}
-    if sweep:
-        tags["gradlab.sweep"] = sweep
+    if origin.sweep:
+        tags["gradlab.sweep"] = origin.sweep
     prepared = s.prepared[i]
     if prepared is not None and prepared.dataset.sha256:
         tags.update({"gradlab.data.sha256": prepared.dataset.sha256, "gradlab.data.path": prepared.dataset.source})
     files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
     inputs = describe.datasets(prepared, cfg.data.name, flat)
-    return RunSpec(experiment, describe.run_name(cfg, job.overrides, varied), params, tags, parent_id, inputs, files)
+    return RunSpec(origin.experiment, describe.run_name(cfg, job.overrides, origin.varied), params, tags, origin.parent_id,
+                   inputs, files)
 
 
 def _ending(s, i: int, cfg: Config, result) -> RunEnd:
@@ -166,18 +173,31 @@ def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict
             for i, (h, cfg) in enumerate(zip(hashes, logged)) if (r := found.get(h)) is not None}
 
 
+@dataclass
+class Streaming:
+    """How a group of runs is followed while it trains: its step metrics (at most max_points
+    each), the progress line, whether its end is waited for, a search's watches and the loss they see."""
+
+    max_points: int
+    progress: bool | None
+    wait: bool = True
+    watches: list = field(default_factory=list)
+    watched: str = "val_loss"
+
+
 class RunGroup:
     """Owns the ends of a group of started runs: whatever leaves the `with` block, every run
     without a result ends KILLED (a signal) or FAILED (an exception), with its history so far."""
 
-    def __init__(self, recorder: Recorder, specs: list[RunSpec], histories: list, schedule, max_points: int,
-                 progress: bool | None, wait: bool = True, watches: list | None = None, watched: str = "val_loss"):
-        self.recorder, self.histories, self.wait = recorder, histories, wait
-        self.watches = {i: w for i, w in enumerate(watches or []) if w is not None}
+    def __init__(self, recorder: Recorder, specs: list[RunSpec], histories: list, schedule, streaming: "Streaming"):
+        self.recorder, self.histories, self.wait = recorder, histories, streaming.wait
+        self.watches = {i: w for i, w in enumerate(streaming.watches) if w is not None}
         self.keys = recorder.start(specs)
         metrics = histories[0].metrics
-        self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(), max_points)
-        self.progress = Progress(schedule.epochs, metrics, progress)
+        self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(),
+                                   streaming.max_points)
+        self.progress = Progress(schedule.epochs, metrics, streaming.progress)
+        watched = streaming.watched
         self.ends: dict[int, Callable[[], RunEnd]] = {}  # run -> how to make its end (it trained to a result)
         # A search's pruner watches the validation loss where the objective is one, else the training loss.
         self.objective_at = metrics.index("val_loss" if watched in ("val_loss", "best_val_loss") and "val_loss" in metrics

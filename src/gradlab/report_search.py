@@ -55,7 +55,7 @@ def importances(parent) -> dict[str, float]:
     """The searched parameters' importances, computed by Optuna from the parent run's study."""
     if parent is None or not parent.tag("study"):
         return {}
-    from gradlab import search
+    from gradlab.multirun import search
 
     return search.importances(parent.tag("study"), parent.tag("study.storage"))
 

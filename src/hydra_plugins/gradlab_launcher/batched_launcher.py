@@ -1,6 +1,6 @@
 """gradlab's launcher for Hydra, `hydra/launcher=batched`: the jobs of a sweep that differ only in
 values train together as one batch, and each is still recorded as its own run. Hydra finds it in
-this `hydra_plugins` namespace package; the work is done by gradlab.launch."""
+this `hydra_plugins` namespace package; the work is done by gradlab.multirun.launch."""
 
 from dataclasses import dataclass
 from typing import Sequence
@@ -29,6 +29,7 @@ class BatchedLauncher(Launcher):
         self.hydra_context, self.config = hydra_context, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from gradlab.launch import launch
+        from gradlab.multirun.launch import launch
+        from gradlab.multirun.sweep import Sweep, current
 
-        return launch(self.hydra_context, self.config, job_overrides, initial_job_idx, self.recorders, self.max_batch)
+        return launch(self.hydra_context, self.config, job_overrides, current() or Sweep(), self.recorders, self.max_batch)

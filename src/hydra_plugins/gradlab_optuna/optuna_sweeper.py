@@ -1,6 +1,6 @@
 """gradlab's Optuna sweeper for Hydra, `hydra/sweeper=optuna`, on current Optuna: ask-and-tell,
 the search-space syntax of hydra-optuna-sweeper, pruning inside a batch, resumable studies.
-Hydra finds it in this `hydra_plugins` namespace package; the work is done by gradlab.search."""
+Hydra finds it in this `hydra_plugins` namespace package; the work is done by gradlab.multirun.search."""
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -77,9 +77,12 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function)
 
     def sweep(self, arguments: List[str]) -> None:
-        from gradlab import search, multirun
+        from gradlab.multirun import search
+        from gradlab.multirun.sweep import Sweep, current
 
-        parent = multirun.parent_run_id() or "local"  # a study per sweep: resuming the sweep resumes it
+        sweep = current() or Sweep()  # gradlab's run_sweep makes one; a bare Hydra run goes without a parent
+        ctx = sweep.context
+        parent = ctx.parent_id if ctx else "local"  # a study per sweep: resuming the sweep resumes it
         summary = search.run(self.config, self.launcher, self.settings, arguments,
-                             default_name=f"{multirun.sweep_name() or 'search'}-{parent[:12]}")
-        multirun.annotate(summary)
+                             default_name=f"{ctx.name if ctx else 'search'}-{parent[:12]}", offered=sweep.trials)
+        sweep.annotate(summary)

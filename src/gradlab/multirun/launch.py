@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import sys
 
-from gradlab import multirun, trials
-from gradlab.multirun import forget_compositions
 from gradlab.config import Config, container, flatten, to_typed
-from gradlab.record import Job, record_group
-from gradlab.tracking import Recorders
+from gradlab.record import Job, Origin, record_group
+from gradlab.multirun.hydra_internals import forget_compositions
 
 # Flattened config keys whose values become a tensor axis (a prefix ends with ".").
 BATCHED = ("optimizer.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
@@ -26,8 +24,6 @@ BATCHED = ("optimizer.", "data.scaling", "data.scale_factor", "data.split_seed",
            "tracking.plots", "tracking.skip_finished")
 UNBATCHED = ("optimizer.name",)  # ...but not these
 ONE_AT_A_TIME = {"lbfgs"}  # optimizers that cannot share a batch
-
-_pool: dict = {}  # the recorders of this sweep: made once, for every launch of it (Optuna launches many)
 
 
 def batch_key(cfg: Config, index: int) -> tuple:
@@ -71,15 +67,10 @@ def _job_return(task_name: str, overrides, value, failed: bool):
     return ret
 
 
-def recorders(count: int) -> Recorders:
-    """This sweep's recorders: made at its first launch, reused by the next (Optuna launches many)."""
-    pool = _pool.get("recorders")
-    if pool is None or len(pool.members) != count or not pool.alive():
-        _pool["recorders"] = pool = Recorders(count)
-    return pool
-
-
-def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorders: int, max_batch: int) -> list:
+def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_batch: int) -> list:
+    """Every job of this launch, grouped and trained batch by batch, recorded as children of
+    `sweep` (a gradlab.multirun.Sweep: its context, its recorders, a search's trials); one JobReturn
+    per job, in order."""
     from pathlib import Path
 
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)  # Hydra's bookkeeping, as its launchers do
@@ -92,21 +83,22 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
         if isinstance(typed, Exception):
             results[i] = _job_return(name, overrides, typed, failed=True)
         else:
-            claim = trials.claim(overrides)  # a search's trial: tags for its run, a watch on its curve
+            claim = sweep.trials.claim(overrides)  # a search's trial: tags for its run, a watch on its curve
             jobs.append(Job(typed, list(overrides), claim.tags if claim else {}, claim.watch if claim else None))
             where.append(i)
     batches = groups(jobs, max_batch)
-    pool = recorders(n_recorders)
-    experiment = multirun.sweep_experiment() or config.tracking.experiment or "default"
+    pool = sweep.recorders(n_recorders)
+    ctx = sweep.context
+    origin = (Origin(ctx.experiment, ctx.parent_id, ctx.name, ctx.varied) if ctx else
+              Origin(config.tracking.experiment or "default"))
     print(f"gradlab: {len(jobs)} jobs in {len(batches)} batch{'es' if len(batches) != 1 else ''} "
-          f"(sizes {', '.join(str(len(b)) for b in batches)}), recorded into {experiment!r} at {pool.open()}", flush=True)
+          f"(sizes {', '.join(str(len(b)) for b in batches)}), recorded into {origin.experiment!r} at {pool.open()}",
+          flush=True)
     done = 0
     for batch in batches:
         group = [jobs[k] for k in batch]
         try:
-            recorded = record_group(group, experiment=experiment, parent_id=multirun.parent_run_id(),
-                                    sweep=multirun.sweep_name(), quiet=True, recorder=pool, wait=False,
-                                    varied=multirun.sweep_varies())
+            recorded = record_group(group, origin, quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]
         except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -117,7 +109,7 @@ def launch(hydra_context, config, job_overrides, initial_job_idx: int, n_recorde
         done += len(group)
         _progress(done, len(jobs))
     # The results go back before every record is written: a search trains its next trials while
-    # these are recorded; the sweep's end waits for them all (multirun.finish).
+    # these are recorded; the sweep's end waits for them all (Sweep.finish).
     _progress_end(len(jobs))
     return [results[i] for i in range(len(job_overrides))]
 

@@ -27,7 +27,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from gradlab import trials
+from gradlab.multirun.trials import Claim, Trials
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "grid": optuna.samplers.GridSampler, "cmaes": optuna.samplers.CmaEsSampler,
@@ -241,9 +241,10 @@ def _line(number: int, overrides: list[str], outcome: str) -> str:
     return f"  trial {number}: {' '.join(overrides)} -> {outcome}"
 
 
-def run(config, launcher, settings: dict, arguments: list[str], default_name: str) -> dict[str, str]:
-    """The search: ask a batch of trials, launch them, tell their results, until n_trials are
-    done; returns the study's summary, as tags for the sweep's parent run."""
+def run(config, launcher, settings: dict, arguments: list[str], default_name: str, offered: Trials) -> dict[str, str]:
+    """The search: ask a batch of trials, offer them to their jobs (`offered`: the sweep's, which
+    the launcher claims them from), launch them, tell their results, until n_trials are done;
+    returns the study's summary, as tags for the sweep's parent run."""
     from gradlab.tracking import tracking_uri
 
     plan = Plan.of(settings, arguments)
@@ -269,7 +270,7 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
                      for t in batch]
         watches = [Watch(t, stride) for t in batch]
         for t, o, w in zip(batch, overrides, watches):
-            trials.offer(o, trials.Claim({"gradlab.trial": str(t.number), "gradlab.study": name}, w))
+            offered.offer(o, Claim({"gradlab.trial": str(t.number), "gradlab.study": name}, w))
         try:
             returns = launcher.launch(overrides, initial_job_idx=job)
         except BaseException:  # a signal: these trials run again when the sweep is resumed
@@ -277,7 +278,7 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
                 _told(study, t, state=TrialState.FAIL)
             raise
         finally:
-            trials.withdraw()
+            offered.withdraw()
         job += len(batch)
         to_go -= len(batch)
         _tell(study, batch, overrides, watches, returns)
