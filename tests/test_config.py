@@ -19,7 +19,7 @@ DESIGN_OPTIONS = {
     "data": {"thermometer", "doubling", "noisy_line", "line", "bias_column", "teacher", "csv", "none"},
     "model": {"linear", "linear_nobias", "quadratic", "parameter_module", "nn_linear", "mlp", "rosenbrock", "bowl"},
     "grad": {"analytic", "autograd", "finite_difference"},
-    "optimizer": {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"},
+    "optimizer": {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs", "asgd", "adadelta", "adamax", "nadam", "radam", "rprop"},
     "device": {"cpu", "cuda", "mps", "auto", "numpy"},
 }
 
@@ -94,7 +94,8 @@ def csv_file(tmp_path):
 GOOD_CSV = "a,b,y\n1,2,3\n2,3,5\n3,5,8\n4,7,11\n5,9,14\n"
 
 BAD = [  # (overrides, exit code, words the message must contain)
-    (["optimizer=foo"], 2, ["optimizer=foo: no such option; the options are adagrad, adam, adamw, gd, lbfgs, rmsprop, sgd, sgd_momentum"]),
+    (["optimizer=foo"], 2, ["optimizer=foo: no such option; the options are adadelta, adagrad, adam, adamax, adamw, asgd, gd, lbfgs, nadam, radam, "
+                                 "rmsprop, rprop, sgd, sgd_momentum"]),
     (["optimizer.lr=abc"], 2, ["optimizer.lr", "could not be converted to Float"]),
     (["optimizer=adam", "optimizer.momentum=0.9"], 2, ["optimizer.momentum: not a key of optimizer=adam; the keys are amsgrad, betas, eps, lr"]),
     (["optimizer.lrr=0.1"], 2, ["optimizer.lrr: not a key of optimizer (SGDConfig); the keys are dampening, lr, momentum"]),
@@ -122,6 +123,10 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["optimizer=adam", "optimizer.eps=-1"], 2, ["optimizer.eps=-1.0", "torch.optim.Adam refuses it"]),
     (["optimizer=adagrad", "optimizer.lr_decay=-1"], 2, ["optimizer.lr_decay=-1.0", "refuses it"]),
     (["optimizer=adam", "optimizer.betas=[0.9]"], 2, ["optimizer.betas=[0.9]", "two numbers"]),
+    (["optimizer=adadelta", "optimizer.rho=2"], 2, ["optimizer.rho=2.0", "torch.optim.Adadelta refuses it: Invalid rho value"]),
+    (["optimizer=nadam", "optimizer.momentum_decay=-1"], 2, ["optimizer.momentum_decay=-1.0", "torch.optim.NAdam refuses it"]),
+    (["optimizer=rprop", "optimizer.etas=[1.5,1.2]"], 2, ["optimizer.etas=(1.5, 1.2)", "torch.optim.Rprop refuses it"]),
+    (["optimizer=rprop", "optimizer.step_sizes=[1,0.1]"], 2, ["optimizer.step_sizes=[1.0, 0.1]", "0 <= min <= max"]),
     (["optimizer=adam", "optimizer.betas=[0.9,0.9,0.9]"], 2, ["optimizer.betas=[0.9, 0.9, 0.9]", "two numbers"]),
     (["optimizer=lbfgs", "optimizer.history_size=0"], 2, ["optimizer.history_size=0", ">= 1"]),
     (["grad=finite_difference", "grad.eps=1e-300"], 2, ["grad.eps=1e-300", "machine epsilon of train.dtype=float32"]),

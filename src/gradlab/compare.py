@@ -158,7 +158,8 @@ def tables(df: pd.DataFrame, axes: list[str]) -> dict[str, pd.DataFrame]:
 
 # ----------------------------------------------------------------------------- figures
 SCALING_ORDER = ["none", "standardize", "minmax"]  # factors (×k) go between none and standardize
-OPTIMIZER_ORDER = ["gd", "sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
+OPTIMIZER_ORDER = ["gd", "sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "asgd", "adadelta", "adamax", "nadam",
+                   "radam", "rprop", "lbfgs"]
 
 
 def colours(df: pd.DataFrame, hue: str | None) -> dict | None:

@@ -165,6 +165,55 @@ class LBFGSConfig(OptimizerConfig):
     line_search_fn: Optional[str] = None  # null or strong_wolfe
 
 
+@dataclass
+class ASGDConfig(OptimizerConfig):
+    lambd: float = 1e-4
+    alpha: float = 0.75
+    t0: float = 1e6
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdadeltaConfig(OptimizerConfig):
+    lr: float = 1.0
+    rho: float = 0.9
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamaxConfig(OptimizerConfig):
+    lr: float = 0.002
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class NAdamConfig(OptimizerConfig):
+    lr: float = 0.002
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum_decay: float = 4e-3
+    decoupled_weight_decay: bool = False
+
+
+@dataclass
+class RAdamConfig(OptimizerConfig):
+    lr: float = 0.001
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False
+
+
+@dataclass
+class RpropConfig(OptimizerConfig):
+    etas: Tuple[float, float] = (0.5, 1.2)  # (etaminus, etaplus)
+    step_sizes: Tuple[float, float] = (1e-6, 50.0)  # (min, max)
+
+
 # ---------------------------------------------------------------- device, train, tracking
 @dataclass
 class DeviceConfig:
@@ -239,6 +288,12 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
         "adamw": AdamWConfig,
         "rmsprop": RMSpropConfig,
         "adagrad": AdagradConfig,
+        "asgd": ASGDConfig,
+        "adadelta": AdadeltaConfig,
+        "adamax": AdamaxConfig,
+        "nadam": NAdamConfig,
+        "radam": RAdamConfig,
+        "rprop": RpropConfig,
         "lbfgs": LBFGSConfig,
     },
     "device": {name: DeviceConfig for name in ("cpu", "cuda", "mps", "auto", "numpy")},
@@ -333,10 +388,17 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
         raise ConfigError("optimizer.dampening", o.dampening, "must be in [0, 1] (the share of each gradient left out of the momentum)")
     if isinstance(o, SGDConfig) and o.nesterov and (o.momentum <= 0 or o.dampening != 0):
         raise ConfigError("optimizer.nesterov", True, "needs optimizer.momentum > 0 and optimizer.dampening=0")
-    if isinstance(o, AdamConfig) and len(o.betas) != 2:
-        raise ConfigError("optimizer.betas", list(o.betas), "needs two numbers, [beta1, beta2], e.g. [0.9, 0.999]")
-    if isinstance(o, AdamConfig) and not all(0.0 <= b < 1.0 for b in o.betas):
-        raise ConfigError("optimizer.betas", list(o.betas), "each beta must be in [0, 1)")
+    betas = getattr(o, "betas", None)  # Adam, AdamW, Adamax, NAdam, RAdam
+    if betas is not None and len(betas) != 2:
+        raise ConfigError("optimizer.betas", list(betas), "needs two numbers, [beta1, beta2], e.g. [0.9, 0.999]")
+    if betas is not None and not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError("optimizer.betas", list(betas), "each beta must be in [0, 1)")
+    if isinstance(o, RpropConfig):
+        if len(o.etas) != 2:
+            raise ConfigError("optimizer.etas", list(o.etas), "needs two numbers, [etaminus, etaplus], e.g. [0.5, 1.2]")
+        if len(o.step_sizes) != 2 or not 0.0 <= o.step_sizes[0] <= o.step_sizes[1]:
+            raise ConfigError("optimizer.step_sizes", list(o.step_sizes),
+                              "needs two numbers [min, max] with 0 <= min <= max, e.g. [1e-6, 50]")
     if isinstance(o, LBFGSConfig):
         _at_least("optimizer.history_size", o.history_size, 1)
         _at_least("optimizer.max_iter", o.max_iter, 1)
