@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 
-from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Scaling  # noqa: F401 - re-exported
+from gradlab.options import (  # noqa: F401 - re-exported
+    Activation, AnnealStrategy, ConfigError, DataError, DType, Init, Loss, Scaling, ThresholdMode,
+)
 
 
 # ---------------------------------------------------------------------------- data
@@ -214,6 +216,83 @@ class RpropConfig(OptimizerConfig):
     step_sizes: Tuple[float, float] = (1e-6, 50.0)  # (min, max)
 
 
+# ------------------------------------------------------------------------ schedule
+# torch.optim.lr_scheduler's constructor arguments and defaults. Where torch has no default (a
+# StepLR's step_size, OneCycleLR's max_lr, ...) the key is null and the schedule refuses to run
+# without it; cosine's T_max null means train.epochs.
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING  # constant: the optimizer's lr throughout
+
+
+@dataclass
+class StepScheduleConfig(ScheduleConfig):  # StepLR
+    step_size: Optional[int] = None
+    gamma: float = 0.1
+
+
+@dataclass
+class MultiStepScheduleConfig(ScheduleConfig):  # MultiStepLR
+    milestones: Optional[List[int]] = None
+    gamma: float = 0.1
+
+
+@dataclass
+class ExponentialScheduleConfig(ScheduleConfig):  # ExponentialLR
+    gamma: Optional[float] = None
+
+
+@dataclass
+class CosineScheduleConfig(ScheduleConfig):  # CosineAnnealingLR
+    T_max: Optional[int] = None  # null: train.epochs
+    eta_min: float = 0.0
+
+
+@dataclass
+class CosineRestartsScheduleConfig(ScheduleConfig):  # CosineAnnealingWarmRestarts
+    T_0: Optional[int] = None
+    T_mult: int = 1
+    eta_min: float = 0.0
+
+
+@dataclass
+class LinearScheduleConfig(ScheduleConfig):  # LinearLR
+    start_factor: float = 1.0 / 3
+    end_factor: float = 1.0
+    total_iters: int = 5
+
+
+@dataclass
+class WarmupCosineScheduleConfig(ScheduleConfig):
+    """SequentialLR of LinearLR(start_factor, total_iters=warmup_epochs) and
+    CosineAnnealingLR(T_max=train.epochs - warmup_epochs, eta_min), milestones [warmup_epochs]."""
+
+    warmup_epochs: int = 5
+    start_factor: float = 1.0 / 3
+    eta_min: float = 0.0
+
+
+@dataclass
+class OneCycleScheduleConfig(ScheduleConfig):  # OneCycleLR, total_steps = train.epochs, lr only
+    max_lr: Optional[float] = None
+    pct_start: float = 0.3
+    anneal_strategy: AnnealStrategy = AnnealStrategy.cos
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    three_phase: bool = False
+
+
+@dataclass
+class PlateauScheduleConfig(ScheduleConfig):  # ReduceLROnPlateau, mode min
+    factor: float = 0.1
+    patience: int = 10
+    threshold: float = 1e-4
+    threshold_mode: ThresholdMode = ThresholdMode.rel
+    cooldown: int = 0
+    min_lr: float = 0.0
+    eps: float = 1e-8
+
+
 # ---------------------------------------------------------------- device, train, tracking
 @dataclass
 class DeviceConfig:
@@ -249,6 +328,7 @@ class Config:
     grad: GradConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     device: DeviceConfig = MISSING
+    schedule: ScheduleConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -297,6 +377,18 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
         "lbfgs": LBFGSConfig,
     },
     "device": {name: DeviceConfig for name in ("cpu", "cuda", "mps", "auto", "numpy")},
+    "schedule": {
+        "constant": ScheduleConfig,
+        "step": StepScheduleConfig,
+        "multistep": MultiStepScheduleConfig,
+        "exponential": ExponentialScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "cosine_restarts": CosineRestartsScheduleConfig,
+        "linear": LinearScheduleConfig,
+        "warmup_cosine": WarmupCosineScheduleConfig,
+        "onecycle": OneCycleScheduleConfig,
+        "plateau": PlateauScheduleConfig,
+    },
 }
 
 
@@ -359,6 +451,7 @@ def validate(cfg: Config) -> None:
     where they are built (training.setup)."""
     _validate_train(cfg.train, cfg.tracking)
     _validate_optimizer(cfg.optimizer)
+    _validate_schedule(cfg.schedule, cfg.train)
     _validate_model(cfg.model, cfg.grad, cfg.train)
     _validate_data(cfg.data, cfg.train)
 
@@ -404,6 +497,65 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
         _at_least("optimizer.max_iter", o.max_iter, 1)
     if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
         raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
+
+
+def _validate_schedule(s: ScheduleConfig, t: TrainConfig) -> None:
+    """What torch.optim.lr_scheduler refuses, or would divide by zero on, and the values it has no
+    default for; all before anything runs."""
+    def needs(key: str, value) -> None:
+        if value is None:
+            raise ConfigError(f"schedule.{key}", None, f"schedule={s.name} needs it (torch has no default for it)")
+
+    if isinstance(s, (StepScheduleConfig, MultiStepScheduleConfig, ExponentialScheduleConfig)):
+        needs("gamma", s.gamma)
+        _finite_positive("schedule.gamma", s.gamma)
+    if isinstance(s, StepScheduleConfig):
+        needs("step_size", s.step_size)
+        _at_least("schedule.step_size", s.step_size, 1)
+    if isinstance(s, MultiStepScheduleConfig):
+        needs("milestones", s.milestones)
+        m = list(s.milestones)
+        if not m or m[0] < 1 or any(b <= a for a, b in zip(m, m[1:])):
+            raise ConfigError("schedule.milestones", m, "must be epochs >= 1 in increasing order, e.g. [1000, 2000]")
+    if isinstance(s, (CosineScheduleConfig, CosineRestartsScheduleConfig, WarmupCosineScheduleConfig)):
+        _at_least_zero("schedule.eta_min", s.eta_min)
+    if isinstance(s, CosineScheduleConfig) and s.T_max is not None:
+        _at_least("schedule.T_max", s.T_max, 1)
+    if isinstance(s, CosineRestartsScheduleConfig):
+        needs("T_0", s.T_0)
+        _at_least("schedule.T_0", s.T_0, 1)
+        _at_least("schedule.T_mult", s.T_mult, 1)
+    if isinstance(s, (LinearScheduleConfig, WarmupCosineScheduleConfig)) and not 0.0 < s.start_factor <= 1.0:
+        raise ConfigError("schedule.start_factor", s.start_factor, "must be in (0, 1] (the share of the lr the first epoch uses)")
+    if isinstance(s, LinearScheduleConfig):
+        if not 0.0 <= s.end_factor <= 1.0:
+            raise ConfigError("schedule.end_factor", s.end_factor, "must be in [0, 1]")
+        _at_least("schedule.total_iters", s.total_iters, 1)
+    if isinstance(s, WarmupCosineScheduleConfig) and not 1 <= s.warmup_epochs < t.epochs:
+        raise ConfigError("schedule.warmup_epochs", s.warmup_epochs,
+                          f"must be at least 1 and less than train.epochs={t.epochs} (the cosine takes the epochs after it)")
+    if isinstance(s, OneCycleScheduleConfig):
+        needs("max_lr", s.max_lr)
+        _finite_positive("schedule.max_lr", s.max_lr)
+        if not 0.0 <= s.pct_start <= 1.0:
+            raise ConfigError("schedule.pct_start", s.pct_start, "must be in [0, 1] (the share of the epochs spent raising the lr)")
+        if float(s.pct_start * t.epochs) == 1.0:  # torch's first phase would end where it starts: 0/0
+            raise ConfigError("schedule.pct_start", s.pct_start, f"leaves a warm-up of one epoch of train.epochs={t.epochs}, "
+                              "which torch's OneCycleLR divides by zero on; pick a larger or a smaller one")
+        _finite_positive("schedule.div_factor", s.div_factor)
+        _finite_positive("schedule.final_div_factor", s.final_div_factor)
+    if isinstance(s, PlateauScheduleConfig):
+        if not 0.0 < s.factor < 1.0:
+            raise ConfigError("schedule.factor", s.factor, "must be in (0, 1) (the lr is multiplied by it on a plateau)")
+        _at_least("schedule.patience", s.patience, 0)
+        _at_least("schedule.cooldown", s.cooldown, 0)
+        for key in ("threshold", "min_lr", "eps"):
+            _at_least_zero(f"schedule.{key}", getattr(s, key))
+
+
+def _at_least_zero(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(key, value, "must be a finite number >= 0")
 
 
 def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
@@ -512,6 +664,7 @@ def from_container(d: dict) -> Config:
     It is data: an interpolation (${...}, which OmegaConf would resolve, environment included)
     is refused by name."""
     _refuse_interpolations(d)
+    d = {"schedule": {"name": "constant"}, **d}  # recorded before schedules existed
     base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
 

@@ -57,3 +57,13 @@ class Activation(Enum):
     sigmoid = "sigmoid"
     tanh = "tanh"
     identity = "identity"
+
+
+class AnnealStrategy(Enum):  # OneCycleLR's anneal_strategy
+    cos = "cos"
+    linear = "linear"
+
+
+class ThresholdMode(Enum):  # ReduceLROnPlateau's threshold_mode
+    rel = "rel"
+    abs = "abs"
