@@ -256,3 +256,54 @@ def test_schedule_values_batch_and_schedule_kinds_do_not():
     assert key("schedule=cosine") != key()
 
 
+
+# ------------------------------------------------------------------------ recorded
+def test_a_scheduled_run_records_its_lr_and_its_schedule(temp_store):
+    """The lr is a step metric thinned like the others (history.csv has every epoch), the
+    schedule's keys are params, its name is in the run's name, and compare's frame has it."""
+    import mlflow
+
+    from gradlab import compare
+    from gradlab.record import record
+    from gradlab.tracking import Store, query
+
+    cfg = compose("train.epochs=500", "schedule=step", "schedule.step_size=100", "schedule.gamma=0.5", "tracking.max_points=50",
+                  "tracking.plots=false")
+    record(cfg, experiment="sched", overrides=["schedule=step"], quiet=True)
+    client = mlflow.MlflowClient(temp_store)
+    (step,) = client.search_runs([client.get_experiment_by_name("sched").experiment_id])
+    assert step.info.run_name == "step · thermometer-x0.1-linear-autograd-sgd-lr0.01-step"
+    assert {k: v for k, v in step.data.params.items() if k.startswith("schedule.")} == {
+        "schedule.name": "step", "schedule.step_size": "100", "schedule.gamma": "0.5"}
+    points = {m.step: m.value for m in client.get_metric_history(step.info.run_id, "lr")}
+    assert 2 < len(points) <= 50 and min(points) == 1 and max(points) == 500  # thinned, first and last kept
+    assert all(v == 0.01 * 0.5 ** ((s - 1) // 100) for s, v in points.items())  # epoch s's updates used it
+    history = mlflow.artifacts.load_text(f"runs:/{step.info.run_id}/history.csv").splitlines()
+    assert history[0].split(",")[4] == "lr" and len(history) == 501
+    records = query.experiment_runs(Store(), query.experiment_id(Store(), "sched"))
+    assert compare.tidy(records)["schedule"].tolist() == ["step"] and "schedule" in compare.AXES
+    before = dataclasses.replace(records[0], params={k: v for k, v in records[0].params.items() if not k.startswith("schedule.")})
+    assert compare.tidy([before])["schedule"].tolist() == ["constant"]  # a run recorded before schedules
+
+
+def test_the_loss_figure_draws_the_lr_on_a_second_axis_where_it_changes():
+    from gradlab import plots
+
+    base = {"epoch": np.arange(1, 5), "train_loss": np.array([4.0, 3.0, 2.0, 1.0]), "val_loss": None, "optimal_loss": None,
+            "stop_step": None, "loss_name": "mse", "title": "t"}
+    moving = plots.loss_curves({**base, "lr": np.array([0.1, 0.1, 0.01, 0.01])})
+    assert len(moving.axes) == 2 and moving.axes[1].get_ylabel() == "learning rate"
+    assert "learning rate" in [t.get_text() for t in moving.axes[0].get_legend().get_texts()]
+    assert len(plots.loss_curves({**base, "lr": np.full(4, 0.1)}).axes) == 1  # it does not change: no axis
+    assert len(plots.loss_curves({**base, "lr": None}).axes) == 1
+
+
+def test_the_schedule_is_in_the_runs_name_and_title_where_it_is_not_constant():
+    from gradlab.describe import run_name, title
+
+    assert run_name(compose()) == "thermometer-x0.1-linear-autograd-sgd-lr0.01" and "schedule" not in title(compose())
+    cosine = compose("schedule=cosine")
+    assert run_name(cosine) == "thermometer-x0.1-linear-autograd-sgd-lr0.01-cosine" and "sgd lr=0.01, cosine schedule" in title(cosine)
+    onecycle = compose("schedule=onecycle", "schedule.max_lr=0.2")  # it sets the lr itself: its max_lr, not optimizer.lr
+    assert run_name(onecycle) == "thermometer-x0.1-linear-autograd-sgd-max_lr0.2-onecycle"
+    assert "sgd max_lr=0.2, onecycle schedule" in title(onecycle)

@@ -271,9 +271,9 @@ def plot_data(s: Setup, i: int, result: Result, title: str) -> dict:
     to configuration i."""
     h = result.history
     loss_name = "objective" if s.model.objective else s.cfgs[i].train.loss.value
-    curves = thinned(h, [c for c in ("epoch", "train_loss", "val_loss") if c in h.columns])
+    curves = thinned(h, [c for c in ("epoch", "train_loss", "val_loss", "lr") if c in h.columns])
     out = {"loss": {
-        "epoch": curves["epoch"], "train_loss": curves["train_loss"], "val_loss": curves.get("val_loss"),
+        "epoch": curves["epoch"], "train_loss": curves["train_loss"], "val_loss": curves.get("val_loss"), "lr": curves.get("lr"),
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step, "outcome": h.outcome,
         "loss_name": loss_name, "title": title, "stream": s.stream is not None,
     }}
