@@ -538,7 +538,7 @@ def _validate_schedule(s: ScheduleConfig, t: TrainConfig) -> None:
         needs("max_lr", s.max_lr)
         _finite_positive("schedule.max_lr", s.max_lr)
         if not 0.0 <= s.pct_start <= 1.0:
-            raise ConfigError("schedule.pct_start", s.pct_start, "must be in [0, 1] (the share of the epochs spent raising the lr)")
+            raise ConfigError("schedule.pct_start", s.pct_start, "must be in [0, 1] (the share of the epochs raising the lr)")
         if float(s.pct_start * t.epochs) == 1.0:  # torch's first phase would end where it starts: 0/0
             raise ConfigError("schedule.pct_start", s.pct_start, f"leaves a warm-up of one epoch of train.epochs={t.epochs}, "
                               "which torch's OneCycleLR divides by zero on; pick a larger or a smaller one")

@@ -6,7 +6,8 @@ n_jobs trials become batches too).
 Jobs share a program when they differ only in values that can become a tensor axis: optimizer
 hyperparameters, schedule values, input scaling, seeds, start values, the split seed (`BATCHED`).
 Any other difference (model, dataset, gradient method, optimizer or schedule kind, epochs, batch
-size, dtype, device) makes another group. L-BFGS runs a line search per configuration: its jobs run one at a time.
+size, dtype, device) makes another group. L-BFGS runs a line search per configuration: its jobs
+run one at a time.
 A crash inside a batch fails each of its jobs (they were one program); the other batches go on.
 """
 

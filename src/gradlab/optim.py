@@ -30,9 +30,10 @@ class Batched:
 
     def __init__(self, params: list, configs: list):
         self.params = _targets(params)
+        # pairs (betas, etas, step_sizes) are split by the classes that take them
         self.hyper = {f.name: torch.tensor([float(getattr(c, f.name)) for c in configs], dtype=torch.float64)
                       for f in dataclasses.fields(configs[0])
-                      if f.name != "name" and not isinstance(getattr(configs[0], f.name), (tuple, list))}  # pairs: the class's own
+                      if f.name != "name" and not isinstance(getattr(configs[0], f.name), (tuple, list))}
         self.state: list[dict] = [{} for _ in params]
         self.steps = 0
         self._shaped: dict = {}
