@@ -278,6 +278,7 @@ def test_a_scheduled_run_records_its_lr_and_its_schedule(temp_store):
     points = {m.step: m.value for m in client.get_metric_history(step.info.run_id, "lr")}
     assert 2 < len(points) <= 50 and min(points) == 1 and max(points) == 500  # thinned, first and last kept
     assert all(v == 0.01 * 0.5 ** ((s - 1) // 100) for s, v in points.items())  # epoch s's updates used it
+    mlflow.set_tracking_uri(temp_store)  # load_text reads the global URI, which another test may have set
     history = mlflow.artifacts.load_text(f"runs:/{step.info.run_id}/history.csv").splitlines()
     assert history[0].split(",")[4] == "lr" and len(history) == 501
     records = query.experiment_runs(Store(), query.experiment_id(Store(), "sched"))
