@@ -100,10 +100,11 @@ def test_headline_grid_in_float64_equals_every_job_alone(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lr_scale_optimizer", "dense_grid", "gradient_methods", "batch_size", "seeds", "bench_grid"])
+@pytest.mark.parametrize("name", ["lr_scale_optimizer", "dense_grid", "gradient_methods", "batch_size", "seeds", "bench_grid",
+                                  "schedules"])
 def test_every_sweep_file_batched_equals_each_job_alone(name, capsys):
     jobs = sweep_jobs(name)
-    sample = {"lr_scale_optimizer": 4, "dense_grid": 8}.get(name, 1)  # the big grids: every k-th job
+    sample = {"lr_scale_optimizer": 4, "dense_grid": 8, "schedules": 5}.get(name, 1)  # the big grids: every k-th job
     cfgs = [cfg for _, cfg in jobs][::sample]
     rtol = 1e-5 if all(c.train.dtype.value == "float32" for c in cfgs) else 1e-9
     worst = assert_same(batched_and_alone(cfgs), rtol)

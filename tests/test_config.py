@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 
 from conftest import CONF, ROOT, compose
-from gradlab import data, devices, gradients, models, optim
+from gradlab import data, devices, gradients, models, optim, schedules
 from gradlab.config import SCHEMAS
 
-GROUPS = ["data", "model", "grad", "optimizer", "device"]
+GROUPS = ["data", "model", "grad", "optimizer", "device", "schedule"]
 DESIGN_OPTIONS = {
     "data": {"thermometer", "doubling", "noisy_line", "line", "bias_column", "teacher", "csv", "none"},
     "model": {"linear", "linear_nobias", "quadratic", "parameter_module", "nn_linear", "mlp", "rosenbrock", "bowl"},
     "grad": {"analytic", "autograd", "finite_difference"},
-    "optimizer": {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"},
+    "optimizer": {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs", "asgd", "adadelta", "adamax", "nadam", "radam", "rprop"},
     "device": {"cpu", "cuda", "mps", "auto", "numpy"},
+    "schedule": {"constant", "step", "multistep", "exponential", "cosine", "cosine_restarts", "linear", "warmup_cosine",
+                 "onecycle", "plateau"},
 }
 
 
@@ -32,7 +34,7 @@ def options(group: str) -> set[str]:
 def test_yaml_options_schemas_and_registries_match(group):
     assert options(group) == set(SCHEMAS[group]) >= DESIGN_OPTIONS[group]
     registry = {"data": data.DATASETS, "model": models.MODELS, "grad": gradients.METHODS,
-                "optimizer": optim.OPTIMIZERS, "device": devices.DEVICES}[group]
+                "optimizer": optim.OPTIMIZERS, "device": devices.DEVICES, "schedule": schedules.SCHEDULES}[group]
     # every option's `name` is a builder's key, and every builder has an option
     assert {getattr(compose(f"{group}={o}"), group).name for o in options(group)} == set(registry)
 
@@ -94,7 +96,8 @@ def csv_file(tmp_path):
 GOOD_CSV = "a,b,y\n1,2,3\n2,3,5\n3,5,8\n4,7,11\n5,9,14\n"
 
 BAD = [  # (overrides, exit code, words the message must contain)
-    (["optimizer=foo"], 2, ["optimizer=foo: no such option; the options are adagrad, adam, adamw, gd, lbfgs, rmsprop, sgd, sgd_momentum"]),
+    (["optimizer=foo"], 2, ["optimizer=foo: no such option; the options are adadelta, adagrad, adam, adamax, adamw, asgd, gd, lbfgs, nadam, radam, "
+                                 "rmsprop, rprop, sgd, sgd_momentum"]),
     (["optimizer.lr=abc"], 2, ["optimizer.lr", "could not be converted to Float"]),
     (["optimizer=adam", "optimizer.momentum=0.9"], 2, ["optimizer.momentum: not a key of optimizer=adam; the keys are amsgrad, betas, eps, lr"]),
     (["optimizer.lrr=0.1"], 2, ["optimizer.lrr: not a key of optimizer (SGDConfig); the keys are dampening, lr, momentum"]),
@@ -122,6 +125,10 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["optimizer=adam", "optimizer.eps=-1"], 2, ["optimizer.eps=-1.0", "torch.optim.Adam refuses it"]),
     (["optimizer=adagrad", "optimizer.lr_decay=-1"], 2, ["optimizer.lr_decay=-1.0", "refuses it"]),
     (["optimizer=adam", "optimizer.betas=[0.9]"], 2, ["optimizer.betas=[0.9]", "two numbers"]),
+    (["optimizer=adadelta", "optimizer.rho=2"], 2, ["optimizer.rho=2.0", "torch.optim.Adadelta refuses it: Invalid rho value"]),
+    (["optimizer=nadam", "optimizer.momentum_decay=-1"], 2, ["optimizer.momentum_decay=-1.0", "torch.optim.NAdam refuses it"]),
+    (["optimizer=rprop", "optimizer.etas=[1.5,1.2]"], 2, ["optimizer.etas=(1.5, 1.2)", "torch.optim.Rprop refuses it"]),
+    (["optimizer=rprop", "optimizer.step_sizes=[1,0.1]"], 2, ["optimizer.step_sizes=[1.0, 0.1]", "0 <= min <= max"]),
     (["optimizer=adam", "optimizer.betas=[0.9,0.9,0.9]"], 2, ["optimizer.betas=[0.9, 0.9, 0.9]", "two numbers"]),
     (["optimizer=lbfgs", "optimizer.history_size=0"], 2, ["optimizer.history_size=0", ">= 1"]),
     (["grad=finite_difference", "grad.eps=1e-300"], 2, ["grad.eps=1e-300", "machine epsilon of train.dtype=float32"]),
@@ -129,6 +136,20 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["tracking.experiment=" + "x" * 501], 2, ["tracking.experiment=", "at most 500 characters"]),
     (["data=line", "data.n_samples=100000000000"], 2, ["data.n_samples=100000000000", "GiB", "memory"]),
     (["data=teacher", "model=mlp", "data.n_inputs=1000000", "data.n_samples=1000000"], 2, ["data.n_samples=1000000", "GiB"]),
+    (["schedule=step", "schedule.step_size=10", "schedule.gamma=-0.5"], 2, ["schedule.gamma=-0.5", "finite number > 0"]),
+    (["schedule=step"], 2, ["schedule.step_size=None", "schedule=step needs it"]),
+    (["schedule=multistep", "schedule.milestones=[5,3]"], 2, ["schedule.milestones=[5, 3]", "increasing order"]),
+    (["schedule=exponential"], 2, ["schedule.gamma=None", "schedule=exponential needs it"]),
+    (["schedule=cosine", "schedule.T_max=0"], 2, ["schedule.T_max=0", ">= 1"]),
+    (["schedule=cosine_restarts", "schedule.T_0=4", "schedule.T_mult=0"], 2, ["schedule.T_mult=0", ">= 1"]),
+    (["schedule=linear", "schedule.start_factor=0"], 2, ["schedule.start_factor=0.0", "(0, 1]"]),
+    (["schedule=warmup_cosine", "schedule.warmup_epochs=2"], 2, ["schedule.warmup_epochs=2", "less than train.epochs=2"]),
+    (["schedule=onecycle"], 2, ["schedule.max_lr=None", "schedule=onecycle needs it"]),
+    (["schedule=onecycle", "schedule.max_lr=0.1", "schedule.pct_start=0.5"], 2, ["schedule.pct_start=0.5", "divides by zero"]),
+    (["schedule=onecycle", "schedule.max_lr=0.1", "schedule.anneal_strategy=cosine"], 2, ["schedule.anneal_strategy", "cos, linear"]),
+    (["schedule=plateau", "schedule.factor=1"], 2, ["schedule.factor=1.0", "(0, 1)"]),
+    (["schedule=plateau", "schedule.patience=-1"], 2, ["schedule.patience=-1", ">= 0"]),
+    (["schedule=cosine", "schedule.gamma=0.5"], 2, ["schedule.gamma: not a key of schedule=cosine; the keys are T_max, eta_min"]),
     (["device.name=cuda:7"], 2, ["device.name='cuda:7'", "no such device", "device=cpu|cuda|mps|auto|numpy", "CUDA_VISIBLE_DEVICES"]),
     (["-m", "-cd", "/nonexistent-folder", "-cn", "seeds"], 2, ["'/nonexistent-folder' not found", "-cd sweeps"]),
 ]

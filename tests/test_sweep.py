@@ -25,7 +25,9 @@ from gradlab.tracking import processes
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 FAST = {"optuna_lr_momentum": ["hydra.sweeper.n_trials=3"], "optuna_pruned_mlp": ["hydra.sweeper.n_trials=3"]}
 JOBS = {"lr_scale_optimizer": 60, "dense_grid": 240, "gradient_methods": 16, "batch_size": 9, "seeds": 8, "optuna_lr_momentum": 3,
-        "optuna_pruned_mlp": 3, "bench_grid": 12}  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
+        "optuna_pruned_mlp": 3, "bench_grid": 12, "schedules": 64}  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
+# schedules: 2 problems × 4 schedules × 2 optimizers × 4 rates
+EPOCHS = {"schedules": 101}  # its warm-up takes 100 epochs: fewer are refused
 
 
 def store_runs(uri: str, experiment: str):
@@ -60,7 +62,7 @@ def test_headline_sweep_covers_the_promised_grid():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
-    out = gradlab("-cd", "sweeps", "-cn", name, "train.epochs=3", "tracking.plots=false", *FAST.get(name, []),
+    out = gradlab("-cd", "sweeps", "-cn", name, f"train.epochs={EPOCHS.get(name, 3)}", "tracking.plots=false", *FAST.get(name, []),
                   f"hydra.sweep.dir={tmp_path}/multirun", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     parents, children = store_runs(temp_store, name)

@@ -176,7 +176,7 @@ def help_text() -> str:
     def keys(schema) -> str:
         return "keys " + ", ".join(f.name for f in dataclasses.fields(schema))
 
-    groups = "\n".join(f"  {g:<10} {names(conf / g)}" for g in ("data", "model", "grad", "optimizer", "device"))
+    groups = "\n".join(f"  {g:<10} {names(conf / g)}" for g in ("data", "model", "grad", "optimizer", "device", "schedule"))
     return f"""gradlab: train and compare gradient-descent experiments, each recorded in MLflow.
 
 Commands

@@ -25,7 +25,7 @@ from gradlab.tracking import Store, TrackingError, query
 from gradlab.tracking.query import RunRecord
 
 # The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
-AXES = ["optimizer", "lr", "scaling", "batch", "seed", "method", "problem"]
+AXES = ["optimizer", "lr", "schedule", "scaling", "batch", "seed", "method", "problem"]
 METRICS = ["final_train_loss", "final_val_loss", "best_val_loss", "optimal_train_loss", "excess_loss", "at_optimum",
            "epochs_to_optimum", "epochs_to_threshold", "epochs_run", "train_seconds"]
 
@@ -70,6 +70,7 @@ def tidy(records: list[RunRecord]) -> pd.DataFrame:
     momentum = col("optimizer.momentum", 0.0).fillna(0.0)
     df["optimizer"] = [f"{n} m={m:.3g}" if m else str(n) for n, m in zip(col("optimizer.name", ""), momentum)]
     df["lr"] = col("optimizer.lr", np.nan).astype(float)
+    df["schedule"] = col("schedule.name", "constant").fillna("constant").astype(str)  # runs from before schedules: constant
     scaling, factor = col("data.scaling", "none"), col("data.scale_factor", 1.0)
     df["scaling"] = [f"×{f:g}" if s == "factor" else str(s) for s, f in zip(scaling, factor)]
     df["batch"] = ["full" if pd.isna(b) else str(int(b)) for b in col("train.batch_size", np.nan)]
@@ -207,7 +208,8 @@ def tables(df: pd.DataFrame, axes: list[str]) -> dict[str, pd.DataFrame]:
 
 # ----------------------------------------------------------------------------- figures
 SCALING_ORDER = ["none", "standardize", "minmax"]  # factors (×k) go between none and standardize
-OPTIMIZER_ORDER = ["gd", "sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
+OPTIMIZER_ORDER = ["gd", "sgd", "sgd_momentum", "adam", "adamw", "rmsprop", "adagrad", "asgd", "adadelta", "adamax", "nadam",
+                   "radam", "rprop", "lbfgs"]
 DIVERGED = "X"  # the marker of a run without a final loss, in the colour of whose it is
 
 

@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 
-from gradlab.options import Activation, ConfigError, DataError, DType, Init, Loss, Objective, Scaling  # noqa: F401 - re-exported
+from gradlab.options import (  # noqa: F401 - re-exported
+    Activation, AnnealStrategy, ConfigError, DataError, DType, Init, Loss, Objective, Scaling, ThresholdMode,
+)
 
 
 # ---------------------------------------------------------------------------- data
@@ -165,6 +167,132 @@ class LBFGSConfig(OptimizerConfig):
     line_search_fn: Optional[str] = None  # null or strong_wolfe
 
 
+@dataclass
+class ASGDConfig(OptimizerConfig):
+    lambd: float = 1e-4
+    alpha: float = 0.75
+    t0: float = 1e6
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdadeltaConfig(OptimizerConfig):
+    lr: float = 1.0
+    rho: float = 0.9
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamaxConfig(OptimizerConfig):
+    lr: float = 0.002
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class NAdamConfig(OptimizerConfig):
+    lr: float = 0.002
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum_decay: float = 4e-3
+    decoupled_weight_decay: bool = False
+
+
+@dataclass
+class RAdamConfig(OptimizerConfig):
+    lr: float = 0.001
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False
+
+
+@dataclass
+class RpropConfig(OptimizerConfig):
+    etas: Tuple[float, float] = (0.5, 1.2)  # (etaminus, etaplus)
+    step_sizes: Tuple[float, float] = (1e-6, 50.0)  # (min, max)
+
+
+# ------------------------------------------------------------------------ schedule
+# torch.optim.lr_scheduler's constructor arguments and defaults. Where torch has no default (a
+# StepLR's step_size, OneCycleLR's max_lr, ...) the key is null and the schedule refuses to run
+# without it; cosine's T_max null means train.epochs.
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING  # constant: the optimizer's lr throughout
+
+
+@dataclass
+class StepScheduleConfig(ScheduleConfig):  # StepLR
+    step_size: Optional[int] = None
+    gamma: float = 0.1
+
+
+@dataclass
+class MultiStepScheduleConfig(ScheduleConfig):  # MultiStepLR
+    milestones: Optional[List[int]] = None
+    gamma: float = 0.1
+
+
+@dataclass
+class ExponentialScheduleConfig(ScheduleConfig):  # ExponentialLR
+    gamma: Optional[float] = None
+
+
+@dataclass
+class CosineScheduleConfig(ScheduleConfig):  # CosineAnnealingLR
+    T_max: Optional[int] = None  # null: train.epochs
+    eta_min: float = 0.0
+
+
+@dataclass
+class CosineRestartsScheduleConfig(ScheduleConfig):  # CosineAnnealingWarmRestarts
+    T_0: Optional[int] = None
+    T_mult: int = 1
+    eta_min: float = 0.0
+
+
+@dataclass
+class LinearScheduleConfig(ScheduleConfig):  # LinearLR
+    start_factor: float = 1.0 / 3
+    end_factor: float = 1.0
+    total_iters: int = 5
+
+
+@dataclass
+class WarmupCosineScheduleConfig(ScheduleConfig):
+    """SequentialLR of LinearLR(start_factor, total_iters=warmup_epochs) and
+    CosineAnnealingLR(T_max=train.epochs - warmup_epochs, eta_min), milestones [warmup_epochs]."""
+
+    warmup_epochs: int = 5
+    start_factor: float = 1.0 / 3
+    eta_min: float = 0.0
+
+
+@dataclass
+class OneCycleScheduleConfig(ScheduleConfig):  # OneCycleLR, total_steps = train.epochs, lr only
+    max_lr: Optional[float] = None
+    pct_start: float = 0.3
+    anneal_strategy: AnnealStrategy = AnnealStrategy.cos
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    three_phase: bool = False
+
+
+@dataclass
+class PlateauScheduleConfig(ScheduleConfig):  # ReduceLROnPlateau, mode min
+    factor: float = 0.1
+    patience: int = 10
+    threshold: float = 1e-4
+    threshold_mode: ThresholdMode = ThresholdMode.rel
+    cooldown: int = 0
+    min_lr: float = 0.0
+    eps: float = 1e-8
+
+
 # ---------------------------------------------------------------- device, train, tracking
 @dataclass
 class DeviceConfig:
@@ -180,7 +308,7 @@ class TrainConfig:
     dtype: DType = DType.float32
     seed: int = 0  # parameter init, shuffling and streamed batches
     log_every: int = 1  # record (and evaluate validation) every k epochs; first and last always
-    stop_loss: Optional[float] = None  # converged once an epoch's training loss is <= this
+    stop_loss: Optional[float] = None  # stop (reached_stop_loss) once an epoch's training loss is <= this
     progress: Optional[bool] = None  # null: progress lines only when stderr is a terminal
 
 
@@ -204,6 +332,7 @@ class Config:
     grad: GradConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     device: DeviceConfig = MISSING
+    schedule: ScheduleConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -243,9 +372,27 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
         "adamw": AdamWConfig,
         "rmsprop": RMSpropConfig,
         "adagrad": AdagradConfig,
+        "asgd": ASGDConfig,
+        "adadelta": AdadeltaConfig,
+        "adamax": AdamaxConfig,
+        "nadam": NAdamConfig,
+        "radam": RAdamConfig,
+        "rprop": RpropConfig,
         "lbfgs": LBFGSConfig,
     },
     "device": {name: DeviceConfig for name in ("cpu", "cuda", "mps", "auto", "numpy")},
+    "schedule": {
+        "constant": ScheduleConfig,
+        "step": StepScheduleConfig,
+        "multistep": MultiStepScheduleConfig,
+        "exponential": ExponentialScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "cosine_restarts": CosineRestartsScheduleConfig,
+        "linear": LinearScheduleConfig,
+        "warmup_cosine": WarmupCosineScheduleConfig,
+        "onecycle": OneCycleScheduleConfig,
+        "plateau": PlateauScheduleConfig,
+    },
 }
 
 
@@ -308,6 +455,7 @@ def validate(cfg: Config) -> None:
     where they are built (training.setup)."""
     _validate_train(cfg.train, cfg.tracking)
     _validate_optimizer(cfg.optimizer)
+    _validate_schedule(cfg.schedule, cfg.train)
     _validate_model(cfg.model, cfg.grad, cfg.train)
     _validate_data(cfg.data, cfg.train)
 
@@ -339,15 +487,81 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
         raise ConfigError("optimizer.dampening", o.dampening, "must be in [0, 1] (the share of each gradient left out of the momentum)")
     if isinstance(o, SGDConfig) and o.nesterov and (o.momentum <= 0 or o.dampening != 0):
         raise ConfigError("optimizer.nesterov", True, "needs optimizer.momentum > 0 and optimizer.dampening=0")
-    if isinstance(o, AdamConfig) and len(o.betas) != 2:
-        raise ConfigError("optimizer.betas", list(o.betas), "needs two numbers, [beta1, beta2], e.g. [0.9, 0.999]")
-    if isinstance(o, AdamConfig) and not all(0.0 <= b < 1.0 for b in o.betas):
-        raise ConfigError("optimizer.betas", list(o.betas), "each beta must be in [0, 1)")
+    betas = getattr(o, "betas", None)  # Adam, AdamW, Adamax, NAdam, RAdam
+    if betas is not None and len(betas) != 2:
+        raise ConfigError("optimizer.betas", list(betas), "needs two numbers, [beta1, beta2], e.g. [0.9, 0.999]")
+    if betas is not None and not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError("optimizer.betas", list(betas), "each beta must be in [0, 1)")
+    if isinstance(o, RpropConfig):
+        if len(o.etas) != 2:
+            raise ConfigError("optimizer.etas", list(o.etas), "needs two numbers, [etaminus, etaplus], e.g. [0.5, 1.2]")
+        if len(o.step_sizes) != 2 or not 0.0 <= o.step_sizes[0] <= o.step_sizes[1]:
+            raise ConfigError("optimizer.step_sizes", list(o.step_sizes),
+                              "needs two numbers [min, max] with 0 <= min <= max, e.g. [1e-6, 50]")
     if isinstance(o, LBFGSConfig):
         _at_least("optimizer.history_size", o.history_size, 1)
         _at_least("optimizer.max_iter", o.max_iter, 1)
     if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
         raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
+
+
+def _validate_schedule(s: ScheduleConfig, t: TrainConfig) -> None:
+    """What torch.optim.lr_scheduler refuses, or would divide by zero on, and the values it has no
+    default for; all before anything runs."""
+    def needs(key: str, value) -> None:
+        if value is None:
+            raise ConfigError(f"schedule.{key}", None, f"schedule={s.name} needs it (torch has no default for it)")
+
+    if isinstance(s, (StepScheduleConfig, MultiStepScheduleConfig, ExponentialScheduleConfig)):
+        needs("gamma", s.gamma)
+        _finite_positive("schedule.gamma", s.gamma)
+    if isinstance(s, StepScheduleConfig):
+        needs("step_size", s.step_size)
+        _at_least("schedule.step_size", s.step_size, 1)
+    if isinstance(s, MultiStepScheduleConfig):
+        needs("milestones", s.milestones)
+        m = list(s.milestones)
+        if not m or m[0] < 1 or any(b <= a for a, b in zip(m, m[1:])):
+            raise ConfigError("schedule.milestones", m, "must be epochs >= 1 in increasing order, e.g. [1000, 2000]")
+    if isinstance(s, (CosineScheduleConfig, CosineRestartsScheduleConfig, WarmupCosineScheduleConfig)):
+        _at_least_zero("schedule.eta_min", s.eta_min)
+    if isinstance(s, CosineScheduleConfig) and s.T_max is not None:
+        _at_least("schedule.T_max", s.T_max, 1)
+    if isinstance(s, CosineRestartsScheduleConfig):
+        needs("T_0", s.T_0)
+        _at_least("schedule.T_0", s.T_0, 1)
+        _at_least("schedule.T_mult", s.T_mult, 1)
+    if isinstance(s, (LinearScheduleConfig, WarmupCosineScheduleConfig)) and not 0.0 < s.start_factor <= 1.0:
+        raise ConfigError("schedule.start_factor", s.start_factor, "must be in (0, 1] (the share of the lr the first epoch uses)")
+    if isinstance(s, LinearScheduleConfig):
+        if not 0.0 <= s.end_factor <= 1.0:
+            raise ConfigError("schedule.end_factor", s.end_factor, "must be in [0, 1]")
+        _at_least("schedule.total_iters", s.total_iters, 1)
+    if isinstance(s, WarmupCosineScheduleConfig) and not 1 <= s.warmup_epochs < t.epochs:
+        raise ConfigError("schedule.warmup_epochs", s.warmup_epochs,
+                          f"must be at least 1 and less than train.epochs={t.epochs} (the cosine takes the epochs after it)")
+    if isinstance(s, OneCycleScheduleConfig):
+        needs("max_lr", s.max_lr)
+        _finite_positive("schedule.max_lr", s.max_lr)
+        if not 0.0 <= s.pct_start <= 1.0:
+            raise ConfigError("schedule.pct_start", s.pct_start, "must be in [0, 1] (the share of the epochs raising the lr)")
+        if float(s.pct_start * t.epochs) == 1.0:  # torch's first phase would end where it starts: 0/0
+            raise ConfigError("schedule.pct_start", s.pct_start, f"leaves a warm-up of one epoch of train.epochs={t.epochs}, "
+                              "which torch's OneCycleLR divides by zero on; pick a larger or a smaller one")
+        _finite_positive("schedule.div_factor", s.div_factor)
+        _finite_positive("schedule.final_div_factor", s.final_div_factor)
+    if isinstance(s, PlateauScheduleConfig):
+        if not 0.0 < s.factor < 1.0:
+            raise ConfigError("schedule.factor", s.factor, "must be in (0, 1) (the lr is multiplied by it on a plateau)")
+        _at_least("schedule.patience", s.patience, 0)
+        _at_least("schedule.cooldown", s.cooldown, 0)
+        for key in ("threshold", "min_lr", "eps"):
+            _at_least_zero(f"schedule.{key}", getattr(s, key))
+
+
+def _at_least_zero(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(key, value, "must be a finite number >= 0")
 
 
 def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
@@ -456,6 +670,7 @@ def from_container(d: dict) -> Config:
     It is data: an interpolation (${...}, which OmegaConf would resolve, environment included)
     is refused by name."""
     _refuse_interpolations(d)
+    d = {"schedule": {"name": "constant"}, **d}  # recorded before schedules existed
     base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
 

@@ -79,7 +79,8 @@ def _lookup(cfg, key: str):
 
 
 def choices(cfg: Config) -> str:
-    """The run's choices in a line: thermometer-x0.1-linear-autograd-sgd-lr0.01."""
+    """The run's choices in a line: thermometer-x0.1-linear-autograd-sgd-lr0.01 (then the
+    schedule, where there is one: ...-sgd-lr0.01-cosine)."""
     d = cfg.data
     data = [] if d.name == "none" else [d.name]
     if d.scaling is Scaling.factor:
@@ -90,9 +91,18 @@ def choices(cfg: Config) -> str:
     if getattr(cfg.optimizer, "momentum", 0):
         opt += f"-m{cfg.optimizer.momentum:g}"
     device = [] if cfg.device.name == "cpu" else [cfg.device.name]
+    schedule = [] if cfg.schedule.name == "constant" else [cfg.schedule.name]
     extra = [f"bs{cfg.train.batch_size}"] if cfg.train.batch_size else []
     extra += [f"seed{cfg.train.seed}"] if cfg.train.seed else []
-    return "-".join([*data, cfg.model.name, cfg.grad.name, *device, opt, f"lr{cfg.optimizer.lr:g}", *extra])
+    lr = _lr(cfg).replace("=", "")
+    return "-".join([*data, cfg.model.name, cfg.grad.name, *device, opt, lr, *schedule, *extra])
+
+
+def _lr(cfg: Config) -> str:
+    """lr=0.01; under onecycle, which sets the lr itself from its max_lr, max_lr=0.1."""
+    if cfg.schedule.name == "onecycle":
+        return f"max_lr={cfg.schedule.max_lr:g}"
+    return f"lr={cfg.optimizer.lr:g}"
 
 
 def title(cfg: Config) -> str:
@@ -101,7 +111,8 @@ def title(cfg: Config) -> str:
     scaling = {"none": "raw inputs", "factor": f"inputs ×{d.scale_factor:g}"}.get(d.scaling.value, f"{d.scaling.value}d inputs")
     data = "" if d.name == "none" else f"{d.name}, {scaling} · "
     batch = "full batch" if t.batch_size is None else f"batch {t.batch_size}"
-    return f"{data}{cfg.model.name} · {cfg.grad.name} · {cfg.optimizer.name} lr={cfg.optimizer.lr:g} · {batch}"
+    schedule = "" if cfg.schedule.name == "constant" else f", {cfg.schedule.name} schedule"
+    return f"{data}{cfg.model.name} · {cfg.grad.name} · {cfg.optimizer.name} {_lr(cfg)}{schedule} · {batch}"
 
 
 # ----------------------------------------------------------------------- provenance

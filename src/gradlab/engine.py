@@ -32,11 +32,13 @@ MAX_TRACKED_SCALARS = 8  # parameters are recorded element by element up to this
 @dataclass
 class Schedule:
     """How long to train and what to record, the same for every configuration of a batch; the
-    loss at which each configuration stops early (None: it does not)."""
+    loss at which each configuration stops early (None: it does not); how each configuration's
+    learning rate moves from epoch to epoch (a schedules.LRSchedule; None: it does not)."""
 
     epochs: int
     log_every: int = 1
     stop_loss: list[float | None] | None = None
+    lr_schedule: object | None = None
 
     def expected_rows(self) -> int:
         """How many epochs a full run records: the first, every log_every-th, the last."""
@@ -151,10 +153,12 @@ def scalar_names(model) -> list[str]:
     return names if len(names) <= MAX_TRACKED_SCALARS else []
 
 
-def columns(problem: Problem) -> list[str]:
-    """The history's columns for this problem: known before training starts."""
+def columns(problem: Problem, lr: bool = False) -> list[str]:
+    """The history's columns for this problem: known before training starts. `lr`: the learning
+    rate each epoch's updates used (where a schedule moves it)."""
     val = ["val_loss"] if problem.val is not None else []
-    return ["epoch", "train_loss", *val, "grad_norm", *(f"param.{n}" for n in scalar_names(problem.model))]
+    return ["epoch", "train_loss", *val, "grad_norm", *(["lr"] if lr else []),
+            *(f"param.{n}" for n in scalar_names(problem.model))]
 
 
 SMALL = 64  # up to this many values in all, the loop reads them out rather than calling torch ops
@@ -192,8 +196,9 @@ class _Batch:
     """The configurations still training: which they are, their problem, parameters and
     optimizer. `drop` takes some out (diverged, at their stop_loss) after noting their final values."""
 
-    def __init__(self, problem: Problem, params: dict, optimizer, histories: list[History]):
+    def __init__(self, problem: Problem, params: dict, optimizer, histories: list[History], lr_schedule=None):
         self.problem, self.params, self.optimizer, self.histories = problem, params, optimizer, histories
+        self.lr_schedule = lr_schedule
         self.configs = list(range(problem.configs))  # their indices in the original batch
         self.finals: dict[int, dict] = {}
         self.tracked = bool(scalar_names(problem.model))
@@ -220,6 +225,8 @@ class _Batch:
         self.params = {k: _cut(v, keep) for k, v in self.params.items()}
         if hasattr(self.optimizer, "keep"):
             self.optimizer.keep(keep, list(self.params.values()))
+        if self.lr_schedule is not None:
+            self.lr_schedule.keep(keep)
 
     def finish(self) -> dict[int, dict]:
         self.drop(list(range(len(self.configs))))
@@ -254,7 +261,10 @@ def _nothing() -> None:
 
 def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, histories: list[History],
          on_log: OnLog | None, between_epochs: Callable[[], None]) -> list[dict]:
-    batch = _Batch(problem, params, optimizer, histories)
+    lr_schedule = schedule.lr_schedule
+    batch = _Batch(problem, params, optimizer, histories, lr_schedule)
+    if lr_schedule is not None:  # the first epoch's lr, as torch's scheduler sets it when it is made
+        optimizer.set_lr(lr_schedule.lr)
     stop = schedule.stop_loss if schedule.stop_loss and any(v is not None for v in schedule.stop_loss) else None
     stopping = stop is not None
     has_val = problem.val is not None
@@ -270,8 +280,13 @@ def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule,
             losses, norms, values, vals = _epoch(batch, grad_fn, histories, epoch, measure, values, vals)
             for c in batch.configs:
                 histories[c].epochs_run = epoch
+            lrs = None
+            if lr_schedule is not None and batch.configs:
+                lrs = lr_schedule.lr.tolist()  # what this epoch's updates used
+                if epoch < schedule.epochs:  # the lr after the last epoch is never used
+                    _next_lr(batch, losses)
             if record or stopping:
-                _log(batch, histories, epoch, losses, norms, values, vals, record, stop, on_log)
+                _log(batch, histories, epoch, losses, norms, values, vals, record, stop, on_log, lrs)
             if not batch.configs:
                 break
             between_epochs()
@@ -360,6 +375,21 @@ def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, va
     return lv, gn, values, vals
 
 
+def _next_lr(batch: _Batch, losses: list[float]) -> None:
+    """Step the schedule after the epoch's updates, as torch's documented loop does; a plateau
+    reads the validation loss at the new parameters where there is a split (torch's loop
+    validates after training), else the epoch's training loss."""
+    loss = None
+    if batch.lr_schedule.reads_loss:
+        if batch.problem.val is None:
+            loss = losses
+        else:
+            with torch.no_grad():
+                loss = batch.problem.loss(batch.params, batch.problem.val).tolist()
+    batch.lr_schedule.step(loss)
+    batch.optimizer.set_lr(batch.lr_schedule.lr)
+
+
 def _diverge(batch: _Batch, histories, epoch: int, positions: list[int], what, values) -> None:
     whats = what if isinstance(what, list) else [what] * len(positions)
     for pos, w, v in zip(positions, whats, values):
@@ -368,12 +398,14 @@ def _diverge(batch: _Batch, histories, epoch: int, positions: list[int], what, v
     batch.drop(positions)
 
 
-def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: bool, stop, on_log) -> None:
+def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: bool, stop, on_log, lrs=None) -> None:
     """The epoch's rows, for the configurations that log it; those at their stop_loss converge."""
     configs = batch.configs
     done = [i for i, c in enumerate(configs) if stop[c] is not None and losses[i] <= stop[c]] if stop else []
     if not record and not done:
         return
+    if lrs is not None:  # the lr column comes before the parameters'
+        values = [[lr, *v] for lr, v in zip(lrs, values)]
     if vals is None:
         rows = [[loss, g, *v] for loss, g, v in zip(losses, norms, values)]
     else:

@@ -30,11 +30,27 @@ class Batched:
 
     def __init__(self, params: list, configs: list):
         self.params = _targets(params)
+        # pairs (betas, etas, step_sizes) are split by the classes that take them
         self.hyper = {f.name: torch.tensor([float(getattr(c, f.name)) for c in configs], dtype=torch.float64)
-                      for f in dataclasses.fields(configs[0]) if f.name not in ("name", "betas")}
+                      for f in dataclasses.fields(configs[0])
+                      if f.name != "name" and not isinstance(getattr(configs[0], f.name), (tuple, list))}
         self.state: list[dict] = [{} for _ in params]
         self.steps = 0
         self._shaped: dict = {}
+        self.derive()
+
+    # Hyperparameters computed from lr once, not every step: derive() makes them again when a
+    # schedule changes lr, so that they follow it as torch.optim's, computed every step, do.
+    from_lr: tuple[str, ...] = ()
+
+    def derive(self) -> None:
+        pass
+
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """Each configuration's learning rate from the next step on (a schedule's), float64 (B,)."""
+        self.hyper["lr"] = lr
+        self.derive()
+        self.refresh("lr", *self.from_lr)
 
     def h(self, name: str, i: int):
         """Hyperparameter `name` cast and shaped to broadcast over parameter i."""
@@ -87,6 +103,17 @@ class Batched:
         return g if self.uniform("weight_decay", 0.0) else g + self.h("weight_decay", i) * p
 
 
+def _pair(configs: list, field: str, i: int) -> torch.Tensor:
+    """Element i of a pair of hyperparameters (betas, etas, step_sizes), per configuration."""
+    return torch.tensor([float(getattr(c, field)[i]) for c in configs], dtype=torch.float64)
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim keeps its per-parameter scalars in (steps, ASGD's eta, NAdam's mu
+    product): float32 unless the default dtype is float64. Their rounding is part of the update."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
 def _targets(params: list) -> list:
     """What an update writes into: autograd's leaves through aliases outside the graph (the
     same memory and version counter, no `torch.no_grad()` to enter every step)."""
@@ -137,12 +164,13 @@ class Adam(Batched):
 
     decoupled = False
 
+    from_lr = ("decay_factor",)
+
     def __init__(self, params: list, configs: list):
         super().__init__(params, configs)
-        self.hyper["beta1"] = torch.tensor([c.betas[0] for c in configs], dtype=torch.float64)
-        self.hyper["beta2"] = torch.tensor([c.betas[1] for c in configs], dtype=torch.float64)
-        self.hyper["one_minus_beta1"] = 1.0 - self.hyper["beta1"]
-        self.hyper["one_minus_beta2"] = 1.0 - self.hyper["beta2"]
+        _betas(self.hyper, configs)
+
+    def derive(self) -> None:
         self.hyper["decay_factor"] = 1.0 - self.hyper["lr"] * self.hyper["weight_decay"]  # AdamW's
 
     def step(self, grads: list) -> None:
@@ -227,6 +255,192 @@ class Adagrad(Batched):
         p.sub_(self.h("clr", i) * g / std)
 
 
+def _betas(hyper: dict, configs: list) -> None:
+    hyper["beta1"], hyper["beta2"] = _pair(configs, "betas", 0), _pair(configs, "betas", 1)
+    hyper["one_minus_beta1"] = 1.0 - hyper["beta1"]
+    hyper["one_minus_beta2"] = 1.0 - hyper["beta2"]
+
+
+class ASGD(Batched):
+    """torch.optim.ASGD. Its step size eta is worked out at the end of each step from that step's
+    lr (the first from the lr at the first step) and kept in torch.optim's scalar dtype, as torch
+    keeps it. The running average `ax` torch keeps beside the parameters enters no update: gradlab
+    trains and records the parameters, as torch.optim.ASGD does."""
+
+    def step(self, grads: list) -> None:
+        h = self.hyper
+        if self.steps == 0:
+            h["eta"] = h["lr"].to(_scalar_dtype()).double()
+        h["shrink"] = 1 - h["lambd"] * h["eta"]
+        self.refresh("eta", "shrink")
+        super().step(grads)
+        h["eta"] = (h["lr"] / ((1 + h["lambd"] * h["lr"] * self.steps) ** h["alpha"])).to(_scalar_dtype()).double()
+
+    def update(self, i, p, g):
+        g = self.decay(i, p, g)
+        p.mul_(self.h("shrink", i))
+        p.sub_(self.h("eta", i) * g)
+
+
+class Adadelta(Batched):
+    """torch.optim.Adadelta."""
+
+    def __init__(self, params: list, configs: list):
+        super().__init__(params, configs)
+        self.hyper["one_minus_rho"] = 1.0 - self.hyper["rho"]
+
+    def update(self, i, p, g):
+        g = self.decay(i, p, g)
+        s = self.state[i]
+        if not s:
+            s["square_avg"], s["acc_delta"] = torch.zeros_like(p), torch.zeros_like(p)
+        rho, one_minus_rho, eps = self.h("rho", i), self.h("one_minus_rho", i), self.h("eps", i)
+        s["square_avg"].mul_(rho).add_(one_minus_rho * g * g)
+        std = (s["square_avg"] + eps).sqrt_()
+        delta = (s["acc_delta"] + eps).sqrt_().div_(std).mul_(g)
+        s["acc_delta"].mul_(rho).add_(one_minus_rho * delta * delta)
+        p.sub_(self.h("lr", i) * delta)
+
+
+class Adamax(Batched):
+    """torch.optim.Adamax: Adam with the infinity norm."""
+
+    def __init__(self, params: list, configs: list):
+        super().__init__(params, configs)
+        _betas(self.hyper, configs)
+
+    def step(self, grads: list) -> None:
+        self.hyper["clr"] = self.hyper["lr"] / (1 - self.hyper["beta1"] ** (self.steps + 1))
+        self.refresh("clr")
+        super().step(grads)
+
+    def update(self, i, p, g):
+        g = self.decay(i, p, g)
+        s = self.state[i]
+        if not s:
+            s["exp_avg"], s["exp_inf"] = torch.zeros_like(p), torch.zeros_like(p)
+        s["exp_avg"].lerp_(g, self.h("one_minus_beta1", i))
+        torch.maximum(s["exp_inf"].mul_(self.h("beta2", i)), g.abs().add_(self.h("eps", i)), out=s["exp_inf"])
+        p.sub_(self.h("clr", i) * (s["exp_avg"] / s["exp_inf"]))
+
+
+class _DecoupledDecay(Batched):
+    """NAdam's and RAdam's weight decay, a flag per configuration: decoupled (the parameters
+    shrink by 1 − lr·weight_decay, as AdamW's) or L2 (added to the gradient)."""
+
+    from_lr = ("shrink",)
+
+    def derive(self) -> None:
+        h = self.hyper
+        decoupled = h["decoupled_weight_decay"] != 0
+        h["shrink"] = torch.where(decoupled, 1.0 - h["lr"] * h["weight_decay"], 1.0)
+        h["l2"] = torch.where(decoupled, 0.0, h["weight_decay"])
+
+    def decay(self, i: int, p, g):
+        if self.uniform("weight_decay", 0.0):
+            return g
+        if not self.uniform("decoupled_weight_decay", 0.0):
+            p.mul_(self.h("shrink", i))
+        return g if self.uniform("decoupled_weight_decay", 1.0) else g + self.h("l2", i) * p
+
+
+class NAdam(_DecoupledDecay):
+    """torch.optim.NAdam. The running product of the momentum coefficients is kept in
+    torch.optim's scalar dtype, as torch keeps it (float32 rounding included)."""
+
+    def __init__(self, params: list, configs: list):
+        super().__init__(params, configs)
+        _betas(self.hyper, configs)
+        self.mu_product = torch.ones(len(configs), dtype=_scalar_dtype())
+
+    def step(self, grads: list) -> None:
+        h, t = self.hyper, self.steps + 1
+        mu = h["beta1"] * (1.0 - 0.5 * (0.96 ** (t * h["momentum_decay"])))
+        mu_next = h["beta1"] * (1.0 - 0.5 * (0.96 ** ((t + 1) * h["momentum_decay"])))
+        self.mu_product = self.mu_product * mu.to(self.mu_product.dtype)  # torch: a scalar-dtype tensor *= a float
+        product = self.mu_product.double()
+        h["bc2"] = 1 - h["beta2"] ** t
+        h["grad_coef"] = -h["lr"] * (1.0 - mu) / (1.0 - product)
+        h["avg_coef"] = (-h["lr"] * mu_next) / (1.0 - product * mu_next)
+        self.refresh("bc2", "grad_coef", "avg_coef")
+        super().step(grads)
+
+    def update(self, i, p, g):
+        g = self.decay(i, p, g)
+        s = self.state[i]
+        if not s:
+            s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        s["exp_avg"].lerp_(g, self.h("one_minus_beta1", i))
+        s["exp_avg_sq"].mul_(self.h("beta2", i)).add_(self.h("one_minus_beta2", i) * g * g)
+        denom = s["exp_avg_sq"].div(self.h("bc2", i)).sqrt_().add_(self.h("eps", i))
+        p.add_(self.h("grad_coef", i) * (g / denom))
+        p.add_(self.h("avg_coef", i) * (s["exp_avg"] / denom))
+
+    def keep(self, positions: list[int], params: list) -> None:
+        super().keep(positions, params)
+        self.mu_product = self.mu_product[torch.tensor(positions)]
+
+
+class RAdam(_DecoupledDecay):
+    """torch.optim.RAdam: Adam's step rectified where the variance of its adaptive lr is tractable
+    (rho_t > 5), plain momentum before; which of the two, per configuration."""
+
+    def __init__(self, params: list, configs: list):
+        super().__init__(params, configs)
+        _betas(self.hyper, configs)
+
+    def step(self, grads: list) -> None:
+        h, t = self.hyper, self.steps + 1
+        h["bc1"] = 1 - h["beta1"] ** t
+        bc2 = 1 - h["beta2"] ** t
+        h["bc2_sqrt"] = bc2 ** 0.5
+        rho_inf = 2 / (1 - h["beta2"]) - 1
+        rho_t = rho_inf - 2 * t * (h["beta2"] ** t) / bc2
+        h["rectified"] = (rho_t > 5.0).double()
+        h["rect"] = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        self.refresh("bc1", "bc2_sqrt", "rectified", "rect")
+        self.any_rectified = bool(h["rectified"].any())
+        self.all_rectified = bool(h["rectified"].all())
+        super().step(grads)
+
+    def update(self, i, p, g):
+        g = self.decay(i, p, g)
+        s = self.state[i]
+        if not s:
+            s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        s["exp_avg"].lerp_(g, self.h("one_minus_beta1", i))
+        s["exp_avg_sq"].mul_(self.h("beta2", i)).add_(self.h("one_minus_beta2", i) * g * g)
+        step = s["exp_avg"] / self.h("bc1", i) * self.h("lr", i)
+        if self.any_rectified:
+            adaptive = self.h("bc2_sqrt", i) / s["exp_avg_sq"].sqrt().add_(self.h("eps", i))
+            rectified = step * adaptive * self.h("rect", i)
+            step = rectified if self.all_rectified else torch.where(self.h("rectified", i) != 0, rectified, step)
+        p.sub_(step)
+
+
+class Rprop(Batched):
+    """torch.optim.Rprop: a step size per element, grown by etaplus while the gradient keeps its
+    sign and shrunk by etaminus when it flips. lr is each element's first step size, read at the
+    first step only (as torch.optim reads it): a schedule changes nothing after that."""
+
+    def __init__(self, params: list, configs: list):
+        super().__init__(params, configs)
+        self.hyper["etaminus"], self.hyper["etaplus"] = _pair(configs, "etas", 0), _pair(configs, "etas", 1)
+        self.hyper["step_min"], self.hyper["step_max"] = _pair(configs, "step_sizes", 0), _pair(configs, "step_sizes", 1)
+
+    def update(self, i, p, g):
+        s = self.state[i]
+        if not s:
+            s["prev"] = torch.zeros_like(p)
+            s["step_size"] = torch.zeros_like(g) + self.h("lr", i)
+        sign = (g * s["prev"]).sign()
+        factor = torch.where(sign > 0, self.h("etaplus", i), torch.where(sign < 0, self.h("etaminus", i), 1.0))
+        torch.clamp(s["step_size"].mul_(factor), self.h("step_min", i), self.h("step_max", i), out=s["step_size"])
+        g = torch.where(sign < 0, 0.0, g)  # a flipped sign: no step, and no flip seen at the next
+        p.sub_(g.sign() * s["step_size"])
+        s["prev"].copy_(g)
+
+
 class LBFGS:
     """torch.optim.LBFGS on a batch of one configuration: a step evaluates the loss several times."""
 
@@ -248,14 +462,21 @@ class LBFGS:
     def step_closure(self, closure) -> None:
         self.opt.step(closure)
 
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """What a torch.optim.lr_scheduler does to L-BFGS: its group's lr."""
+        self.opt.param_groups[0]["lr"] = float(lr[0])
+
 
 # Option name (the config's `name`) -> the optimizer class; it is built for a list of parameters
 # (a leading configuration axis each) and one optimizer config per configuration.
-OPTIMIZERS = {"gd": GD, "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad, "lbfgs": LBFGS}
+OPTIMIZERS = {"gd": GD, "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad, "asgd": ASGD,
+              "adadelta": Adadelta, "adamax": Adamax, "nadam": NAdam, "radam": RAdam, "rprop": Rprop, "lbfgs": LBFGS}
 
 
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
-         "adagrad": torch.optim.Adagrad, "lbfgs": torch.optim.LBFGS}  # whose equations each follows
+         "adagrad": torch.optim.Adagrad, "asgd": torch.optim.ASGD, "adadelta": torch.optim.Adadelta,
+         "adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam, "rprop": torch.optim.Rprop,
+         "lbfgs": torch.optim.LBFGS}  # whose equations each follows
 
 
 def build(configs: list, params: list):
@@ -271,14 +492,13 @@ def check(cfg) -> None:
     if cls is None:
         return
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # betas, etas, step_sizes
     try:
         _unparametrised(cls)([torch.zeros(1)], **kwargs)
     except ValueError as e:  # "Invalid epsilon value: -1.0"
         m = re.match(r"Invalid (\w+)", str(e))
         word = m.group(1) if m else ""
-        field = word if word in kwargs else {"epsilon": "eps", "beta": "betas", "learning": "lr"}.get(word)
+        field = word if word in kwargs else {"epsilon": "eps", "beta": "betas", "eta": "etas", "learning": "lr"}.get(word)
         key = f"optimizer.{field}" if field else "optimizer"
         raise ConfigError(key, kwargs.get(field, cfg.name), f"torch.optim.{cls.__name__} refuses it: {e}") from None
 

@@ -73,3 +73,13 @@ class Objective(Enum):
 class SweepRefused(OverrideError):
     """A sweep refused before any job ran: jobs with bad values, a search that cannot work. The
     message lists what is wrong, a line each."""
+
+
+class AnnealStrategy(Enum):  # OneCycleLR's anneal_strategy
+    cos = "cos"
+    linear = "linear"
+
+
+class ThresholdMode(Enum):  # ReduceLROnPlateau's threshold_mode
+    rel = "rel"
+    abs = "abs"

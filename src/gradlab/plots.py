@@ -19,7 +19,7 @@ PNG = {"dpi": 100, "pil_kwargs": {"compress_level": 1}}  # savefig's settings: f
 # Drawing text is most of a figure's cost: unhinted glyphs render faster (and look the same at this size).
 RC = {"text.hinting": "none"}
 
-TRAIN, VAL, OPT, BAD = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
+TRAIN, VAL, OPT, BAD, LR = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
 
 
 def _plain_log(axis) -> None:
@@ -27,6 +27,14 @@ def _plain_log(axis) -> None:
     laying out mathtext and minor labels is most of what drawing a figure costs."""
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _title(ax, text: str) -> None:
+    """In a fixed place (placing it costs a layout pass), smaller where its longest line would
+    not fit across the figure (about 80 characters at 10 pt on 6.4 inches)."""
+    longest = max(len(line) for line in text.splitlines()) if text else 0
+    fit = 12.5 * ax.figure.get_figwidth()
+    ax.set_title(text, fontsize=10 if longest <= fit else max(7.0, 10 * fit / longest), y=1.0, pad=6)
 
 
 def _fig(width: float = 6.4, height: float = 4.2, right: float = 0.96):
@@ -40,7 +48,9 @@ def _fig(width: float = 6.4, height: float = 4.2, right: float = 0.96):
 
 
 def loss_curves(d: dict) -> Figure:
-    fig, ax = _fig()
+    """Training and validation loss by epoch; the learning rate on a second axis where a schedule moved it."""
+    lr = np.asarray(d["lr"]) if d.get("lr") is not None and len(d["lr"]) and np.ptp(d["lr"]) > 0 else None
+    fig, ax = _fig(right=0.86 if lr is not None else 0.96)  # room for the lr axis's labels
     epochs = np.asarray(d["epoch"])
     for key, label, color in (("train_loss", "training", TRAIN), ("val_loss", "validation", VAL)):
         if d.get(key) is not None and len(d[key]):
@@ -60,9 +70,23 @@ def loss_curves(d: dict) -> Figure:
                     ha="right", va="top", color=BAD, fontsize=9, rotation=90)
     ax.set_xlabel("epoch" if not d.get("stream") else "step")
     ax.set_ylabel(f"loss ({d['loss_name']}{', log scale' if log else ''})")
-    ax.set_title(d["title"], fontsize=10, y=1.0, pad=6)  # a fixed place: placing it costs a layout pass
+    _title(ax, d["title"])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper right")  # "best" searches every point: slow
+    handles, labels = ax.get_legend_handles_labels()
+    if lr is not None:
+        lr_ax = ax.twinx()
+        handles += lr_ax.plot(epochs, lr, color=LR, lw=1, ls="--", label="learning rate")
+        labels.append("learning rate")
+        positive = lr[lr > 0]
+        if len(positive) and positive.max() / positive.min() > 10:
+            lr_ax.set_yscale("log")
+            _plain_log(lr_ax.yaxis)
+            lr_ax.minorticks_off()
+        else:
+            lr_ax.yaxis.set_major_locator(MaxNLocator(5))
+        lr_ax.set_ylabel("learning rate", color=LR)
+        lr_ax.tick_params(axis="y", colors=LR)
+    ax.legend(handles, labels, fontsize=9, loc="upper right")  # "best" searches every point: slow
     return fig
 
 
@@ -77,7 +101,7 @@ def fit(d: dict) -> Figure:
         ax.plot(d["grid_x"], d["grid_opt"], color=OPT, lw=1, ls="--", label="closed-form optimum")
     ax.set_xlabel(d["x_label"])
     ax.set_ylabel(d["y_label"])
-    ax.set_title(d["title"], fontsize=10, y=1.0, pad=6)  # a fixed place: placing it costs a layout pass
+    _title(ax, d["title"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left")  # "best" searches every point: slow
     return fig
@@ -102,7 +126,7 @@ def trajectory(d: dict) -> Figure:
         ax.plot(*d["optimum"], "*", color=OPT, mec="k", ms=14, label="optimum")
     ax.set_xlabel(d["names"][0])
     ax.set_ylabel(d["names"][1])
-    ax.set_title(d["title"], fontsize=10, y=1.0, pad=6)  # a fixed place: placing it costs a layout pass
+    _title(ax, d["title"])
     ax.legend(fontsize=9, loc="upper right", framealpha=0.8)
     return fig
 
@@ -117,7 +141,7 @@ def predicted_vs_true(d: dict) -> Figure:
     ax.plot([lo, hi], [lo, hi], color="k", lw=1, ls="--", label="prediction = target")
     ax.set_xlabel(f"true {d['y_label']}")
     ax.set_ylabel(f"predicted {d['y_label']}")
-    ax.set_title(d["title"], fontsize=10, y=1.0, pad=6)  # a fixed place: placing it costs a layout pass
+    _title(ax, d["title"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left")  # "best" searches every point: slow
     return fig

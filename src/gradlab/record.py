@@ -1,7 +1,7 @@
 """A tracked run: validate → set up → describe → start → fit → evaluate → finish.
 
 Whatever happens once its MLflow run exists, a run ends with a status that tells the truth
-(`RunGroup` owns that end): completed/converged/pruned -> FINISHED, diverged -> FAILED (with step and
+(`RunGroup` owns that end): completed/reached_stop_loss/pruned -> FINISHED, diverged -> FAILED (with step and
 reason), an exception -> FAILED (with its type and message), SIGINT/SIGTERM -> KILLED. The
 metrics logged so far and the history up to that point are kept in every case. User mistakes
 raise before any run exists.

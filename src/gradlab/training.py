@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gradlab import data as data_mod
-from gradlab import devices, engine, gradients, models, optim
+from gradlab import devices, engine, gradients, models, optim, schedules
 from gradlab.config import Config, ConfigError
 from gradlab.devices import Backend
 from gradlab.engine import History, Schedule
@@ -101,13 +101,14 @@ def setup(*cfgs: Config) -> Setup:
         draws = [stream.sample(STREAM_EVAL_SAMPLES, torch.Generator().manual_seed(c.train.seed + 1)) for c in cfgs]
         eval_batch = problem._put((torch.stack([x for x, _ in draws]), torch.stack([y for _, y in draws])))
     optimizer = optim.build([c.optimizer for c in cfgs], list(params.values()))
-    schedule = Schedule(t.epochs, t.log_every, [c.train.stop_loss for c in cfgs])
+    lr_schedule = schedules.build([c.schedule for c in cfgs], t.epochs, [c.optimizer.lr for c in cfgs])
+    schedule = Schedule(t.epochs, t.log_every, [c.train.stop_loss for c in cfgs], lr_schedule)
     return Setup(list(cfgs), backend, prepared, stream, model, problem, params, gradients.build(cfg.grad),
                  optimizer, schedule, draws, eval_batch)
 
 
 def new_histories(s: Setup) -> list[History]:
-    return [History(engine.columns(s.problem)) for _ in s.cfgs]
+    return [History(engine.columns(s.problem, lr=s.schedule.lr_schedule is not None)) for _ in s.cfgs]
 
 
 def fit(s: Setup, histories: list[History], on_log=None, between_epochs=None) -> list[dict]:
@@ -279,9 +280,9 @@ def plot_data(s: Setup, i: int, result: Result, title: str) -> dict:
     to configuration i."""
     h = result.history
     loss_name = "objective" if s.model.objective else s.cfgs[i].train.loss.value
-    curves = thinned(h, [c for c in ("epoch", "train_loss", "val_loss") if c in h.columns])
+    curves = thinned(h, [c for c in ("epoch", "train_loss", "val_loss", "lr") if c in h.columns])
     out = {"loss": {
-        "epoch": curves["epoch"], "train_loss": curves["train_loss"], "val_loss": curves.get("val_loss"),
+        "epoch": curves["epoch"], "train_loss": curves["train_loss"], "val_loss": curves.get("val_loss"), "lr": curves.get("lr"),
         "optimal_loss": result.metrics.get("optimal_train_loss"), "stop_step": h.stop_step, "outcome": h.outcome,
         "loss_name": loss_name, "title": title, "stream": s.stream is not None,
     }}

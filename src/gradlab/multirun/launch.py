@@ -4,9 +4,10 @@ as its own complete run, and hand one result per job back to the sweeper (Optuna
 n_jobs trials become batches too).
 
 Jobs share a program when they differ only in values that can become a tensor axis: optimizer
-hyperparameters, input scaling, seeds, start values, the split seed (`BATCHED`). Any other
-difference (model, dataset, gradient method, optimizer kind, epochs, batch size, dtype, device)
-makes another group. L-BFGS runs a line search per configuration: its jobs run one at a time.
+hyperparameters, schedule values, input scaling, seeds, start values, the split seed (`BATCHED`).
+Any other difference (model, dataset, gradient method, optimizer or schedule kind, epochs, batch
+size, dtype, device) makes another group. L-BFGS runs a line search per configuration: its jobs
+run one at a time.
 A crash inside a batch fails each of its jobs (they were one program); the other batches go on.
 """
 
@@ -19,10 +20,10 @@ from gradlab.record import Job, Origin, record_group
 from gradlab.multirun.hydra_internals import forget_compositions
 
 # Flattened config keys whose values become a tensor axis (a prefix ends with ".").
-BATCHED = ("optimizer.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
+BATCHED = ("optimizer.", "schedule.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
            "train.stop_loss", "train.progress", "model.start.", "model.init", "model.init_scale", "tracking.run_name",
            "tracking.plots", "tracking.skip_finished")
-UNBATCHED = ("optimizer.name",)  # ...but not these
+UNBATCHED = ("optimizer.name", "schedule.name")  # ...but not these
 ONE_AT_A_TIME = {"lbfgs"}  # optimizers that cannot share a batch
 
 

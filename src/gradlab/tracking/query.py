@@ -93,7 +93,7 @@ def run(store: Store, run_id: str) -> RunRecord:
 
 def finished(store: Store, experiment: str, config_hashes: list[str]) -> dict[str, RunRecord]:
     """config hash -> the latest run of `experiment` with that config that reached a result
-    (completed, converged or diverged: a diverged learning rate is a result too)."""
+    (completed, reached_stop_loss or diverged: a diverged learning rate is a result too)."""
     exp = experiment_id(store, experiment)
     out: dict[str, RunRecord] = {}
     if exp is None:
