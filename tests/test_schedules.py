@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import compose
-from gradlab import launch, schedules, training
+from gradlab import schedules, training
+from gradlab.multirun import launch
 from gradlab.config import AnnealStrategy, ThresholdMode, validate
 from gradlab.record import Job
 
@@ -264,12 +265,12 @@ def test_a_scheduled_run_records_its_lr_and_its_schedule(temp_store):
     import mlflow
 
     from gradlab import compare
-    from gradlab.record import record
+    from gradlab.record import Origin, record
     from gradlab.tracking import Store, query
 
     cfg = compose("train.epochs=500", "schedule=step", "schedule.step_size=100", "schedule.gamma=0.5", "tracking.max_points=50",
                   "tracking.plots=false")
-    record(cfg, experiment="sched", overrides=["schedule=step"], quiet=True)
+    record(Job(cfg, ["schedule=step"]), Origin("sched"), quiet=True)
     client = mlflow.MlflowClient(temp_store)
     (step,) = client.search_runs([client.get_experiment_by_name("sched").experiment_id])
     assert step.info.run_name == "step · thermometer-x0.1-linear-autograd-sgd-lr0.01-step"
