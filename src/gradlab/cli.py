@@ -83,11 +83,15 @@ def _is_sweep(args) -> bool:
     from gradlab.explain import COMPOSITION_ERRORS
     from gradlab.multirun import hydra_internals
 
+    from hydra.core.global_hydra import GlobalHydra
+
     try:
         app = hydra_internals.hydra(project_root() / "conf", args.config_dir)
         return hydra_internals.is_multirun(app, args.config_name or "config", list(args.overrides))
     except COMPOSITION_ERRORS:  # said by the run's own composition
         return False
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def _sweep(args) -> int:

@@ -160,8 +160,8 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def best_group(axes: list[str]) -> list[str]:
-    """Best configuration per problem, optimizer and scaling where they vary, else per the first axis."""
-    return [a for a in ("problem", "optimizer", "scaling") if a in axes] or axes[:1]
+    """Best configuration per problem, optimizer, scaling and schedule where they vary, else per the first axis."""
+    return [a for a in ("problem", "optimizer", "scaling", "schedule") if a in axes] or axes[:1]
 
 
 def configurations(df: pd.DataFrame) -> pd.DataFrame:
@@ -256,7 +256,8 @@ def _against_lr(df, y, ylabel, title, hue, col, palette):
     per_row = min(n, 4)
     # the legend sits outside on the right: room for it beside the panels
     fig, axes = plt.subplots(math.ceil(n / per_row), per_row, figsize=(3.9 * per_row + 2.6, 3.5 * math.ceil(n / per_row)),
-                             squeeze=False, sharey=col != "problem", layout="constrained")
+                             squeeze=False, sharey="problem" not in (col, *df.attrs.get("panel_keys", [])),
+                             layout="constrained")
     seeds = df.groupby(["configuration"])["run_id"].count().max() > 1
     hues = list(palette) if palette else [None]
     from matplotlib.transforms import offset_copy
@@ -309,9 +310,13 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    hue = "optimizer" if "optimizer" in axes else next((a for a in axes if a not in ("lr", "seed", "problem")), None)
-    # Panels by problem where problems differ (their losses do not share an axis), else by scaling
-    col = "problem" if "problem" in axes else ("scaling" if "scaling" in axes and hue != "scaling" else None)
+    df = df.copy()  # the panels' column is the figures' own
+    # A line per schedule where schedules vary (the question is then which schedule for which lr),
+    # else per optimizer; panels for the rest of what varies: problems (whose losses do not share an
+    # axis), scalings, optimizers.
+    hue = next((a for a in ("schedule", "optimizer") if a in axes), None) or next(
+        (a for a in axes if a not in ("lr", "seed", "problem")), None)
+    col = _panels(df, [a for a in ("problem", "optimizer", "scaling") if a in axes and a != hue])
     palette = colours(df, hue)
     out = {}
     cells = convergence.cells(entries(df))
@@ -327,6 +332,15 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
     if "method" in axes:
         out["time_per_epoch.png"] = _time_per_epoch(df)
     return out
+
+
+def _panels(df: pd.DataFrame, keys: list[str]) -> str | None:
+    """The column that names each figure's panel: one axis, or several joined into `panel`."""
+    if len(keys) <= 1:
+        return keys[0] if keys else None
+    df["panel"] = df[keys].astype(str).agg(" · ".join, axis=1)
+    df.attrs["panel_keys"] = keys
+    return "panel"
 
 
 def _lr_figures(df, hue, col, palette) -> dict:
