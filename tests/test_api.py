@@ -20,7 +20,7 @@ from conftest import ROOT, store_made
 from conftest import gradlab as gradlab_cli
 from gradlab.config import ConfigError
 from gradlab.options import OverrideError
-from gradlab.tracking import Recorder
+from gradlab.tracking import REGISTRY
 
 SMALL = ("experiment=thermometer_sgd_split", "train.epochs=400")
 
@@ -58,11 +58,11 @@ def test_run_returns_what_the_cli_records_for_the_same_config(temp_store):
 
 def test_repeated_calls_in_one_process_reuse_the_recorder(temp_store):
     a = gradlab.run(*SMALL)
-    first = Recorder._shared
+    first = REGISTRY.first
     b = gradlab.run(*SMALL, optimizer__lr=0.005)
     s1 = gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, *SMALL, "tracking.plots=false")
     s2 = gradlab.sweep(["optimizer.lr=0.01,0.02,0.03"], *SMALL, "tracking.plots=false")
-    assert Recorder._shared is first and first.alive()  # one recorder process for every call
+    assert REGISTRY.first is first and first.alive()  # one recorder process for every call
     assert len({a.run_id, b.run_id}) == 2 and s1.parent_id != s2.parent_id
     assert (len(s1.runs), len(s2.runs)) == (2, 3)
     assert a.metrics["final_train_loss"] != b.metrics["final_train_loss"]

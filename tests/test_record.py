@@ -175,14 +175,14 @@ def test_a_recorder_that_dies_as_it_starts_is_said_in_one_line():
     """kill -9 of a recorder before it had said its pid raised EOFError through a traceback."""
     from multiprocessing.connection import Connection
 
-    from gradlab.tracking.background import Recorder, RecorderGone
+    from gradlab.tracking.recorder.client import Recorder, RecorderGone
 
     read, write = os.pipe()
     os.close(write)
     rec = Recorder.__new__(Recorder)
     rec._recv = Connection(read, writable=False)
     with pytest.raises(RecorderGone, match="the gradlab recorder process stopped as it started"):
-        rec._first_message("pid")
+        rec._first_message()
 
 
 def test_a_folder_as_the_store_is_refused_at_once(tmp_path):
@@ -229,7 +229,7 @@ def test_sigkill_of_the_trainer_alone_is_closed_by_the_recorder(temp_store):
 def test_sigkill_of_the_recorder_alone_is_closed_by_the_trainer_with_its_history(temp_store):
     proc = _start_and_wait_for_run(temp_store, start_new_session=True, stderr=subprocess.PIPE, text=True)
     recorders = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _in_group(int(p.name), proc.pid)
-                 and b"background import serve" in _cmdline(p)]
+                 and b"recorder.server import serve" in _cmdline(p)]
     assert len(recorders) == 1
     os.kill(recorders[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)

@@ -530,7 +530,7 @@ def _recorders(session: int) -> list[int]:
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if os.getsid(int(entry.name)) == session and b"background import serve" in (entry / "cmdline").read_bytes():
+            if os.getsid(int(entry.name)) == session and b"recorder.server import serve" in (entry / "cmdline").read_bytes():
                 found.append((int((entry / "stat").read_text().rsplit(")", 1)[1].split()[19]), int(entry.name)))
         except (OSError, ValueError):
             continue
@@ -648,7 +648,7 @@ def test_a_record_that_failed_as_the_sweep_ends_fails_the_sweep_and_ends_its_par
     escaped it, leaving the parent RUNNING."""
     from gradlab.multirun.context import SweepContext
     from gradlab.multirun.sweep import Sweep
-    from gradlab.tracking import Recorder, TrackingError
+    from gradlab.tracking import REGISTRY, TrackingError
 
     class Failing:  # a recorder whose last run's end failed to be written (a full disk, say)
         alive, holds_runs, run_ids, _starting = (lambda self: True), True, {}, {}
@@ -670,7 +670,7 @@ def test_a_record_that_failed_as_the_sweep_ends_fails_the_sweep_and_ends_its_par
             self.ends += ends
 
     rec = Failing()
-    monkeypatch.setattr(Recorder, "everyone", classmethod(lambda cls: [rec]))
+    monkeypatch.setattr(REGISTRY, "everyone", lambda: [rec])
     sweep = Sweep(SweepContext("p", "grid", "e", "sqlite:///unused.db"), recorder=rec, key=1)
     assert sweep.finish().failed >= 1
     (end,) = rec.ends

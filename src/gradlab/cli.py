@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gradlab import signals, timings
 from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
 from gradlab.record import record
-from gradlab.tracking import Recorder, TrackingError, project_root
+from gradlab.tracking import REGISTRY, TrackingError, project_root
 
 register_configs()
 USER_ERRORS = (ConfigError, DataError, TrackingError)
@@ -69,7 +69,7 @@ def train(argv: list[str], shutdown: bool = True) -> int:
         return 2
     finally:
         if shutdown:
-            Recorder.shutdown()
+            REGISTRY.shutdown()
 
 
 def _is_sweep(args) -> bool:

@@ -58,10 +58,10 @@ def tidy(records: list[RunRecord]) -> pd.DataFrame:
     df = pd.DataFrame([{"run_id": r.id, "run_name": r.name, "status": r.status, "outcome": r.outcome,
                         "overrides": r.tag("overrides"), "trial": float(r.tag("trial") or "nan"), **r.params,
                         **{m: r.metrics.get(m, np.nan) for m in METRICS},
-                        **{k: placed[r.id][k] for k in ("problem", "rank", "config_rank", "configuration", "verdict", "objective")}}
+                        **{k: placed[r.id][k] for k in ("problem", "rank", "config_rank", "configuration", "verdict", "objective")},
+                        # the final loss a run reached (gradlab.ranking's rule: validation, else training)
+                        "final_loss": ranking.loss("val_loss", r.metrics) if r.outcome in ranking.RESULT else np.nan}
                        for r in latest])
-    df["final_loss"] = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
-    df.loc[~df["outcome"].isin(ranking.RESULT), "final_loss"] = np.nan
     df["seconds_per_epoch"] = df["train_seconds"] / df["epochs_run"].where(df["epochs_run"] > 0)
 
     def col(name, default):

@@ -138,6 +138,34 @@ class History:
                 "spilled": self._spill.handed_over() if self._spill else None}
 
 
+@dataclass(slots=True)
+class Measured:
+    """What an epoch measured of the configurations still training, in their order: the training
+    loss seen before each update, the gradient's norm, the tracked parameters' values at the
+    epoch's start and the validation loss there (None where the epoch is not measured)."""
+
+    losses: list[float]
+    norms: list[float]
+    values: list[list[float]] | None = None
+    vals: list[float] | None = None
+
+    def keep(self, positions: list[int]) -> "Measured":
+        def cut(v):
+            return None if v is None else [v[i] for i in positions]
+
+        return Measured(cut(self.losses), cut(self.norms), cut(self.values), cut(self.vals))
+
+    def rows(self, lrs: list[float] | None) -> list[list[float]]:
+        """The history's rows, in the order of `columns`: train_loss, val_loss, grad_norm, lr, params."""
+        values = self.values if lrs is None else [[lr, *v] for lr, v in zip(lrs, self.values)]
+        if self.vals is None:
+            return [[loss, g, *v] for loss, g, v in zip(self.losses, self.norms, values)]
+        return [[loss, val, g, *v] for loss, val, g, v in zip(self.losses, self.vals, self.norms, values)]
+
+
+NOTHING = Measured([], [], [], [])  # every configuration has left
+
+
 class _NonFinite(Exception):
     def __init__(self, what: str, value: float):
         super().__init__(f"{what} is {value}")
@@ -277,16 +305,16 @@ def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule,
             vals = _val_losses(batch, histories, epoch, values) if measure and has_val else None
             if not batch.configs:
                 break
-            losses, norms, values, vals = _epoch(batch, grad_fn, histories, epoch, measure, values, vals)
+            measured = _epoch(batch, grad_fn, histories, epoch, measure, Measured([], [], values, vals))
             for c in batch.configs:
                 histories[c].epochs_run = epoch
             lrs = None
             if lr_schedule is not None and batch.configs:
                 lrs = lr_schedule.lr.tolist()  # what this epoch's updates used
                 if epoch < schedule.epochs:  # the lr after the last epoch is never used
-                    _next_lr(batch, losses)
+                    _next_lr(batch, measured.losses)
             if record or stopping:
-                _log(batch, histories, epoch, losses, norms, values, vals, record, stop, on_log, lrs)
+                _log(batch, histories, epoch, measured, lrs, record, stop, on_log)
             if not batch.configs:
                 break
             between_epochs()
@@ -313,31 +341,31 @@ def _val_losses(batch: _Batch, histories, epoch: int, values) -> list[float]:
     return vals
 
 
-def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, values, vals):
+def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, start: Measured) -> Measured:
     """One epoch's steps for every configuration still training: each one's training loss (the
     size-weighted mean of its batches' for mean losses, their sum for sum losses) and its mean
     gradient norm. A configuration whose loss or gradient turns non-finite stops before any
     update uses it; the others go on."""
     batches = batch.problem.batches()
     if len(batches) == 1:  # full batch: one step, nothing to accumulate
-        return _step(batch, grad_fn, histories, epoch, measure, batches[0], values, vals)
+        return _step(batch, grad_fn, histories, epoch, measure, batches[0], start)
     weights = [data[1].shape[1] if batch.problem.mean else 1.0 for data in batches]
     total = gsum = None
-    start = list(batch.configs)  # the configurations the epoch's minibatches have rows for
+    rows_for = list(batch.configs)  # the configurations the epoch's minibatches have rows for
     for data, w in zip(batches, weights):
         before = list(batch.configs)
-        if len(before) < len(start):  # some left at an earlier minibatch: so do their rows
-            data = _rows(data, [start.index(c) for c in before])
-        lv, gn, values, vals = _step(batch, grad_fn, histories, epoch, measure, data, values, vals)
+        if len(before) < len(rows_for):  # some left at an earlier minibatch: so do their rows
+            data = _rows(data, [rows_for.index(c) for c in before])
+        start = _step(batch, grad_fn, histories, epoch, measure, data, start)
         if total is not None and len(batch.configs) < len(before):  # some left the batch: so do their sums
             kept = [before.index(c) for c in batch.configs]
             total, gsum = [total[i] for i in kept], [gsum[i] for i in kept]
         if not batch.configs:
-            return [], [], [], []
-        total = [v * w for v in lv] if total is None else [t + v * w for t, v in zip(total, lv)]
-        gsum = gn if gsum is None else [a + b for a, b in zip(gsum, gn)]
+            return NOTHING
+        total = [v * w for v in start.losses] if total is None else [t + v * w for t, v in zip(total, start.losses)]
+        gsum = start.norms if gsum is None else [a + b for a, b in zip(gsum, start.norms)]
     mean = sum(weights) if batch.problem.mean else 1.0
-    return [t / mean for t in total], [g / len(batches) for g in gsum], values, vals
+    return Measured([t / mean for t in total], [g / len(batches) for g in gsum], start.values, start.vals)
 
 
 def _rows(data, positions: list[int]):
@@ -348,14 +376,15 @@ def _rows(data, positions: list[int]):
     return tuple(t[positions] for t in data)
 
 
-def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, values, vals):
-    """One update on one batch of data: each configuration's loss before it and gradient norm."""
+def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, start: Measured) -> Measured:
+    """One update on one batch of data: each configuration's loss before it and gradient norm
+    (with `start`'s values and validation losses, for the configurations that go on)."""
     if batch.optimizer.needs_closure:  # L-BFGS updates inside; this is its first evaluation
         try:
             loss, grads = _closure_step(grad_fn, batch, data)
         except _NonFinite as e:
             _diverge(batch, histories, epoch, [0], e.what, [e.value])
-            return [], [], [], []
+            return NOTHING
     else:
         loss, grads = grad_fn(batch.problem, batch.params, data)
     lv = loss.tolist()
@@ -366,13 +395,14 @@ def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, va
         _diverge(batch, histories, epoch, bad, ["train_loss" if not math.isfinite(lv[i]) else "grad_norm" for i in bad],
                  [lv[i] if not math.isfinite(lv[i]) else gn[i] for i in bad])
         if not batch.configs:
-            return [], [], [], []
-        lv, gn, grads = [lv[i] for i in keep], [gn[i] for i in keep], [g[keep] for g in grads]
-        values = None if values is None else [values[i] for i in keep]
-        vals = None if vals is None else [vals[i] for i in keep]
+            return NOTHING
+        grads = [g[keep] for g in grads]
+        if not batch.optimizer.needs_closure:
+            batch.optimizer.step(grads)
+        return Measured(lv, gn, start.values, start.vals).keep(keep)
     if not batch.optimizer.needs_closure:
         batch.optimizer.step(grads)
-    return lv, gn, values, vals
+    return Measured(lv, gn, start.values, start.vals)
 
 
 def _next_lr(batch: _Batch, losses: list[float]) -> None:
@@ -398,18 +428,15 @@ def _diverge(batch: _Batch, histories, epoch: int, positions: list[int], what, v
     batch.drop(positions)
 
 
-def _log(batch: _Batch, histories, epoch, losses, norms, values, vals, record: bool, stop, on_log, lrs=None) -> None:
-    """The epoch's rows, for the configurations that log it; those at their stop_loss converge."""
+def _log(batch: _Batch, histories, epoch: int, measured: Measured, lrs: list[float] | None, record: bool, stop,
+         on_log) -> None:
+    """The epoch's rows, for the configurations that log it; those at their stop_loss stop."""
     configs = batch.configs
+    losses = measured.losses
     done = [i for i, c in enumerate(configs) if stop[c] is not None and losses[i] <= stop[c]] if stop else []
     if not record and not done:
         return
-    if lrs is not None:  # the lr column comes before the parameters'
-        values = [[lr, *v] for lr, v in zip(lrs, values)]
-    if vals is None:
-        rows = [[loss, g, *v] for loss, g, v in zip(losses, norms, values)]
-    else:
-        rows = [[loss, val, g, *v] for loss, val, g, v in zip(losses, vals, norms, values)]
+    rows = measured.rows(lrs)
     if not record:
         configs, rows = [configs[i] for i in done], [rows[i] for i in done]
     for c, row in zip(configs, rows):

@@ -18,8 +18,7 @@ from typing import Callable
 from gradlab import describe, ranking, signals, timings
 from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
 from gradlab.progress import Progress
-from gradlab.tracking import MetricStream, Recorder, RunEnd, RunSpec
-from gradlab.tracking.background import RecorderGone
+from gradlab.tracking import REGISTRY, MetricStream, Recorder, RecorderGone, RunEnd, RunSpec
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def record_group(jobs: list[Job], origin: Origin, quiet: bool = False, recorder=
     timings.stamp("record")
     for job in jobs:
         validate(job.cfg)
-    recorder = recorder or Recorder.shared()
+    recorder = recorder or REGISTRY.shared()
     recorder.open()  # checked here; the recorder imports mlflow and opens the store while torch loads
     # The experiment as recorded in config.yaml, so that a rerun finds it.
     logged = [replace(j.cfg, tracking=replace(j.cfg.tracking, experiment=origin.experiment)) for j in jobs]

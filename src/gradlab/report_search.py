@@ -30,8 +30,11 @@ def searched(df: pd.DataFrame, parent) -> list[str]:
 
 
 def reached(df: pd.DataFrame) -> pd.Series:
-    """Each trial's last objective: its final loss, or where a pruned trial stopped."""
-    last = df["final_val_loss"].where(df["final_val_loss"].notna(), df["final_train_loss"])
+    """Each trial's final loss (validation, else training: ranking.loss), or where a pruned trial stopped."""
+    from gradlab.ranking import loss
+
+    last = pd.Series([loss("val_loss", {k: v for k, v in row.items() if pd.notna(v)})
+                      for row in df[["final_val_loss", "final_train_loss"]].to_dict("records")], index=df.index)
     return last.where(fates(df).isin(["complete", "pruned"]))
 
 

@@ -25,6 +25,9 @@ def run_sweep(overrides: list[str], config_dir: str | None = None, config_name: 
     from gradlab.options import OverrideError
     from gradlab.tracking import project_root
 
+    from gradlab.config import register_configs
+
+    register_configs()  # the schemas the config files fill
     args = list(overrides) + ([] if any(a.startswith("hydra.mode=") for a in overrides) else ["hydra.mode=MULTIRUN"])
     sweep = Sweep()
     with running(sweep):
@@ -105,7 +108,7 @@ def _before_orphan_exit() -> None:
     """A joblib worker whose launcher died leaves by os._exit: what its job sent is delivered
     first, and its spilled histories removed (no finalizer runs then)."""
     from gradlab import spill
-    from gradlab.tracking import Recorder
+    from gradlab.tracking import REGISTRY
 
-    Recorder.shutdown()
+    REGISTRY.shutdown()
     spill.remove_all()

@@ -20,6 +20,7 @@ from gradlab import ranking
 from gradlab.multirun import answer, grid
 from gradlab.multirun.context import VARIABLE, SweepContext
 from gradlab.multirun.trials import Trials
+from gradlab.tracking import ends
 from gradlab.tracking.spec import RunEnd, RunSpec
 
 # What joblib's loky raises when a worker process dies (SIGKILL, out of memory): the pool stops.
@@ -70,14 +71,14 @@ class Sweep:
     def begin(self, config: DictConfig, loader) -> None:
         """Check every job, open the store and the parent run (or the resumed one); raises
         SweepRefused (bad jobs) or TrackingError (the store) before any job has run."""
-        from gradlab.tracking import Recorder, tracking_uri
+        from gradlab.tracking import REGISTRY, tracking_uri
 
         name, experiment = names(config)
         self.search = grid.is_search(config)
         launcher = str(config.hydra.launcher.get("_target_", ""))
         # Started first, so that its imports overlap the grid check; the batched launcher records
         # with `recorders` processes, forked from this one.
-        self.recorder = Recorder.shared(max(0, int(config.hydra.launcher.get("recorders", 1)) - 1)
+        self.recorder = REGISTRY.shared(max(0, int(config.hydra.launcher.get("recorders", 1)) - 1)
                                         if launcher.endswith("BatchedLauncher") else 0)
         jobs, varied = grid.jobs(config), grid.varied_keys(config)
         what = f"{len(jobs)} jobs" if jobs is not None else f"a search of {config.hydra.sweeper.get('n_trials', '?')} trials"
@@ -111,10 +112,10 @@ class Sweep:
     def recorders(self, count: int):
         """The batched launcher's recorders: made at its first launch, reused by the next (Optuna
         launches many)."""
-        from gradlab.tracking import Recorders
+        from gradlab.tracking import REGISTRY
 
         if self.pool is None or len(self.pool.members) != count or not self.pool.alive():
-            self.pool = Recorders(count)
+            self.pool = REGISTRY.pool(count)
         return self.pool
 
     # --------------------------------------------------------------------------- end
@@ -148,7 +149,7 @@ class Sweep:
         found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search)
         tags.update(found_answer.tags)
         stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
-        _end(self.recorder, self.key, RunEnd("failed" if failed or missing or stopped else "completed", {}, tags,
+        ends.end_parent(self.recorder, self.key, RunEnd("failed" if failed or missing or stopped else "completed", {}, tags,
                                              files=found_answer.files, plot_data=found_answer.plot_data))
         pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
         stops = f"{len(failed) - len(killed)} failed" + (f", {len(killed)} killed" if killed else "")
@@ -226,38 +227,20 @@ def _children(recorder, parent_id: str, parent_key: int) -> tuple[list, list[str
     """The sweep's child runs once every record sent is written, and what the recorders said
     failed in them. Every job is over by now, so a run a dead recorder of this process still
     holds RUNNING is ended here. Read from the store if the parent's recorder died."""
-    from gradlab.tracking import Recorder, RecorderGone, Store, TrackingError, query
+    from gradlab.tracking import REGISTRY, RecorderGone, Store, TrackingError, query
 
-    failures = [f for rec in Recorder.everyone() for f in rec.failures()]
+    failures = [f for rec in REGISTRY.everyone() for f in rec.failures()]
     try:
-        Recorder.sync_all()
+        REGISTRY.sync_all()
     except RecorderGone:
         pass
     except TrackingError as e:  # said while the last records were written
         failures.append(str(e))
-    Recorder.end_orphans(spare=(recorder, parent_key))  # the parent's end is the sweep's, written next
+    REGISTRY.end_orphans(spare=(recorder, parent_key))  # the parent's end is the sweep's, written next
     try:
         return recorder.ask("children", parent_id), failures
     except RecorderGone:
         return query.children(Store(recorder.uri), parent_id), failures
-
-
-def _end(recorder, key: int, end: RunEnd) -> None:
-    """The parent's end, written from this process if its recorder died (kill -9) or answered an
-    earlier write's failure instead (the end may not have been sent: written here if still RUNNING)."""
-    from gradlab.tracking import RecorderGone, TrackingError
-
-    try:
-        recorder.finish([key], [end])
-        recorder.sync()
-    except RecorderGone:
-        recorder.finish_here([key], [end])
-    except TrackingError as e:
-        print(f"gradlab: error: {e}", file=sys.stderr)
-        try:
-            recorder.finish_here([key], [end])
-        except TrackingError as again:  # the store refuses it too (full, read-only): `make reap` closes it
-            print(f"gradlab: error: the sweep's parent run could not be ended: {again}", file=sys.stderr)
 
 
 def _why(run) -> str:

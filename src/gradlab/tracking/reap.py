@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from gradlab.tracking import query
+from gradlab.tracking import ends, query
 from gradlab.tracking.processes import alive
 from gradlab.tracking.store import Store
 
@@ -23,7 +23,6 @@ def reap(store: Store, dry_run: bool = False) -> list[str]:
             continue
         reason = f"reaped: process {pid} on {host} is gone"
         if not dry_run:
-            store.set_tags(r.id, {"gradlab.outcome": "killed", "gradlab.reason": reason})
-            store.end(r.id, "KILLED")
+            ends.kill(store, r.id, reason)
         lines.append(f"{'would mark' if dry_run else 'marked'} {label} KILLED: {reason}")
     return lines or ["no RUNNING runs"]
