@@ -267,7 +267,7 @@ def test_a_long_history_spills_to_disk_and_reads_back_whole(monkeypatch):
 
     from gradlab import spill
     from gradlab.engine import History
-    from gradlab.tracking.recorder.server import history_csv
+    from gradlab.tracking.artifacts import history_csv
 
     monkeypatch.setattr(spill, "SPILL_ROWS", 7)
     rows = [(k, [1.0 / k, k * 0.5]) for k in range(1, 31)]  # the reference: a plain list

@@ -73,3 +73,17 @@ def test_a_failed_record_is_said_of_its_own_runs_not_of_a_later_request(temp_sto
     run = mlflow.MlflowClient(temp_store).get_run(rec.run_ids[key])
     assert run.info.status == "FINISHED" and run.data.metrics["train_loss"] == 0.5
     rec.close(60)
+
+
+def test_a_sweep_says_how_far_it_has_got_off_a_terminal_and_on_its_parent(temp_store, tmp_path, capsys, monkeypatch):
+    from gradlab.multirun import sweep
+
+    monkeypatch.setattr(sweep, "PROGRESS_SECONDS", 0.0)  # every batch, for the test
+    outcome = run_sweep(["optimizer=gd,adam", "optimizer.lr=0.01,10", "train.epochs=30", "tracking.plots=false",
+                         "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "jobs done" in ln]
+    # two batches (gd, adam) of two; gd at lr 10 diverges on the thermometer
+    assert [ln.split(": ", 1)[1].split(",")[0] for ln in lines] == ["2/4 jobs done", "4/4 jobs done"]
+    assert lines[-1].split(", ")[1] == f"{outcome.counts['diverged']} diverged" and outcome.counts["diverged"] >= 1
+    parent = mlflow.MlflowClient(temp_store).get_run(outcome.parent_id)
+    assert parent.data.tags["gradlab.jobs_done"] == "4/4"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import compose
-from gradlab import schedules, training
+from gradlab import training
 from gradlab.multirun import launch
 from gradlab.config import AnnealStrategy, ThresholdMode, validate
 from gradlab.record import Job

@@ -4,6 +4,7 @@ process; real subprocess multiruns of every sweep file are in the slow tier."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -618,7 +619,7 @@ def test_make_ui_shows_the_store_the_environment_names(tmp_path):
 def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written(capsys):
     """A recorder answers an earlier message's failure at the next send, before taking the
     parent's end: that error escaped the sweep's end, leaving the parent RUNNING."""
-    from gradlab.multirun.sweep import _end
+    from gradlab.tracking.ends import end_parent
     from gradlab.tracking import TrackingError
     from gradlab.tracking.spec import RunEnd
 
@@ -638,7 +639,7 @@ def test_an_earlier_writes_error_does_not_keep_the_sweeps_end_from_being_written
             self.written += [(k, e.outcome, "here") for k, e in zip(keys, ends)]
 
     rec = Replying()
-    _end(rec, 7, RunEnd("completed"))
+    end_parent(rec, 7, RunEnd("completed"))
     assert rec.written and rec.written[0][:2] == (7, "completed")
     assert "gradlab: error: log_batch: database is locked" in capsys.readouterr().err
 
@@ -676,3 +677,49 @@ def test_a_record_that_failed_as_the_sweep_ends_fails_the_sweep_and_ends_its_par
     (end,) = rec.ends
     assert end.outcome == "failed" and "database or disk is full" in end.tags["gradlab.error.message"]
     assert "gradlab: error: recording a run of sweep 'grid': Finish: database or disk is full" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_signal_while_a_batched_sweep_writes_its_records_keeps_every_finished_run_whole(temp_store, tmp_path):
+    """SIGTERM to the group once a batch has been recorded and the next trains: the runs of the
+    batches that finished training keep their whole record (they ended KILLED without history,
+    their ends still queued to a second recorder); the runs in flight end KILLED with theirs."""
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "hydra/launcher=batched", "hydra.launcher.max_batch=4",
+                             "optimizer.lr=0.001,0.002,0.003,0.004,0.005,0.006,0.007,0.008", "train.epochs=100000",
+                             "train.log_every=100", "tracking.experiment=stopped", f"hydra.sweep.dir={tmp_path}/multirun"],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def second_batch_training():
+        _, children = store_runs(temp_store, "stopped") if store_made(temp_store) else ([], [])
+        return len(children) == 8 and children
+
+    try:
+        wait_for(second_batch_training, timeout=300, every=0.5, proc=proc)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    parents, children = wait_for(lambda: _settled_in(temp_store, "stopped"), timeout=120)
+    assert parents[0].info.status == "KILLED"
+    client = mlflow.MlflowClient(temp_store)
+    for c in children:
+        assert c.info.status in ("FINISHED", "KILLED"), c.info.status
+        assert "history.csv" in {a.path for a in client.list_artifacts(c.info.run_id)}, c.info.run_name
+        if int(c.data.metrics.get("epochs_run", 0)) == 100000:  # it finished training: its end is its result
+            assert c.info.status == "FINISHED" and "final_train_loss" in c.data.metrics
+
+
+def _settled_in(uri: str, experiment: str):
+    parents, children = store_runs(uri, experiment)
+    return all(r.info.status != "RUNNING" for r in parents + children) and (parents, children)
+
+
+def test_three_recorders_record_a_sweep(cli, temp_store):
+    """Every recorder but the first died with EBADF as it started (each closed pipes its parent had
+    closed already): no job ran."""
+    code, _, err = cli("-m", "hydra/launcher=batched", "hydra.launcher.recorders=3", "optimizer.lr=0.01,0.02,0.03",
+                       "train.epochs=20", "tracking.plots=false", "tracking.experiment=three")
+    assert code == 0, err
+    parents, children = store_runs(temp_store, "three")
+    assert parents[0].info.status == "FINISHED" and sorted(c.info.status for c in children) == ["FINISHED"] * 3

@@ -95,12 +95,13 @@ def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_ba
     print(f"gradlab: {len(jobs)} jobs in {len(batches)} batch{'es' if len(batches) != 1 else ''} "
           f"(sizes {', '.join(str(len(b)) for b in batches)}), recorded into {origin.experiment!r} at {pool.open()}",
           flush=True)
-    done = 0
+    done = diverged = 0
     for batch in batches:
         group = [jobs[k] for k in batch]
         try:
             recorded = record_group(group, origin, quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]
+            diverged += sum(rec.outcome == "diverged" for rec in recorded)
         except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
             outcomes = [(e, True)] * len(group)
@@ -108,18 +109,8 @@ def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_ba
             i = where[k]
             results[i] = _job_return(name, job_overrides[i], value, failed)
         done += len(group)
-        _progress(done, len(jobs))
+        sweep.progress(done, len(jobs), diverged)
     # The results go back before every record is written: a search trains its next trials while
     # these are recorded; the sweep's end waits for them all (Sweep.finish).
-    _progress_end(len(jobs))
+    sweep.progress_end()
     return [results[i] for i in range(len(job_overrides))]
-
-
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r  jobs {done}/{total} done   ", end="", file=sys.stderr, flush=True)
-
-
-def _progress_end(total: int) -> None:
-    if sys.stderr.isatty() and total:
-        print(file=sys.stderr)

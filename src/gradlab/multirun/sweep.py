@@ -23,6 +23,7 @@ from gradlab.multirun.trials import Trials
 from gradlab.tracking import ends
 from gradlab.tracking.spec import RunEnd, RunSpec
 
+PROGRESS_SECONDS = 10.0  # a progress line (off a terminal) and the parent's tags at most this often
 # What joblib's loky raises when a worker process dies (SIGKILL, out of memory): the pool stops.
 WORKER_DIED = ("TerminatedWorkerError", "BrokenProcessPool")
 
@@ -66,6 +67,7 @@ class Sweep:
     expected: int | None = None  # children the sweep should leave
     pool: object = None  # the recorders of its batched launcher
     outcome: SweepOutcome | None = None
+    _progress: dict = field(default_factory=dict)  # when it started, last said, last tagged
 
     # ------------------------------------------------------------------------- begin
     def begin(self, config: DictConfig, loader) -> None:
@@ -108,6 +110,30 @@ class Sweep:
         """Tags for the parent run, written with its end (a search's study and best trial); a
         `gradlab.error.message` among them fails the sweep."""
         self.tags.update(tags)
+
+    def progress(self, done: int, total: int, diverged: int) -> None:
+        """Jobs done so far: on a terminal a line kept up to date; else (a CI log, a Slurm file) a
+        plain line every PROGRESS_SECONDS; and on the parent run, as tags the UI shows while it runs."""
+        now = time.monotonic()
+        started = self._progress.setdefault("started", now)
+        rate = (now - started) / done if done else 0.0
+        eta = f", about {_duration(rate * (total - done))} to go" if done and done < total else ""
+        line = f"{done}/{total} jobs done, {diverged} diverged, {_duration(now - started)} so far{eta}"
+        if sys.stderr.isatty():
+            print(f"\r  {line}   ", end="", file=sys.stderr, flush=True)
+        elif now - self._progress.get("said", 0.0) >= PROGRESS_SECONDS or done == total:
+            print(f"gradlab: sweep {self.context.name if self.context else ''}: {line}", flush=True)
+            self._progress["said"] = now
+        if self.context is not None and now - self._progress.get("tagged", 0.0) >= PROGRESS_SECONDS:
+            self._progress["tagged"] = now
+            try:
+                self.recorder.tag(self.key, {"gradlab.jobs_done": f"{done}/{total}", "gradlab.jobs_diverged_so_far": str(diverged)})
+            except Exception:  # noqa: BLE001 - the parent's progress is a courtesy; its end says what matters
+                pass
+
+    def progress_end(self) -> None:
+        if sys.stderr.isatty() and self._progress:
+            print(file=sys.stderr)
 
     def recorders(self, count: int):
         """The batched launcher's recorders: made at its first launch, reused by the next (Optuna
@@ -168,17 +194,27 @@ class Sweep:
         return self.outcome
 
     def abort(self, signum: int) -> None:
-        """A signal stopped the sweep: its parent run is KILLED."""
+        """A signal stopped the sweep: the ends every recorder was sent are written first (the runs
+        of earlier batches, recorded while the next one trained, finished training: they keep their
+        record), then its parent run is KILLED."""
+        from gradlab import signals
+        from gradlab.tracking import REGISTRY
+
         if self.context is None or self.outcome is not None:
             return
         os.environ.pop(VARIABLE, None)
         ctx = self.context
         self.outcome = SweepOutcome(ctx.parent_id, ctx.name, ctx.experiment, {}, 1, f"stopped by signal {signum}")
-        try:
-            self.recorder.finish([self.key], [RunEnd("killed", {}, {"gradlab.signal": str(signum)})])
-            self.recorder.sync()
-        except Exception:  # noqa: BLE001 - the store may be the reason we are going down; reap can close it
-            pass
+        with signals.deferred():  # a second Ctrl-C here would lose what is being written
+            try:
+                REGISTRY.sync_all()
+            except Exception:  # noqa: BLE001 - a dead recorder's runs are ended below, at the parent's end
+                pass
+            try:
+                self.recorder.finish([self.key], [RunEnd("killed", {}, {"gradlab.signal": str(signum)})])
+                self.recorder.sync()
+            except Exception:  # noqa: BLE001 - the store may be the reason we are going down; reap can close it
+                pass
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -241,6 +277,10 @@ def _children(recorder, parent_id: str, parent_key: int) -> tuple[list, list[str
         return recorder.ask("children", parent_id), failures
     except RecorderGone:
         return query.children(Store(recorder.uri), parent_id), failures
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _why(run) -> str:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import sys
 
+from gradlab.tracking.artifacts import files
+from gradlab.tracking.recorder.messages import START_TOKEN, RecorderGone
 from gradlab.tracking.spec import RunEnd
+from gradlab.tracking.store import TrackingError
 
 
 def write_here(uri: str, runs: list[tuple[str | None, tuple[str, str] | None]], run_ends: list[RunEnd]) -> None:
     """Ends written from this process: each run by its id, or by (experiment, start token) where
     its recorder died before saying the id; a run never made, or no longer RUNNING, is left."""
-    from gradlab.tracking.recorder.server import files
     from gradlab.tracking.store import Store
 
     store = None
@@ -54,9 +56,6 @@ def end_parent(sink, key: int, end: RunEnd) -> None:
     """A sweep's parent's end, written from this process if its recorder died (kill -9) or
     answered an earlier write's failure instead (the end may not have been sent: written here
     if still RUNNING)."""
-    from gradlab.tracking.recorder.client import RecorderGone
-    from gradlab.tracking.store import TrackingError
-
     try:
         sink.finish([key], [end])
         sink.sync()
@@ -72,8 +71,6 @@ def end_parent(sink, key: int, end: RunEnd) -> None:
 
 def _by_token(store, experiment: str | None, token: str | None) -> str | None:
     """The run made with this start token, if the recorder got that far."""
-    from gradlab.tracking.recorder.client import START_TOKEN
-
     exp = store.client.get_experiment_by_name(experiment) if experiment else None
     if exp is None:
         return None

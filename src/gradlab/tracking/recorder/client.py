@@ -23,19 +23,14 @@ from multiprocessing.connection import Connection
 
 from gradlab.tracking import ends
 from gradlab.tracking.processes import alive, process_start
-from gradlab.tracking.recorder.messages import (ANSWERED, QUERIES, Answer, Ask, Failed, Finish, Log, Open, Pid, Reopen,
-                                                Start, Started, Sync)
+from gradlab.tracking.recorder.messages import (ANSWERED, QUERIES, START_TOKEN, Answer, Ask, Failed, Finish, Log, Open, Pid,
+                                                RecorderGone, Reopen, Start, Started, Sync, Tag)
 from gradlab.tracking.spec import RunEnd, RunSpec
 from gradlab.tracking.store import TrackingError, creation_lock, preflight, sqlite_path, tracking_uri
 from gradlab.tracking.stream import Points
 
 OUTBOX = 32  # requests waiting to be written, at most
-START_TOKEN = "gradlab.start_token"
-REQUESTS = (Open, Start, Log, Finish, Reopen, Sync, Ask)
-
-
-class RecorderGone(TrackingError):
-    """The recorder process died (killed, out of memory): the trainer ends what it held."""
+REQUESTS = (Open, Start, Log, Tag, Finish, Reopen, Sync, Ask)
 
 
 def spawn(siblings: int) -> list[tuple[int, int]]:
@@ -265,6 +260,9 @@ class Recorder:
 
     def log(self, points: Points) -> None:
         self.send(Log(points))
+
+    def tag(self, key: int, tags: dict[str, str]) -> None:
+        self.send(Tag(key, tags))
 
     def finish(self, keys: list[int], run_ends: list[RunEnd]) -> None:
         self._training.difference_update(keys)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradlab.tracking.spec import RunEnd, RunSpec
+from gradlab.tracking.store import TrackingError
 from gradlab.tracking.stream import Points
 
 
@@ -38,6 +39,13 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class Tag:
+    """Tags set on a run while it runs (a sweep's parent: how far it has got)."""
+    key: int
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Reopen:
     """A finished run RUNNING again under a key (a sweep's parent, resumed)."""
     key: int
@@ -58,6 +66,11 @@ class Ask:
 
 ANSWERED = (Sync, Ask)  # the sender waits for these
 QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
+START_TOKEN = "gradlab.start_token"  # the tag that finds a run whose Started reply was never read
+
+
+class RecorderGone(TrackingError):
+    """The recorder process died (killed, out of memory): the trainer ends what it held."""
 
 
 def keys_of(request) -> tuple[int, ...]:
@@ -66,7 +79,7 @@ def keys_of(request) -> tuple[int, ...]:
         return request.keys
     if isinstance(request, Log):
         return tuple(request.points)
-    if isinstance(request, Reopen):
+    if isinstance(request, (Reopen, Tag)):
         return (request.key,)
     return ()
 

@@ -6,7 +6,6 @@ the trainer goes away without ending a run, the recorder marks it KILLED (tracki
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import os
 import signal
@@ -14,9 +13,9 @@ from multiprocessing.connection import Connection
 
 from gradlab import timings
 from gradlab.tracking import ends
+from gradlab.tracking.artifacts import files
 from gradlab.tracking.recorder.messages import (ANSWERED, Answer, Ask, Failed, Finish, Log, Open, Pid, Reopen, Start,
-                                                Started, Sync, keys_of)
-from gradlab.tracking.spec import RunEnd
+                                                Started, Sync, Tag, keys_of)
 from gradlab.tracking.store import TrackingError, is_store_error, write_error
 
 
@@ -51,6 +50,10 @@ def _reopen(state: _State, m: Reopen):
     state.open_runs.add(m.key)
 
 
+def _tag(state: _State, m: Tag):
+    state.store.set_tags(state.ids[m.key], m.tags)
+
+
 def _log(state: _State, m: Log):
     for key, points in m.points.items():
         state.store.log_points(state.ids[key], points)
@@ -76,41 +79,8 @@ def _ask(state: _State, m: Ask):
     return getattr(query, m.query)(state.store, *m.args)
 
 
-HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Finish: _finish, Sync: lambda state, m: None,
+HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Tag: _tag, Finish: _finish, Sync: lambda state, m: None,
             Ask: _ask}
-
-
-def files(end: RunEnd) -> dict[str, object]:
-    """A run's last artifacts: its files, history.csv, and its figures, drawn here. A figure that
-    cannot be drawn is noted in a tag (gradlab.plot_error) rather than failing a sound run."""
-    out = dict(end.files)
-    if end.history is not None:
-        out["history.csv"] = history_csv(end.history)
-    if end.plot_data:
-        try:
-            from gradlab.plots import files as drawn
-
-            out.update(drawn(end.plot_data))
-        except Exception as e:  # noqa: BLE001 - recorded, never lost
-            end.tags["gradlab.plot_error"] = f"{type(e).__name__}: {e}"
-    return out
-
-
-def history_csv(table: dict, rows_per_part: int = 10_000):
-    """Every recorded epoch at full precision (repr round-trips a float exactly), as parts of
-    text to write one after the other: a run of millions of epochs is never one string."""
-    yield ",".join(table["columns"]) + "\n"
-    if table.get("spilled"):  # the older rows, from the files the history spilled them to
-        from gradlab.spill import read_spilled
-
-        for parts in read_spilled(table["spilled"], len(table["columns"])):
-            yield from _csv_rows(zip(*parts), rows_per_part)
-    yield from _csv_rows(zip(table["epochs"], *table["values"]), rows_per_part)
-
-
-def _csv_rows(rows, rows_per_part: int):
-    while part := list(itertools.islice(rows, rows_per_part)):
-        yield "".join(",".join([str(e), *map(repr, row)]) + "\n" for e, *row in part)
 
 
 def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
@@ -136,7 +106,8 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     role = "recorder"
     for i, (r, w) in enumerate(siblings):
         if os.fork() == 0:
-            for fd in (read_fd, *(fd for j, pair in enumerate(siblings) if j != i for fd in pair)):
+            # the pipes of the siblings forked before this one are closed here already
+            for fd in (read_fd, *(fd for pair in siblings[i + 1:] for fd in pair)):
                 os.close(fd)
             outbox.close()  # the first one's pipe up
             read_fd, role = r, f"recorder{i + 1}"
