@@ -15,7 +15,7 @@ STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 BENCH_OUT ?= bench-results/bench.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare ui reap test test-fast bench screenshots clean
+.PHONY: help install browser train sweep compare ui reap test test-fast bench screenshots clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,12 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	@touch $@
 
+browser: ## Debian's Chromium, for the dashboard tests and `make screenshots` (apt-get, as root); says what is skipped without it
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$GRADLAB_CHROMIUM" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null; \
+	  else echo "make: no Chromium here: the dashboard tests will be skipped (as root: make browser; else: sudo apt-get install chromium)"; fi; }
+
 train: $(STAMP) ## one run of the default experiment into mlruns/ (ARGS="optimizer=adam optimizer.lr=0.1")
 	$(BIN)/gradlab $(ARGS)
 
@@ -42,7 +48,7 @@ compare: $(STAMP) ## comparison report of a sweep (EXPERIMENT=name; default: the
 reap: $(STAMP) ## mark runs whose process died hard (kill -9, power loss) as KILLED
 	$(BIN)/gradlab reap
 
-test: $(STAMP) ## the whole test suite, slow tier included (what .ci/run calls)
+test: $(STAMP) browser ## the whole test suite, slow tier included (what .ci/run calls); installs Chromium for the browser tests
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tier only
@@ -56,7 +62,7 @@ ui: $(STAMP) ## the MLflow UI on the store (MLFLOW_TRACKING_URI, else mlruns/), 
 bench: $(STAMP) ## the benchmark, ratios measured side by side (~10 min; BENCH_ARGS=--quick for a smoke run)
 	BENCH_OUT=$(BENCH_OUT) $(BIN)/python -m gradlab.bench $(BENCH_ARGS)
 
-screenshots: $(STAMP) ## the README's UI pictures: the headline sweep in headless Chromium (apt-get install chromium)
+screenshots: $(STAMP) browser ## the README's UI pictures: the headline sweep in headless Chromium
 	$(BIN)/python docs/dashboard.py --out docs
 
 clean: ## remove the virtual environment (the store in mlruns/ is kept)

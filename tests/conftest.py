@@ -46,16 +46,91 @@ def _compose(overrides: tuple[str, ...]):
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
-    """Poll `predicate` until it is truthy; fail at once, with its exit status, if `proc` ends first."""
-    end = time.monotonic() + timeout
+    """Poll `predicate` until it is truthy; fail at once, with its exit status, if `proc` ends first.
+    With `proc` (started in a session of its own) the timeout counts only the time its processes
+    used no CPU: a loaded machine is slow, not stuck (at most 15 minutes in all)."""
+    start = time.monotonic()
+    end = start + timeout
+    used = session_cpu(proc.pid) if proc is not None else 0.0
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended (exit status {proc.returncode}) before the wait was over")
+        if proc is not None:
+            if proc.poll() is not None:
+                raise AssertionError(f"the process ended (exit status {proc.returncode}) before the wait was over")
+            if (now_used := session_cpu(proc.pid)) > used + 0.05:
+                used, end = now_used, min(time.monotonic() + timeout, start + 900)
         time.sleep(every)
     raise AssertionError("timed out waiting")
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds used so far by the live processes of session `sid` (a recorder forked out of
+    its trainer's tree keeps the session)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid`: what a test started ends with it, passed or not."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue
+
+
+class Started(subprocess.Popen):
+    """A command in a session of its own; leaving the `with` kills every process of that session.
+    `communicate` waits as long as the session keeps working, not a fixed number of seconds: a
+    loaded machine is slow, a hang uses no CPU at all."""
+
+    live: list["Started"] = []  # killed after each test by the autouse fixture `no_process_left`
+
+    def __init__(self, args, **kwargs):
+        super().__init__(args, start_new_session=True, **kwargs)
+        Started.live.append(self)
+
+    def communicate(self, input=None, quiet: float = 60.0, limit: float = 900.0):
+        start = last_change = time.monotonic()
+        used = session_cpu(self.pid)
+        while True:
+            try:
+                return super().communicate(input, timeout=2.0)
+            except subprocess.TimeoutExpired:
+                input = None  # given once
+            now, now_used = time.monotonic(), session_cpu(self.pid)
+            if now_used > used + 0.05:
+                used, last_change = now_used, now
+            if now - last_change > quiet or now - start > limit:
+                raise AssertionError(f"{self.args[:6]}...: still running after {now - start:.0f} s, "
+                                     f"{now - last_change:.0f} s of them without using any CPU")
+
+    def __exit__(self, *exc):
+        kill_session(self.pid)
+        return super().__exit__(*exc)
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """Every session a test started ends with the test, whether it passed, failed or timed out."""
+    yield
+    while Started.live:
+        kill_session(Started.live.pop().pid)
+
+
+def start(*args: str, **kwargs) -> Started:
+    """`gradlab ARGS` from the repository, in a session of its own (see Started)."""
+    return Started([sys.executable, "-m", "gradlab", *args], cwd=ROOT, **kwargs)
 
 
 def history(uri: str, run_id: str) -> list[dict]:

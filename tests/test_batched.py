@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from conftest import ROOT, compose, history, store_made, wait_for
+from conftest import ROOT, Started, compose, history, store_made, wait_for
 from gradlab import training
 from gradlab.multirun import launch
 from gradlab.config import to_typed
@@ -221,7 +221,7 @@ def test_resume_skips_the_finished_jobs_and_batches_the_rest(cli, temp_store):
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_batched_sweep_leaves_its_runs_killed_with_their_history(temp_store, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "-cd", "sweeps", "-cn", "lr_scale_optimizer",
+    proc = Started([sys.executable, "-m", "gradlab", "-m", "-cd", "sweeps", "-cn", "lr_scale_optimizer",
                              "train.epochs=100000000", "tracking.plots=false", f"hydra.sweep.dir={tmp_path}/ms"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -237,7 +237,7 @@ def test_ctrl_c_in_a_batched_sweep_leaves_its_runs_killed_with_their_history(tem
 
         wait_for(training, timeout=120, proc=proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGINT, err[-2000:]

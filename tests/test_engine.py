@@ -192,6 +192,23 @@ def test_metric_history_goes_in_batches_not_one_call_per_step():
         assert len(steps) <= 1000 and steps[0] == 1 and steps[-1] == 5000 and steps == sorted(steps)
 
 
+def test_a_dead_recorder_is_noticed_within_seconds_while_the_thinning_keeps_no_point(monkeypatch):
+    """A run of 1e8 epochs keeps a point every 1e5 epochs: the trainer sent nothing, so noticed its
+    recorder's death, only that rarely (minutes on a loaded machine)."""
+    from gradlab.tracking import stream as streams
+
+    clock = [0.0]
+    monkeypatch.setattr(streams.time, "monotonic", lambda: clock[0])
+    checks, sent = [], []
+    stream = streams.MetricStream(sent.append, [1], ["epoch", "train_loss"], expected_rows=10**8, max_points=1000,
+                                  check=lambda: checks.append(clock[0]))
+    for epoch in range(1, 1001):  # one clock second an epoch; the first epoch's point is sent
+        clock[0] += 1.0
+        stream(epoch, [0], [[1.0]])
+    assert len(sent) == 1 and len(checks) >= 1000 // 64 - 1  # checked as often as the clock is read
+    assert max(b - a for a, b in zip(checks, checks[1:])) <= 64
+
+
 @pytest.mark.parametrize("cuda,mps,dtype,expected", [
     (True, True, "float32", "cuda"), (False, True, "float32", "mps"), (False, False, "float32", "cpu"),
     (False, True, "float64", "cpu"),  # MPS has no float64: auto falls back to the CPU

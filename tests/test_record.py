@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose, gradlab, store_made, wait_for
+from conftest import ROOT, Started, compose, gradlab, store_made, wait_for
 from gradlab import plots, training, tracking
 from gradlab.config import from_container
 from gradlab.describe import provenance
@@ -125,7 +125,7 @@ def test_a_second_signal_while_one_is_held_stops_at_once():
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed
 def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=false"],
+    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=false"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def logging_started():
@@ -141,7 +141,7 @@ def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
 
         wait_for(logging_started, timeout=90, proc=proc)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == -sig, err  # died by the signal, as a killed process does
@@ -167,7 +167,7 @@ def test_a_run_under_nohup_outlives_its_terminal(temp_store):
         assert proc.poll() is None and only_run(temp_store).info.status == "RUNNING"
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        proc.communicate()
     assert only_run(temp_store).info.status == "KILLED"
 
 
@@ -197,7 +197,7 @@ def test_a_folder_as_the_store_is_refused_at_once(tmp_path):
 
 def _start_and_wait_for_run(uri: str, **popen):
     popen.setdefault("stderr", subprocess.DEVNULL)
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000000"], cwd=ROOT,
+    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000000"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, **popen)
 
     def running():
@@ -227,12 +227,12 @@ def test_sigkill_of_the_trainer_alone_is_closed_by_the_recorder(temp_store):
 
 @pytest.mark.slow
 def test_sigkill_of_the_recorder_alone_is_closed_by_the_trainer_with_its_history(temp_store):
-    proc = _start_and_wait_for_run(temp_store, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    proc = _start_and_wait_for_run(temp_store, stderr=subprocess.PIPE, text=True)
     recorders = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _in_group(int(p.name), proc.pid)
                  and b"recorder.server import serve" in _cmdline(p)]
     assert len(recorders) == 1
     os.kill(recorders[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate()
     assert proc.returncode == 2 and "the gradlab recorder process stopped" in err
     r = only_run(temp_store)
     assert (r.info.status, r.data.tags["gradlab.outcome"]) == ("FAILED", "failed")
@@ -257,7 +257,7 @@ def _cmdline(p: Path) -> bytes:
 
 @pytest.mark.slow
 def test_hard_death_of_every_process_leaves_running_and_reap_closes_it(temp_store):
-    proc = _start_and_wait_for_run(temp_store, start_new_session=True)
+    proc = _start_and_wait_for_run(temp_store)
     os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its recorder at once, as a power loss would
     proc.wait(timeout=30)
     time.sleep(1)
@@ -317,12 +317,12 @@ def test_another_program_opening_a_new_store_while_gradlab_creates_it_breaks_nei
     for attempt in range(3):  # the window is the second or so of MLflow's migrations: try it a few times
         db = tmp_path / f"new{attempt}" / "mlflow.db"
         uri = f"sqlite:///{db}"
-        proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=200", "tracking.plots=false"], cwd=ROOT,
+        proc = Started([sys.executable, "-m", "gradlab", "train.epochs=200", "tracking.plots=false"], cwd=ROOT,
                                 env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         wait_for(lambda: db.with_name("mlflow.db.lock").exists(), timeout=60, every=0.001, proc=proc)
         client(uri).search_experiments()  # what mlflow ui, a notebook or a script does first
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate()
         assert proc.returncode == 0, err[-2000:]
         assert only_run(uri).info.status == "FINISHED"
         assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -639,7 +639,7 @@ def test_every_plot_is_produced_where_it_applies(overrides, expected):
 @pytest.mark.slow
 def test_a_store_deleted_mid_run_is_an_error_not_a_success(temp_store):
     db = Path(temp_store.removeprefix("sqlite:///"))
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "train.epochs=100000", "tracking.plots=false"], cwd=ROOT,
+    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000", "tracking.plots=false"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     def started():
         try:
@@ -650,7 +650,7 @@ def test_a_store_deleted_mid_run_is_an_error_not_a_success(temp_store):
     wait_for(started, timeout=90, proc=proc)
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         p.unlink(missing_ok=True)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate()
     assert proc.returncode == 2, (out, err)
     assert "was deleted or replaced while gradlab recorded into it" in err
     assert "completed after" not in out  # no summary that claims a record

@@ -17,7 +17,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import ROOT, history, store_made, wait_for
+from conftest import ROOT, Started, history, store_made, wait_for
 from gradlab import compare
 from gradlab.multirun import search
 from gradlab.multirun.search import Plan, SearchError
@@ -252,12 +252,12 @@ def test_an_interrupted_search_resumes_without_repeating_its_finished_trials(tem
     args = [sys.executable, "-m", "gradlab", "-cd", "sweeps", "-cn", "optuna_lr_momentum", "hydra.sweeper.n_trials=6",
             "hydra.sweeper.n_jobs=2", "train.epochs=100000", "train.log_every=100", "tracking.plots=false",
             f"hydra.sweep.dir={tmp_path}/ms"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = Started(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: store_made(temp_store) and len(runs_of(temp_store, "optuna_lr_momentum")[1]) >= 3,
                  timeout=180, proc=proc)  # the first batch recorded, the second training
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGINT, err[-2000:]

@@ -19,7 +19,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import ROOT, compose, gradlab, history, store_made, wait_for
+from conftest import ROOT, Started, compose, gradlab, history, store_made, wait_for
 from gradlab import compare, convergence, optim, tracking
 from gradlab.tracking import processes
 
@@ -382,8 +382,8 @@ def test_make_ui_serves_the_store_on_loopback_only(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(["make", "-s", "ui", f"PORT={port}", f"STORE=sqlite:///{tmp_path}/ui.db"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = Started(["make", "-s", "ui", f"PORT={port}", f"STORE=sqlite:///{tmp_path}/ui.db"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     def health():
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
@@ -402,7 +402,7 @@ def test_make_ui_serves_the_store_on_loopback_only(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_store, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "optimizer.lr=0.001,0.01", "train.epochs=100000000",
+    proc = Started([sys.executable, "-m", "gradlab", "-m", "optimizer.lr=0.001,0.01", "train.epochs=100000000",
                              "tracking.plots=false", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     def first_job_logging():
@@ -412,7 +412,7 @@ def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_
     try:
         wait_for(first_job_logging, timeout=90, every=0.5, proc=proc)
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGINT
@@ -421,11 +421,11 @@ def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_
     assert len(children) == 1 and children[0].info.status == "KILLED"  # the second job never started
 
 
-def _joblib_sweep(tmp_path, env: dict | None = None) -> subprocess.Popen:
+def _joblib_sweep(tmp_path, env: dict | None = None) -> Started:
     """Four long jobs on two joblib workers, in a session of their own."""
-    return subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
+    return Started([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
                              "tracking.plots=false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                             f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, start_new_session=True,
+                             f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
@@ -463,7 +463,7 @@ def test_a_stopped_joblib_sweep_leaves_no_run_running(temp_store, tmp_path, to_g
     try:
         wait_for(lambda: _both_jobs_logging(temp_store), timeout=120, every=0.5, proc=proc)
         os.killpg(proc.pid, sig) if to_group else proc.send_signal(sig)
-        proc.communicate(timeout=90)
+        proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == -sig
@@ -489,7 +489,7 @@ def test_a_joblib_worker_killed_hard_ends_every_run_and_says_so(temp_store, tmp_
     try:
         wait_for(lambda: _both_jobs_logging(temp_store), timeout=120, every=0.5, proc=proc)
         os.kill(_workers(proc.pid)[0], signal.SIGKILL)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == 1 and "Traceback" not in err, err
@@ -512,7 +512,7 @@ def test_a_launcher_killed_hard_takes_its_workers_along(temp_store, tmp_path):
         wait_for(lambda: len(list(temp.glob("gradlab-history-*"))) == 2, timeout=120, every=0.5, proc=proc)  # both spill
         workers = _workers(proc.pid)
         proc.kill()
-        proc.communicate(timeout=30)
+        proc.communicate()
         wait_for(lambda: not any(processes.alive(w, None) for w in workers), timeout=30, every=0.2)  # zombies count as gone
     finally:
         proc.kill()
@@ -544,16 +544,17 @@ def test_a_sweep_whose_recorders_are_killed_leaves_no_run_running(temp_store, tm
     """kill -9 of the parent's recorder (joblib: the launcher's; batched: both of its recorders)
     left the parent RUNNING, and the batched launcher printed a traceback."""
     how = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra/launcher=batched"]
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=300000",
-                             "tracking.plots=false", *how, f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # joblib: the jobs go on after the kill, so short ones (all four run); batched: the batch must still be training
+    epochs = 60000 if launcher == "joblib" else 300000
+    proc = Started([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", f"train.epochs={epochs}",
+                             "tracking.plots=false", *how, f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _both_jobs_logging(temp_store) if launcher == "joblib" else len(store_runs(temp_store, "default")[1]) == 4,
                  timeout=120, every=0.5, proc=proc)
         recorders = _recorders(proc.pid)
         for pid in recorders[:1] if launcher == "joblib" else recorders:
             os.kill(pid, signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert "Traceback" not in err, err
@@ -574,16 +575,16 @@ def test_a_sweep_whose_recorders_are_killed_leaves_no_run_running(temp_store, tm
 def test_a_recorder_that_dies_with_a_batchs_ends_unwritten_leaves_no_run_running(temp_store, tmp_path):
     """The batched launcher trains its next batch while the last one's ends are written. A
     recorder stopped (SIGSTOP) holding an end it has not written, then killed, left that run RUNNING."""
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "train.epochs=150000,150001", "train.seed=0,1",
+    proc = Started([sys.executable, "-m", "gradlab", "-m", "train.epochs=150000,150001", "train.seed=0,1",
                              "tracking.plots=false", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}/multirun"],
-                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(store_runs(temp_store, "default")[1]) == 2, timeout=120, every=0.2, proc=proc)  # the first batch
         sibling = _recorders(proc.pid)[-1]  # forked by the first recorder, which holds the parent
         os.kill(sibling, signal.SIGSTOP)
         wait_for(lambda: len(store_runs(temp_store, "default")[1]) == 3, timeout=120, every=0.5, proc=proc)  # the next batch
         os.kill(sibling, signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert "Traceback" not in err, err
@@ -684,10 +685,10 @@ def test_a_signal_while_a_batched_sweep_writes_its_records_keeps_every_finished_
     """SIGTERM to the group once a batch has been recorded and the next trains: the runs of the
     batches that finished training keep their whole record (they ended KILLED without history,
     their ends still queued to a second recorder); the runs in flight end KILLED with theirs."""
-    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "-m", "hydra/launcher=batched", "hydra.launcher.max_batch=4",
+    proc = Started([sys.executable, "-m", "gradlab", "-m", "hydra/launcher=batched", "hydra.launcher.max_batch=4",
                              "optimizer.lr=0.001,0.002,0.003,0.004,0.005,0.006,0.007,0.008", "train.epochs=100000",
                              "train.log_every=100", "tracking.experiment=stopped", f"hydra.sweep.dir={tmp_path}/multirun"],
-                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def second_batch_training():
         _, children = store_runs(temp_store, "stopped") if store_made(temp_store) else ([], [])
@@ -696,7 +697,7 @@ def test_a_signal_while_a_batched_sweep_writes_its_records_keeps_every_finished_
     try:
         wait_for(second_batch_training, timeout=300, every=0.5, proc=proc)
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=120)
+        proc.communicate()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -194,7 +194,7 @@ class RunGroup:
         self.keys = recorder.start(specs)
         metrics = histories[0].metrics
         self.stream = MetricStream(recorder.log, self.keys, histories[0].columns, schedule.expected_rows(),
-                                   streaming.max_points)
+                                   streaming.max_points, check=recorder.poll)
         self.progress = Progress(schedule.epochs, metrics, streaming.progress)
         watched = streaming.watched
         self.ends: dict[int, Callable[[], RunEnd]] = {}  # run -> how to make its end (it trained to a result)

@@ -20,10 +20,12 @@ Points = dict[int, list[tuple[str, float, int]]]  # run key -> (metric, value, s
 
 class MetricStream:
     def __init__(self, send: Callable[[Points], None], keys: list[int], columns: list[str],
-                 expected_rows: int, max_points: int):
+                 expected_rows: int, max_points: int, check: Callable[[], None] = lambda: None):
         """`send` takes the points of several runs at once; `keys` name the runs, in the order of
-        the configurations; `columns` are the history's, "epoch" first."""
-        self.send, self.keys = send, keys
+        the configurations; `columns` are the history's, "epoch" first. `check` is called when
+        nothing waits to be sent: a recorder that died is noticed within FLUSH_SECONDS even
+        while the thinning keeps no point for minutes."""
+        self.send, self.keys, self.check = send, keys, check
         self.metrics = [c for c in columns if c != "epoch"]
         # Rows 0, stride, 2·stride, ... and the last: at most max_points of them.
         self.stride = max(1, math.ceil((expected_rows - 1) / (max_points - 1)))
@@ -43,7 +45,8 @@ class MetricStream:
             self.queued_step.update(dict.fromkeys(configs, epoch))
             self.waiting += len(self.metrics)  # per run: each flush is one MLflow batch per run
         self.seen += 1
-        if self.waiting and (self.waiting >= FLUSH_VALUES or time.monotonic() - self.last_flush > FLUSH_SECONDS):
+        # The clock is read every 64th epoch: an epoch can take a few microseconds.
+        if self.waiting >= FLUSH_VALUES or (self.seen & 63 == 0 and time.monotonic() - self.last_flush > FLUSH_SECONDS):
             self.flush()
 
     def flush(self) -> None:
@@ -51,8 +54,7 @@ class MetricStream:
         for epoch, configs, rows in self.kept:
             for c, row in zip(configs, rows):
                 points.setdefault(self.keys[c], []).extend(zip(self.metrics, row, [epoch] * len(row)))
-        if points:
-            self.send(points)
+        self.send(points) if points else self.check()
         self.kept, self.waiting = [], 0
         self.last_flush = time.monotonic()
 
