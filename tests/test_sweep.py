@@ -724,3 +724,14 @@ def test_three_recorders_record_a_sweep(cli, temp_store):
     assert code == 0, err
     parents, children = store_runs(temp_store, "three")
     assert parents[0].info.status == "FINISHED" and sorted(c.info.status for c in children) == ["FINISHED"] * 3
+
+
+def test_jobs_that_differ_only_in_their_run_names_are_each_counted(cli, temp_store):
+    """Both children were recorded FINISHED, but the sweep kept one per config hash (the run name
+    is not part of it), said "1 job(s) ended before their run existed" and failed the parent."""
+    code, out, err = cli("-m", 'tracking.run_name="a=b","plain"', "train.epochs=5", "tracking.plots=false",
+                         "tracking.experiment=names")
+    assert code == 0, err
+    assert "2 jobs: 2 finished" in out and "before their run existed" not in out
+    parents, children = store_runs(temp_store, "names")
+    assert parents[0].info.status == "FINISHED" and sorted(c.info.run_name for c in children) == ["a=b", "plain"]

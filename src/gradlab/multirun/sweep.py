@@ -152,10 +152,12 @@ class Sweep:
             return self.outcome
         ctx = self.context
         os.environ.pop(VARIABLE, None)
-        latest = {}  # a resumed sweep holds a config twice (an old FAILED try, its re-run): the latest counts
+        # A resumed sweep holds a job twice (an old FAILED try, its re-run): the latest counts. A job is
+        # its config and its name: two jobs may share a config hash (differing in run name only).
+        latest = {}
         found, failures = _children(self.recorder, ctx.parent_id, self.key)
         for c in found:
-            latest[c.tag("config_hash", c.id)] = c
+            latest[(c.tag("config_hash", c.id), c.name)] = c
         for f in failures:
             print(f"gradlab: error: recording a run of sweep {ctx.name!r}: {f}", file=sys.stderr)
         if failures:  # the runs' statuses were set, but something of their record is missing: the sweep failed
