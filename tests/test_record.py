@@ -188,8 +188,11 @@ def test_a_recorder_that_dies_as_it_starts_is_said_in_one_line():
 def test_a_folder_as_the_store_is_refused_at_once(tmp_path):
     """It waited 66 s and called the folder a creation that stopped half-way."""
     began = time.monotonic()
+    with pytest.raises(tracking.TrackingError, match="is a folder, not a database file"):
+        tracking.Store(f"sqlite:///{tmp_path}")
+    assert time.monotonic() - began < 30  # no wait on a creation that never comes (the CLI adds torch's import)
     proc = gradlab("train.epochs=5", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}"})
-    assert proc.returncode == 2 and time.monotonic() - began < 20
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"gradlab: error: the store sqlite:///{tmp_path} is a folder, not a database file: point MLFLOW_TRACKING_URI "
         f"at a file in it, e.g. sqlite:///{tmp_path / 'mlflow.db'}"]
@@ -383,6 +386,85 @@ def test_a_server_that_answers_health_but_stalls_its_api_fails_before_training()
         server.shutdown()
     assert out.returncode == 2, out.stderr
     assert uri in out.stderr and "API" in out.stderr and "completed" not in out.stdout
+
+
+def _serve(handler):
+    """An HTTP server on loopback with this handler, in a thread; returns (uri, server)."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def test_a_server_that_drips_its_reply_is_refused_within_the_timeout():
+    """A server that answered at 1 byte a second hung gradlab past 200 s: the socket's timeout
+    counts each read, and each byte came in time."""
+    import http.server
+
+    class Drips(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:  # gradlab hung up, as it should
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    uri, server = _serve(Drips)
+    try:
+        began = time.monotonic()
+        with pytest.raises(tracking.TrackingError, match="cannot reach the MLflow tracking server"):
+            tracking.preflight(uri, timeout=1)
+        waited = time.monotonic() - began
+    finally:
+        server.shutdown()
+    assert waited < 50  # the whole reply would take 100 s
+
+
+def test_credentials_in_the_tracking_uri_are_sent_and_never_printed():
+    """MLflow's client takes http://user:password@host; gradlab's check tried to resolve
+    "user:pw@127.0.0.1" as a host name and printed the password."""
+    import base64
+    import http.server
+
+    seen = []
+
+    class Asks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200 if seen[-1] == "Basic " + base64.b64encode(b"ann:s3cret").decode() else 401)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    uri, server = _serve(Asks)
+    try:
+        tracking.preflight(uri.replace("http://", "http://ann:s3cret@"), timeout=5)
+    finally:
+        server.shutdown()
+    assert seen and set(seen) == {"Basic " + base64.b64encode(b"ann:s3cret").decode()}
+    with pytest.raises(tracking.TrackingError) as refused:
+        tracking.preflight(f"http://ann:s3cret@127.0.0.1:{free_port()}", timeout=1)
+    assert "s3cret" not in str(refused.value) and "http://ann:***@127.0.0.1" in str(refused.value)
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_store_is_refused_it_would_keep_nothing(uri):
+    """It exited 0, reporting a run that was never stored anywhere."""
+    with pytest.raises(tracking.TrackingError, match="in memory.*nothing would be kept"):
+        tracking.preflight(uri)
 
 
 def test_relative_sqlite_uri_is_read_against_the_working_directory(tmp_path, monkeypatch):

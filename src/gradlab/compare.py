@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab import convergence, ranking, report_search
-from gradlab.tracking import Store, TrackingError, query
+from gradlab.tracking import Store, TrackingError, masked, query
 from gradlab.tracking.query import RunRecord
 
 # The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
@@ -116,17 +116,17 @@ def select(store: Store, experiment: str | None, parent: str | None, everything:
     else:
         if experiment and query.experiment_id(store, experiment) is None:
             names = query.experiment_names(store)
-            raise CompareError(f"no experiment {experiment!r} in {store.uri}; there are: {', '.join(names) or 'none'}")
+            raise CompareError(f"no experiment {experiment!r} in {masked(store.uri)}; there are: {', '.join(names) or 'none'}")
         prun = query.latest_sweep(store, experiment)
         if prun is None and not experiment:
-            raise CompareError(f"no sweep in {store.uri} yet: run one first, e.g. make sweep SWEEP=lr_scale_optimizer")
+            raise CompareError(f"no sweep in {masked(store.uri)} yet: run one first, e.g. make sweep SWEEP=lr_scale_optimizer")
         exp_id = prun.experiment_id if prun else query.experiment_id(store, experiment)
     name = query.experiment_name(store, exp_id)
     records = query.experiment_runs(store, exp_id) if everything or prun is None else query.children(store, prun.id)
     df = tidy(records)
     if df.empty:
         what = f"sweep run {prun.id}" if prun is not None and not everything else f"experiment {name!r}"
-        raise CompareError(f"{what} has no runs to compare in {store.uri}; run a sweep first, "
+        raise CompareError(f"{what} has no runs to compare in {masked(store.uri)}; run a sweep first, "
                            "e.g. make sweep SWEEP=lr_scale_optimizer")
     return name, prun, df
 

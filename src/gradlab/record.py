@@ -18,7 +18,7 @@ from typing import Callable
 from gradlab import describe, ranking, signals, timings
 from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
 from gradlab.progress import Progress
-from gradlab.tracking import REGISTRY, MetricStream, Recorder, RecorderGone, RunEnd, RunSpec
+from gradlab.tracking import REGISTRY, MetricStream, Recorder, RecorderGone, RunEnd, RunSpec, masked
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,7 @@ def summary(name: str, run_id: str, experiment: str, uri: str, result) -> str:
     lines.append("  " + "  ".join(f"{k} {m[k]:.6g}" for k in keys if k in m))
     shown = ", ".join(f"{k}={_short(v)}" for k, v in result.params.items())
     lines.append(f"  params {shown}" if len(shown) < 200 else f"  params: {len(result.params)} tensors (params.json)")
-    lines.append(f"  run {run_id} in experiment {experiment!r} at {uri}")
+    lines.append(f"  run {run_id} in experiment {experiment!r} at {masked(uri)}")
     return "\n".join(lines)
 
 

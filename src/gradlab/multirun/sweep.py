@@ -21,6 +21,7 @@ from gradlab.multirun import answer, grid
 from gradlab.multirun.context import VARIABLE, SweepContext
 from gradlab.multirun.trials import Trials
 from gradlab.tracking import ends
+from gradlab.tracking.store import masked
 from gradlab.tracking.spec import RunEnd, RunSpec
 
 PROGRESS_SECONDS = 10.0  # a progress line (off a terminal) and the parent's tags at most this often
@@ -86,7 +87,7 @@ class Sweep:
         what = f"{len(jobs)} jobs" if jobs is not None else f"a search of {config.hydra.sweeper.get('n_trials', '?')} trials"
         uri = tracking_uri()
         print(f"gradlab: sweep {name!r}: {what} varying {', '.join(varied) or 'nothing'}, into experiment "
-              f"{experiment!r} at {uri}; checking every job first", flush=True)
+              f"{experiment!r} at {masked(uri)}; checking every job first", flush=True)
         self.recorder.open(uri)  # not waited for: a fresh store is made while the grid is checked
         try:
             grid.refuse_bad_jobs(config, loader, name, jobs)

@@ -16,8 +16,8 @@ Importing the package costs no mlflow import: the trainer uses it before torch i
 
 from gradlab.tracking.recorder import REGISTRY, Recorder, RecorderGone, Recorders
 from gradlab.tracking.spec import RESULTS, STATUS, RunEnd, RunSpec
-from gradlab.tracking.store import Store, TrackingError, preflight, project_root, tracking_uri
+from gradlab.tracking.store import Store, TrackingError, masked, preflight, project_root, tracking_uri
 from gradlab.tracking.stream import MetricStream
 
 __all__ = ["REGISTRY", "RESULTS", "STATUS", "MetricStream", "Recorder", "RecorderGone", "Recorders", "RunEnd", "RunSpec", "Store",
-           "TrackingError", "preflight", "project_root", "tracking_uri"]
+           "TrackingError", "masked", "preflight", "project_root", "tracking_uri"]

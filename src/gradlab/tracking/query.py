@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gradlab.tracking.spec import RESULTS
-from gradlab.tracking.store import Store, TrackingError
+from gradlab.tracking.store import Store, TrackingError, masked
 
 MAX_RESULTS = 50000
 
@@ -88,7 +88,7 @@ def run(store: Store, run_id: str) -> RunRecord:
     try:
         return _record(store.client.get_run(run_id))
     except Exception:
-        raise TrackingError(f"no run {run_id} in {store.uri}") from None
+        raise TrackingError(f"no run {run_id} in {masked(store.uri)}") from None
 
 
 def finished(store: Store, experiment: str, config_hashes: list[str]) -> dict[str, RunRecord]:
@@ -152,5 +152,5 @@ def artifact_text(store: Store, run_id: str, path: str) -> str:
         try:
             local = store.client.download_artifacts(run_id, path, tmp)
         except (MlflowException, OSError) as e:
-            raise TrackingError(f"cannot read {path} of run {run_id} in {store.uri}: {str(e).splitlines()[0]}") from None
+            raise TrackingError(f"cannot read {path} of run {run_id} in {masked(store.uri)}: {str(e).splitlines()[0]}") from None
         return Path(local).read_text()

@@ -95,6 +95,10 @@ def preflight(uri: str, timeout: float = 5.0) -> None:
             "database instead (e.g. MLFLOW_TRACKING_URI=sqlite:////abs/path/mlflow.db, or unset it for "
             "gradlab's embedded store), or opt in with MLFLOW_ALLOW_FILE_STORE=true."
         )
+    if scheme == "sqlite" and uri.split("?")[0] in ("sqlite://", "sqlite:///:memory:"):
+        raise TrackingError(f"tracking URI {uri!r} is a SQLite database in memory: nothing would be kept once gradlab "
+                            "exits. Name a file (MLFLOW_TRACKING_URI=sqlite:////abs/path/mlflow.db), or unset it for "
+                            "gradlab's embedded store.")
     if scheme in ("http", "https"):
         _answers(uri, "/health", timeout, "cannot reach the MLflow tracking server at {uri} ({reason})")
         # A server may answer /health while its API (its database behind it) stalls: MLflow's own
@@ -103,15 +107,45 @@ def preflight(uri: str, timeout: float = 5.0) -> None:
                  "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
 
 
+def masked(uri: str) -> str:
+    """The URI as it may be printed: a password in it (http://user:password@host) is ***."""
+    parts = urlparse(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + path, timeout=timeout) as r:
-            r.read()
-    except urllib.error.HTTPError:
-        return  # it answered (an API that needs other parameters or credentials still answers)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    """Ask `path` of the server, all of its reply within `timeout`: a socket timeout alone counts
+    each read, and a server that drips a byte a second never trips it. Credentials in the URI
+    (MLflow's client accepts them) go as HTTP basic auth, as MLflow sends them."""
+    import base64
+    import threading
+
+    parts = urlparse(uri)
+    request = urllib.request.Request(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl().rstrip("/") + path)
+    if parts.username is not None:
+        pair = f"{parts.username}:{parts.password or ''}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                r.read()
+        except urllib.error.HTTPError:
+            pass  # it answered (an API that needs other parameters or credentials still answers)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            failed.append(e)
+
+    asking = threading.Thread(target=ask, name="gradlab-preflight", daemon=True)
+    asking.start()
+    asking.join(timeout)
+    if asking.is_alive():
+        failed.append(OSError(f"it did not answer {path.split('?')[0]} within {timeout:g} s"))
+    if failed:
         raise TrackingError(
-            problem.format(uri=uri, reason=getattr(e, "reason", e)) + ". Start or restart it "
+            problem.format(uri=masked(uri), reason=getattr(failed[0], "reason", failed[0])) + ". Start or restart it "
             "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
             "or unset it to use gradlab's embedded store."
         ) from None
@@ -156,11 +190,11 @@ def _translate(e: Exception, uri: str) -> TrackingError:
     text = str(e)
     if "out-of-date database schema" in text or "db upgrade" in text:
         return TrackingError(
-            f"the store {uri} was made by an older MLflow and its schema is out of date. gradlab never "
-            f"migrates a store by itself: back it up, then run `mlflow db upgrade {uri}`, or point "
+            f"the store {masked(uri)} was made by an older MLflow and its schema is out of date. gradlab never "
+            f"migrates a store by itself: back it up, then run `mlflow db upgrade {masked(uri)}`, or point "
             "MLFLOW_TRACKING_URI at a fresh path."
         )
-    return TrackingError(f"cannot use the tracking store {uri}: {text.splitlines()[0] if text else type(e).__name__}")
+    return TrackingError(f"cannot use the tracking store {masked(uri)}: {text.splitlines()[0] if text else type(e).__name__}")
 
 
 DAMAGED = ("Keep a copy, then try `sqlite3 mlflow.db .recover`, restore it from a backup, or move it away "
@@ -191,8 +225,8 @@ def write_error(e: Exception, uri: str) -> TrackingError:
     text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
     for words, code, fix in WRITE_FAULTS:
         if (code is not None and getattr(root, "errno", None) == code) or any(w in text.lower() for w in words):
-            return TrackingError(f"cannot write to the store {uri}: {text}; {fix}")
-    return TrackingError(f"cannot write to the store {uri}: {text}")
+            return TrackingError(f"cannot write to the store {masked(uri)}: {text}; {fix}")
+    return TrackingError(f"cannot write to the store {masked(uri)}: {text}")
 
 
 def is_store_error(e: Exception) -> bool:
@@ -207,7 +241,7 @@ def open_client(uri: str, db: Path | None):
     from mlflow.tracking import MlflowClient
 
     if db is not None and db.is_dir():
-        raise TrackingError(f"the store {uri} is a folder, not a database file: point MLFLOW_TRACKING_URI at a file in it, "
+        raise TrackingError(f"the store {masked(uri)} is a folder, not a database file: point MLFLOW_TRACKING_URI at a file in it, "
                             f"e.g. sqlite:///{db / 'mlflow.db'}")
     try:
         if db is not None:
@@ -327,7 +361,7 @@ class Store:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 raise TrackingError(
-                    f"experiment {name!r} is deleted in {self.uri}; restore it in the UI, pick another "
+                    f"experiment {name!r} is deleted in {masked(self.uri)}; restore it in the UI, pick another "
                     "tracking.experiment, or purge it with `mlflow gc`"
                 )
             for key, value in EXPERIMENT_TAGS.items():

@@ -13,7 +13,7 @@ import os
 import sys
 
 from gradlab.tracking import query
-from gradlab.tracking.store import Store
+from gradlab.tracking.store import Store, masked
 
 HOST = "127.0.0.1"  # the UI has no authentication: loopback only
 
@@ -64,7 +64,7 @@ def sweep_url(base: str, experiment_id: str, key: str) -> str:
 
 def where_to_look(store: Store, base: str) -> list[str]:
     """Lines naming the UI's address and the runs view of the latest sweep (if any)."""
-    lines = [f"gradlab: the MLflow UI on {store.uri}: {base}/#/experiments?workflowType=machine_learning"]
+    lines = [f"gradlab: the MLflow UI on {masked(store.uri)}: {base}/#/experiments?workflowType=machine_learning"]
     sweep = query.latest_sweep(store)
     if sweep is not None:
         key = share_sweep_view(store, sweep)
