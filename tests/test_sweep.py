@@ -599,15 +599,19 @@ def test_a_recorder_that_dies_with_a_batchs_ends_unwritten_leaves_no_run_running
     assert "its end was never written" in lost.data.tags["gradlab.error.message"]
 
 
-@pytest.mark.parametrize("name", ["../../escape", "/tmp/gradlab-abs-escape"])
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/gradlab-abs-escape", "a" * 300, "ü" * 200], ids=["up", "absolute", "long", "long-unicode"])
 def test_a_report_stays_in_reports_whatever_the_experiment_is_called(cli, temp_store, tmp_path, monkeypatch, name):
+    """A name of 256-500 characters (MLflow allows 500) exited 2 with "File name too long" and
+    left its runs RUNNING: its artifact folder and its report folder are named from it."""
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
-    code, _, err = cli("-m", "optimizer.lr=0.01,0.02", "train.epochs=20", "tracking.plots=false", f"tracking.experiment={name}")
+    code, _, err = cli("-m", "optimizer.lr=0.01,0.02", "train.epochs=20", "tracking.plots=false", f"tracking.experiment='{name}'")
     assert code == 0, err
     folder = compare.report(tracking.Store(), experiment=name).resolve()
     assert folder.parent == (tmp_path / "work" / "reports").resolve() and (folder / "summary.md").exists()
     assert not (tmp_path / "escape").exists() and not Path("/tmp/gradlab-abs-escape").exists()
+    parents, children = store_runs(temp_store, name)
+    assert {r.info.status for r in parents + children} == {"FINISHED"} and len(children) == 2
 
 
 def test_make_ui_shows_the_store_the_environment_names(tmp_path):

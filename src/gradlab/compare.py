@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from gradlab import convergence, ranking, report_search
 from gradlab.tracking import Store, TrackingError, masked, query
+from gradlab.tracking.store import folder_name
 from gradlab.tracking.query import RunRecord
 
 # The axes a sweep varies, as columns of the tidy frame (in the order figures prefer them).
@@ -468,13 +468,6 @@ def _csv(df: pd.DataFrame) -> str:
         return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
 
     return df.map(safe).to_csv(index=False)
-
-
-def folder_name(experiment: str) -> str:
-    """The experiment's name as one safe folder name: no separators, no leading dot, so that an
-    experiment called ../../x or /abs/path is written under reports/ like any other."""
-    safe = re.sub(r"[^\w.-]", "_", experiment)
-    return safe if safe and not safe.startswith(".") else "_" + safe
 
 
 def _search_lines(prun, imp: dict[str, float]) -> list[str]:

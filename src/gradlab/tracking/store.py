@@ -107,6 +107,20 @@ def preflight(uri: str, timeout: float = 5.0) -> None:
                  "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
 
 
+def folder_name(name: str, longest: int = 120) -> str:
+    """A name (an experiment's) as one safe folder name: no separators, no leading dot (so
+    ../../x or /abs/path stays inside its folder), and short enough for any file system (MLflow
+    allows 500 characters, a folder name 255 bytes): a long one keeps its start and a hash of the whole."""
+    import hashlib
+
+    safe = re.sub(r"[^\w.-]", "_", name)
+    safe = safe if safe and not safe.startswith(".") else "_" + safe
+    if len(safe.encode()) > longest:  # bytes: a letter may take four
+        cut = safe.encode()[:longest - 9].decode(errors="ignore")
+        safe = cut + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return safe
+
+
 def masked(uri: str) -> str:
     """The URI as it may be printed: a password in it (http://user:password@host) is ***."""
     parts = urlparse(uri)
@@ -370,8 +384,7 @@ class Store:
             return exp.experiment_id
         location = None
         if self.db is not None:  # artifacts beside the database, as absolute paths
-            safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "experiment"
-            location = (self.db.parent / "artifacts" / safe).as_uri()
+            location = (self.db.parent / "artifacts" / folder_name(name)).as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException:  # created meanwhile by a concurrent process
