@@ -3,6 +3,7 @@ history.csv, rerun, plots. Subprocess and server tests are in the slow tier (`ma
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.metadata
@@ -21,7 +22,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import ROOT, Started, compose, gradlab, store_made, wait_for
+from conftest import ROOT, Started, compose, gradlab, kill_session, start, store_made, wait_for
 from gradlab import plots, training, tracking
 from gradlab.config import from_container
 from gradlab.describe import provenance
@@ -778,6 +779,30 @@ def test_a_disk_that_fills_mid_run_fails_the_run_with_the_disk_error(small_disk)
         "space, or point MLFLOW_TRACKING_URI at another disk"]
     [(status, message)] = _outcomes(small_disk / "mlflow.db")
     assert status == "FAILED" and "database or disk is full" in message
+
+
+@pytest.mark.slow
+def test_reap_on_a_full_disk_says_what_it_could_not_mark_in_one_line_each(small_disk):
+    """gradlab reap printed "marked ... KILLED" for runs it could not write, under MLflow's logged
+    tracebacks, and exited 0."""
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    proc = start("train.epochs=100000000", "tracking.plots=false", env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: store_made(uri) and _outcomes(small_disk / "mlflow.db"), timeout=90, proc=proc)
+    kill_session(proc.pid)  # the trainer and its recorder at once: the run stays RUNNING
+    proc.wait()
+    with open(small_disk / "filler", "wb") as filler:  # the disk fills to its last byte
+        with contextlib.suppress(OSError):
+            while True:
+                filler.write(b"x" * 65536)
+                filler.flush()
+    out = gradlab("reap", env={"MLFLOW_TRACKING_URI": uri})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    [line] = out.stdout.strip().splitlines()
+    assert line.startswith("could not mark") and "disk is full" in line, line
+    (small_disk / "filler").unlink()
+    assert gradlab("reap", env={"MLFLOW_TRACKING_URI": uri}).returncode == 0  # space again: it is marked
+    assert [status for status, _ in _outcomes(small_disk / "mlflow.db")] == ["KILLED"]
 
 
 @pytest.mark.slow

@@ -146,9 +146,9 @@ def reap(args: list[str]) -> int:
 
     if args not in ([], ["--dry-run"]):
         _fail("usage: gradlab reap [--dry-run]   (--dry-run lists the runs it would mark KILLED)")
-    for line in reap_runs(Store(), dry_run=bool(args)):
-        print(line)
-    return 0
+    lines = reap_runs(Store(), dry_run=bool(args))
+    print("\n".join(lines))
+    return 2 if any(line.startswith("could not") for line in lines) else 0
 
 
 def ui(args: list[str]) -> int:

@@ -21,7 +21,7 @@ import sys
 from gradlab.tracking.artifacts import files
 from gradlab.tracking.recorder.messages import START_TOKEN, RecorderGone
 from gradlab.tracking.spec import RunEnd
-from gradlab.tracking.store import TrackingError
+from gradlab.tracking.store import TrackingError, is_store_error, write_error
 
 
 def write_here(uri: str, runs: list[tuple[str | None, tuple[str, str] | None]], run_ends: list[RunEnd]) -> None:
@@ -37,13 +37,15 @@ def write_here(uri: str, runs: list[tuple[str | None, tuple[str, str] | None]], 
             store.finish(run_id, end, files(end))
 
 
-def kill(store, run_id: str, reason: str) -> None:
-    """KILLED, with the reason: its process is gone (what it logged stays)."""
+def kill(store, run_id: str, reason: str) -> str | None:
+    """KILLED, with the reason: its process is gone (what it logged stays). Returns why it could
+    not be written (a full disk, say), in one line; reap can close it later."""
     try:
         store.set_tags(run_id, {"gradlab.outcome": "killed", "gradlab.reason": reason})
         store.end(run_id, "KILLED")
-    except Exception:  # noqa: BLE001 - nothing left to tell; reap can close it
-        pass
+    except Exception as e:  # noqa: BLE001 - said by the caller; the run stays RUNNING for reap
+        return str(write_error(e, store.uri) if is_store_error(e) else e).splitlines()[0]
+    return None
 
 
 def lost() -> RunEnd:

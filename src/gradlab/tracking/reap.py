@@ -22,7 +22,8 @@ def reap(store: Store, dry_run: bool = False) -> list[str]:
             lines.append(f"left alone {label}: process {pid} is alive")
             continue
         reason = f"reaped: process {pid} on {host} is gone"
-        if not dry_run:
-            ends.kill(store, r.id, reason)
+        if not dry_run and (failed := ends.kill(store, r.id, reason)):
+            lines.append(f"could not mark {label} KILLED: {failed}")
+            continue
         lines.append(f"{'would mark' if dry_run else 'marked'} {label} KILLED: {reason}")
     return lines or ["no RUNNING runs"]

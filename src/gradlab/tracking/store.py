@@ -347,6 +347,9 @@ class Store:
     """An opened tracking store: every write gradlab makes, through one MlflowClient."""
 
     def __init__(self, uri: str | None = None):
+        # MLflow logs each failed store write with its traceback before raising it; gradlab says
+        # the error itself, in one line (write_error), in whichever process writes.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.uri = uri or tracking_uri()  # the recorder passes the URI its trainer resolved
         preflight(self.uri)
         self.db = sqlite_path(self.uri)

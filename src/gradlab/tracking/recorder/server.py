@@ -6,7 +6,6 @@ the trainer goes away without ending a run, the recorder marks it KILLED (tracki
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import signal
 from multiprocessing.connection import Connection
@@ -100,9 +99,6 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     # What the imports made lives as long as this process: out of the collector's sight, a full
     # collection after each run's figures (cycles of artists) costs little and memory stays flat.
     gc.freeze()
-    # MLflow logs each failed store write with its traceback before raising it; the error goes back
-    # to the trainer, which says it in one line.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     role = "recorder"
     for i, (r, w) in enumerate(siblings):
         if os.fork() == 0:
