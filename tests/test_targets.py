@@ -1,0 +1,319 @@
+"""A user's own code through model.target: an objective f(θ) and an nn.Module written into the
+test's own folder (nothing shipped), trained batched and alone, against a plain torch loop over
+the same code; every bad target refused in one line with nothing recorded; a rerun of a run that
+names code refused without --trust-code.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose
+from gradlab import training
+
+FUNCTIONS = '''
+import torch
+
+
+def beale(t):
+    x, y = t[0], t[1]
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y ** 2) ** 2 + (2.625 - x + x * y ** 3) ** 2
+
+
+def branchy(t):
+    """Python control flow on a value: vmap cannot run it, the loop over configurations can."""
+    if t[0].item() > 0:
+        return (t ** 2).sum()
+    return 2 * (t ** 2).sum()
+
+
+def bowl(t):
+    return ((t - 1) ** 2).sum()
+
+
+def doubled(t):
+    return 2 * t
+
+
+def log_of_x(t):
+    return torch.log(t[0]) + t[1] ** 2
+
+
+def as_float(t):
+    return float((t ** 2).sum())
+
+
+VALUE = 3
+'''
+
+MODULES = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, d=2, hidden=4):
+        super().__init__()
+        self.l1 = nn.Linear(d, hidden)
+        self.l2 = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.l2(torch.tanh(self.l1(x)))
+
+
+class Line(nn.Module):
+    """Two scalars: a trajectory over the loss contour."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.5))
+        self.b = nn.Parameter(torch.tensor(-0.5))
+
+    def forward(self, x):
+        return x[:, 0] * self.a + self.b
+
+
+class Needs(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.l = nn.Linear(2, width)
+
+    def forward(self, x):
+        return self.l(x)
+
+
+class Empty(nn.Module):
+    def forward(self, x):
+        return x[:, :1]
+
+
+def not_a_module():
+    return 3
+'''
+
+
+@pytest.fixture
+def code(tmp_path):
+    """The test's own functions and modules, and a CSV of 30 rows of two inputs."""
+    (tmp_path / "fns.py").write_text(FUNCTIONS)
+    (tmp_path / "nets.py").write_text(MODULES)
+    (tmp_path / "broken.py").write_text("import no_such_module_for_gradlab\n")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    y = np.tanh(x[:, 0] - 2 * x[:, 1])
+    (tmp_path / "d.csv").write_text("a,b,y\n" + "".join(f"{float(u)!r},{float(v)!r},{float(w)!r}\n" for (u, v), w in zip(x, y)))
+    return tmp_path
+
+
+def _finals(*cfgs) -> list[dict]:
+    """Each configuration's final parameters, trained as one batch (no tracking)."""
+    s = training.setup(*cfgs)
+    h = training.new_histories(s)
+    return [r.params for r in training.evaluate(s, h, training.fit(s, h))]
+
+
+def _deviation(a: dict, b: dict) -> float:
+    """The largest relative difference between two sets of parameters by name."""
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(np.subtract(a[k], b[k])) / np.maximum(1e-300, np.abs(b[k])))) for k in a)
+
+
+# ---------------------------------------------------------------------------- objective
+def _objective(code, name: str, start, lr: float, *extra: str):
+    return compose("model=objective", "data=none", f"model.target={code}/fns.py:{name}", f"model.start={start}",
+                   "optimizer=gd", f"optimizer.lr={lr}", "train.epochs=200", "train.dtype=float64", *extra)
+
+
+def _gd_loop(fn, start, lr: float, epochs: int) -> list[float]:
+    theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    for _ in range(epochs):
+        fn(theta).backward()
+        with torch.no_grad():
+            theta -= lr * theta.grad
+        theta.grad = None
+    return theta.detach().tolist()
+
+
+@pytest.mark.parametrize("name,grad", [("beale", "autograd"), ("branchy", "autograd"), ("beale", "finite_difference")])
+def test_an_objective_batched_and_alone_equals_a_plain_gd_loop(code, name, grad):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fns_reference", code / "fns.py")
+    fns = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fns)
+    settings = [([1.0, 1.0], 0.01), ([-1.0, 0.5], 0.005), ([2.0, 0.2], 0.02)]
+    cfgs = [_objective(code, name, f"[{a},{b}]", lr, f"grad={grad}") for (a, b), lr in settings]
+    batched = _finals(*cfgs)
+    alone = [_finals(c)[0] for c in cfgs]
+    worst = 0.0
+    for (start, lr), b, a in zip(settings, batched, alone):
+        assert b.keys() == {"x", "y"}
+        worst = max(worst, _deviation(b, a))
+        if grad == "autograd":
+            x, y = _gd_loop(getattr(fns, name), start, lr, 200)
+            worst = max(worst, _deviation(a, {"x": x, "y": y}))
+    print(f"largest relative deviation ({name}, {grad}): {worst:.3g}")
+    assert worst <= 1e-9
+
+
+def test_an_objective_uses_vmap_where_it_can_and_a_loop_where_it_cannot(code):
+    from gradlab import models
+
+    for name, mode in (("beale", "vmap"), ("branchy", "loop")):
+        s = training.setup(_objective(code, name, "[1,1]", 0.01))
+        s.problem.loss(s.params, None)
+        assert isinstance(s.model, models.UserObjective) and s.model.batched.mode == mode
+
+
+def test_an_objective_with_its_optimum_is_judged_against_it_and_draws_its_path(code):
+    cfg = _objective(code, "bowl", "[3,-2]", 0.1, "model.optimum=[1,1]")
+    s, result = training.train(cfg)
+    assert result.optimum == {"x": [1.0], "y": [1.0]}
+    assert result.metrics["optimal_train_loss"] == 0.0 and result.metrics["excess_loss"] < 1e-9
+    assert result.metrics["at_optimum"] == 1.0 and 0 < result.metrics["epochs_to_optimum"] < 200
+    figures = training.plot_data(s, 0, result, "bowl")
+    assert figures["trajectory"]["optimum"] == [1.0, 1.0] and figures["trajectory"]["grid_loss"].shape == (60, 60)
+    assert "fit" not in figures
+
+
+def test_an_objective_names_its_entries(code):
+    s, result = training.train(_objective(code, "beale", "[1,1]", 0.01, "model.names=[u,v]", "train.epochs=3"))
+    assert list(result.params) == ["u", "v"] and "param.u" in result.history.columns
+    assert "excess_loss" not in result.metrics  # no optimum given
+
+
+def test_a_relative_path_is_relative_to_the_working_directory(code, monkeypatch):
+    monkeypatch.chdir(code)
+    cfg = compose("model=objective", "data=none", "model.target=fns.py:beale", "model.start=[1,1]", "train.epochs=3")
+    assert training.train(cfg)[1].history.epochs_run == 3
+
+
+# ------------------------------------------------------------------------------- module
+def _module(code, target: str, *extra: str):
+    return compose("model=module", f"model.target={code}/nets.py:{target}", "data=csv", f"data.path={code}/d.csv",
+                   "train.dtype=float64", "train.epochs=150", *extra)
+
+
+def _adam_loop(code, seed: int, lr: float, epochs: int, hidden: int, loss) -> dict:
+    """The user's own script: torch.manual_seed, their module, torch.optim.Adam, their loss."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nets_reference", code / "nets.py")
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    data = np.loadtxt(code / "d.csv", delimiter=",", skiprows=1)
+    x, y = torch.tensor(data[:, :2]), torch.tensor(data[:, 2:])
+    torch.manual_seed(seed)
+    net = nets.Net(hidden=hidden).double()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss(net(x), y).backward()
+        opt.step()
+    return {k: v.detach().tolist() for k, v in net.named_parameters()}
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1", "huber"])
+def test_a_module_batched_and_alone_equals_a_plain_adam_loop(code, loss):
+    import torch.nn.functional as F
+
+    reference_loss = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda p, y: F.huber_loss(p, y, delta=0.5)}[loss]
+    settings = [(0, 0.01), (1, 0.01), (0, 0.03), (2, 0.003)]
+    cfgs = [_module(code, "Net", "+model.args.hidden=5", "optimizer=adam", f"optimizer.lr={lr}", f"train.seed={seed}",
+                    f"train.loss={loss}", "train.huber_delta=0.5") for seed, lr in settings]
+    batched = _finals(*cfgs)
+    alone = [_finals(c)[0] for c in cfgs]
+    worst = 0.0
+    for (seed, lr), b, a in zip(settings, batched, alone):
+        assert list(b) == ["l1.weight", "l1.bias", "l2.weight", "l2.bias"]
+        worst = max(worst, _deviation(b, a), _deviation(a, _adam_loop(code, seed, lr, 150, 5, reference_loss)))
+    print(f"largest relative deviation (module, {loss}): {worst:.3g}")
+    assert worst <= 1e-9
+
+
+def test_a_module_starts_where_model_start_says_and_draws_its_fit_and_path(code):
+    cfg = _module(code, "Line", "+model.start.b=2", "optimizer=adam", "optimizer.lr=0.05", "data.inputs=[a]",
+                  "train.epochs=5")
+    s = training.setup(cfg)
+    assert s.params["a"].tolist() == [0.5] and s.params["b"].tolist() == [2.0]
+    s, result = training.train(cfg)
+    figures = training.plot_data(s, 0, result, "line")
+    assert {"fit", "trajectory"} <= set(figures)
+    assert np.isfinite(figures["trajectory"]["grid_loss"]).all()
+
+
+def test_bce_is_torchs(code):
+    import torch.nn.functional as F
+
+    from gradlab.losses import sample_loss
+    from gradlab.options import Loss
+
+    pred, y = torch.rand(3, 7, 1, dtype=torch.float64), (torch.rand(3, 7, 1) > 0.5).double()
+    expected = torch.stack([F.binary_cross_entropy(pred[i], y[i]) for i in range(3)])
+    assert torch.allclose(sample_loss(Loss.bce, pred, y, 1.0), expected, rtol=1e-15, atol=0)
+
+
+# ------------------------------------------------------------------------- bad targets
+BAD = [
+    (["model=objective", "data=none", "model.target=fns.py", "model.start=[1,1]"], ["package.module:Name"]),
+    (["model=objective", "data=none", "model.target=nofile.py:f", "model.start=[1,1]"], ["no such file nofile.py"]),
+    (["model=objective", "data=none", "model.target=no_such_pkg_for_gradlab.mod:f", "model.start=[1,1]"],
+     ["cannot import no_such_pkg_for_gradlab.mod", "ModuleNotFoundError: No module named 'no_such_pkg_for_gradlab'"]),
+    (["model=objective", "data=none", "model.target=broken.py:f", "model.start=[1,1]"],
+     ["importing broken.py failed", "No module named 'no_such_module_for_gradlab'"]),
+    (["model=objective", "data=none", "model.target=fns.py:nothere", "model.start=[1,1]"],
+     ["fns.py has no 'nothere'", "beale"]),
+    (["model=objective", "data=none", "model.target=fns.py:VALUE", "model.start=[1,1]"], ["is a int, not a function"]),
+    (["model=objective", "data=none", "model.target=fns.py:doubled", "model.start=[1,1]"], ["returned shape (2,)", "not a scalar"]),
+    (["model=objective", "data=none", "model.target=fns.py:log_of_x", "model.start=[0,1]"], ["is -inf at model.start=[0, 1]"]),
+    (["model=objective", "data=none", "model.target=fns.py:as_float", "model.start=[1,1]"], ["returned a float", "not a tensor"]),
+    (["model=objective", "data=none", "model.target=fns.py:beale"], ["model.start=None", "needs its starting point"]),
+    (["model=objective", "data=none"], ["model.target=None", "needs your code"]),
+    (["model=objective", "data=none", "model.target=fns.py:beale", "model.start=[1,1]", "grad=analytic"],
+     ["grad='analytic'", "no hand-derived gradient"]),
+    (["model=module", "model.target=nets.py:not_a_module", "data=csv", "data.path=d.csv"], ["made a int, not a torch.nn.Module"]),
+    (["model=module", "model.target=nets.py:Empty", "data=csv", "data.path=d.csv"], ["has no parameters"]),
+    (["model=module", "model.target=nets.py:Needs", "data=csv", "data.path=d.csv"],
+     ["cannot be made with model.args={}", "missing 1 required positional argument: 'width'"]),
+    (["model=module", "model.target=nets.py:Needs", "+model.args.width=2", "data=csv", "data.path=d.csv"],
+     ["maps inputs of shape (30, 2) to (30, 2)", "(30, 1) or (30,)"]),
+    (["model=module", "model.target=nets.py:Net", "+model.args.d=3", "data=csv", "data.path=d.csv"],
+     ["raised RuntimeError", "on inputs of shape (30, 2)"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_a_bad_target_is_refused_in_one_line_and_records_nothing(cli, runs, code, monkeypatch, args, words):
+    monkeypatch.chdir(code)
+    got, out, err = cli(*args, "train.epochs=2")
+    assert got == 2, err
+    key = "grad" if "grad=analytic" in args else "model.start" if "needs its starting point" in words[-1] else "model.target"
+    assert err.startswith(f"gradlab: error: {key}="), err
+    for w in words:
+        assert w in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert runs() == []
+
+
+def test_the_python_api_raises_the_same_error(code, monkeypatch):
+    import gradlab
+    from gradlab.options import ConfigError
+
+    monkeypatch.chdir(code)
+    with pytest.raises(ConfigError, match=r"^model.target='fns.py:doubled' is not allowed: returned shape \(2,\)"):
+        gradlab.run("model=objective", "data=none", "model.target=fns.py:doubled", "model.start=[1,1]")
+
+
+def test_a_target_module_is_imported_afresh_when_its_file_changes(tmp_path):
+    from gradlab import targets
+
+    (tmp_path / "f.py").write_text("def f(t):\n    return t.sum()\n")
+    first = targets.resolve("model.target", f"{tmp_path}/f.py:f")
+    (tmp_path / "f.py").write_text("def f(t):\n    return 2 * t.sum()\n")
+    second = targets.resolve("model.target", f"{tmp_path}/f.py:f")
+    assert first.sha256 != second.sha256 and float(second.obj(torch.ones(2))) == 4.0
+    assert second.source == textwrap.dedent("def f(t):\n    return 2 * t.sum()\n")
