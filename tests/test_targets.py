@@ -7,6 +7,7 @@ names code refused without --trust-code.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +318,40 @@ def test_a_target_module_is_imported_afresh_when_its_file_changes(tmp_path):
     second = targets.resolve("model.target", f"{tmp_path}/f.py:f")
     assert first.sha256 != second.sha256 and float(second.obj(torch.ones(2))) == 4.0
     assert second.source == textwrap.dedent("def f(t):\n    return 2 * t.sum()\n")
+
+
+# -------------------------------------------------------------------------------- trust
+def test_a_run_records_its_code_and_a_rerun_imports_it_only_when_trusted(code, temp_store, runs, monkeypatch, capsys):
+    import hashlib
+    import sys
+
+    import mlflow
+
+    from gradlab import cli
+    from gradlab.record import Job, Origin, record
+
+    cfg = _objective(code, "beale", "[1,1]", 0.01, "train.epochs=5")
+    first = record(Job(cfg), Origin("own"), quiet=True)
+    client = mlflow.MlflowClient(temp_store)
+    tags = client.get_run(first.run_id).data.tags
+    source = (code / "fns.py").read_bytes()
+    assert tags["gradlab.target.sha256"] == hashlib.sha256(source).hexdigest()
+    assert tags["gradlab.target.path"] == str(code / "fns.py")
+    (code / "got").mkdir()
+    assert Path(client.download_artifacts(first.run_id, "target/fns.py", str(code / "got"))).read_bytes() == source
+
+    def rerun(*flags):
+        monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", first.run_id, *flags])
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        return e.value.code, capsys.readouterr().err
+
+    code_, err = rerun()
+    assert code_ == 2 and err.count("\n") == 1 and "model.target=" in err and "--trust-code" in err
+    assert len(runs("own")) == 1
+    (code / "fns.py").write_text(FUNCTIONS + "\n# edited\n")
+    code_, err = rerun("--trust-code")
+    assert code_ == 0 and "has changed since run" in err
+    again = [r for r in runs("own") if r.info.run_id != first.run_id]
+    assert len(again) == 1 and again[0].data.tags["gradlab.rerun_of"] == first.run_id
+    assert again[0].data.tags["gradlab.target.sha256"] != tags["gradlab.target.sha256"]

@@ -13,6 +13,7 @@ import functools
 import json
 import signal
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from gradlab import describe, ranking, signals, timings
@@ -127,6 +128,10 @@ def describe_run(job: Job, cfg: Config, s, i: int, origin: Origin) -> RunSpec:
     if prepared is not None and prepared.dataset.sha256:
         tags.update({"gradlab.data.sha256": prepared.dataset.sha256, "gradlab.data.path": prepared.dataset.source})
     files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
+    target = getattr(s.model, "target", None)  # a user's own code: what ran is kept with the run
+    if target is not None and target.path is not None:
+        tags.update({"gradlab.target.sha256": target.sha256, "gradlab.target.path": target.path})
+        files[f"target/{Path(target.path).name}"] = target.source
     inputs = describe.datasets(prepared, cfg.data.name, flat)
     return RunSpec(origin.experiment, describe.run_name(cfg, job.overrides, origin.varied), params, tags, origin.parent_id,
                    inputs, files)
