@@ -355,3 +355,21 @@ def test_a_run_records_its_code_and_a_rerun_imports_it_only_when_trusted(code, t
     again = [r for r in runs("own") if r.info.run_id != first.run_id]
     assert len(again) == 1 and again[0].data.tags["gradlab.rerun_of"] == first.run_id
     assert again[0].data.tags["gradlab.target.sha256"] != tags["gradlab.target.sha256"]
+
+
+# ----------------------------------------------------------------------------- examples
+@pytest.mark.parametrize("recipe", ["booth_gd", "himmelblau_gd", "ill_conditioned_gd", "saddle_adam"])
+def test_the_test_function_recipes_reach_their_minimum(recipe):
+    """The shipped examples/test_functions.py through the recipes, as a user runs them (from the
+    project root, where conftest runs the suite)."""
+    _, result = training.train(compose(f"experiment={recipe}"))
+    assert result.metrics["at_optimum"] == 1.0, result.metrics
+
+
+def test_the_tiny_net_example_is_a_module_and_a_factory():
+    cfg = compose("experiment=tiny_net_teacher", "train.epochs=3")
+    s, result = training.train(cfg)
+    assert list(result.params) == ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]
+    factory = compose("model=module", "data=teacher", "train.epochs=3", "model.target=examples/tiny_net.py:tiny_net",
+                      "+model.args.width=16")
+    assert training.train(factory)[1].params.keys() == result.params.keys()
