@@ -373,3 +373,24 @@ def test_the_tiny_net_example_is_a_module_and_a_factory():
     factory = compose("model=module", "data=teacher", "train.epochs=3", "model.target=examples/tiny_net.py:tiny_net",
                       "+model.args.width=16")
     assert training.train(factory)[1].params.keys() == result.params.keys()
+
+
+# ------------------------------------------------------------------------------ Python API
+def test_the_python_api_takes_the_code_itself(code, monkeypatch):
+    import importlib
+
+    import gradlab
+    from gradlab.options import ConfigError
+
+    monkeypatch.syspath_prepend(str(code))
+    nets, fns = importlib.import_module("nets"), importlib.import_module("fns")
+    r = gradlab.run(model=nets.Line, data="csv", data__path=str(code / "d.csv"), data__inputs=["a"], train__epochs=3)
+    assert r.config.model.target == "nets:Line" and list(r.params) == ["a", "b"]
+    r = gradlab.run(model=fns.bowl, data="none", model__start=[3, -2], train__epochs=3)
+    assert r.config.model.target == "fns:bowl" and r.config.model.name == "objective"
+
+    def local(t):
+        return t.sum()
+
+    with pytest.raises(ConfigError, match="inside a function"):
+        gradlab.run(model=local, data="none", model__start=[1])

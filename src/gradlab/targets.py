@@ -84,3 +84,25 @@ def resolve(key: str, spec) -> Target:
         return Target(spec, obj, None, None, None)
     data = Path(file).read_bytes()
     return Target(spec, obj, str(Path(file).resolve()), hashlib.sha256(data).hexdigest(), data.decode("utf-8", "replace"))
+
+
+def spec_of(key: str, obj) -> str:
+    """How a config names `obj`, a class or function the Python API was handed: `module:Name` where
+    its module is importable by name, else `path/to/file.py:Name` (a module gradlab imported by
+    path). Code defined in __main__ (a notebook, the script itself) or inside a function has no
+    name to import it by: a ConfigError says to move it into a file of its own."""
+    qualname, module_name = getattr(obj, "__qualname__", None), getattr(obj, "__module__", None)
+    shown = getattr(obj, "__name__", repr(obj))
+    if qualname is None or module_name is None:
+        raise ConfigError(key, shown, f"must be a class or a function (or a string, {FORMS})")
+    if "<locals>" in qualname:
+        raise ConfigError(key, shown, "is defined inside a function; gradlab imports your code by name: "
+                          "define it at the top level of a .py file")
+    if module_name == "__main__":
+        raise ConfigError(key, shown, "is defined in __main__ (a notebook, or the script that calls gradlab), which "
+                          "gradlab cannot import by name without running it again: put it in a .py file of its "
+                          "own, import it from there and pass that")
+    module = sys.modules.get(module_name)
+    if module_name.startswith("gradlab_user_") and getattr(module, "__file__", None):  # imported by path (_by_path)
+        return f"{module.__file__}:{qualname}"
+    return f"{module_name}:{qualname}"
