@@ -23,7 +23,7 @@ from torch import nn
 
 from gradlab.modelbase import Model
 from gradlab.options import Activation, Loss
-from gradlab.usermodels import UserModule, UserObjective
+from gradlab.usermodels import PerConfiguration, UserModule, UserObjective
 
 # ---------------------------------------------------------------------------- losses
 REDUCTIONS = {  # name: (mean over samples?, factor)
@@ -178,17 +178,22 @@ class _AB(nn.Module):
 
 class _ModuleModel(Model):
     """A model whose forward pass is an nn.Module's, called with each configuration's own
-    parameters in place of the module's (torch.func.functional_call)."""
+    parameters in place of the module's: torch.func.functional_call under vmap, one program
+    for the batch, as a user's module runs (usermodels.UserModule)."""
 
     torch_module = True
 
-    def forward(self, p, x):
-        from torch.func import functional_call
+    def __init__(self, n_inputs: int):
+        super().__init__(n_inputs)
+        self.batched = PerConfiguration(self._call_one)
 
+    def _call_one(self, params: dict, x):
+        return torch.func.functional_call(self.module, params, (x,))
+
+    def forward(self, p, x):
         if not isinstance(x, torch.Tensor):  # plain arrays (plots): the same formula, written out
             return self.formula(p, x)
-        outs = [functional_call(self.module, {k: v[i] for k, v in p.items()}, (x[i],)) for i in range(x.shape[0])]
-        return torch.stack(outs).reshape(x.shape[0], x.shape[1], 1)
+        return self.batched(p, x).reshape(x.shape[0], x.shape[1], 1)
 
     def formula(self, p, x):
         raise NotImplementedError
