@@ -48,6 +48,14 @@ def as_float(t):
     return float((t ** 2).sum())
 
 
+def mean_abs(pred, target):
+    return (pred - target).abs().mean()
+
+
+def per_sample(pred, target):
+    return (pred - target).abs()
+
+
 VALUE = 3
 '''
 
@@ -218,14 +226,16 @@ def _adam_loop(code, seed: int, lr: float, epochs: int, hidden: int, loss) -> di
     return {k: v.detach().tolist() for k, v in net.named_parameters()}
 
 
-@pytest.mark.parametrize("loss", ["mse", "l1", "huber"])
+@pytest.mark.parametrize("loss", ["mse", "l1", "huber", "module"])
 def test_a_module_batched_and_alone_equals_a_plain_adam_loop(code, loss):
     import torch.nn.functional as F
 
-    reference_loss = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda p, y: F.huber_loss(p, y, delta=0.5)}[loss]
+    reference_loss = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": lambda p, y: F.huber_loss(p, y, delta=0.5),
+                      "module": lambda p, y: (p - y).abs().mean()}[loss]
     settings = [(0, 0.01), (1, 0.01), (0, 0.03), (2, 0.003)]
     cfgs = [_module(code, "Net", "+model.args.hidden=5", "optimizer=adam", f"optimizer.lr={lr}", f"train.seed={seed}",
-                    f"train.loss={loss}", "train.huber_delta=0.5") for seed, lr in settings]
+                    f"train.loss={loss}", "train.huber_delta=0.5",
+                    *([f"train.loss_target={code}/fns.py:mean_abs"] if loss == "module" else [])) for seed, lr in settings]
     batched = _finals(*cfgs)
     alone = [_finals(c)[0] for c in cfgs]
     worst = 0.0
@@ -287,12 +297,25 @@ BAD = [
 ]
 
 
+LOSS = ["model=module", "model.target=nets.py:Net", "data=csv", "data.path=d.csv"]
+BAD += [
+    ([*LOSS, "train.loss=module"], ["train.loss_target=None", "needs your loss(pred, target)"]),
+    ([*LOSS, "train.loss=mse", "train.loss_target=fns.py:mean_abs"], ["read with train.loss=module only"]),
+    ([*LOSS, "train.loss=module", "train.loss_target=fns.py:beale"],
+     ["raised TypeError", "takes 1 positional argument but 2 were given", "shape (30, 1)"]),
+    ([*LOSS, "train.loss=module", "train.loss_target=fns.py:per_sample"], ["returned shape (30, 1)", "not a scalar"]),
+    ([*LOSS, "train.loss=module", "train.loss_target=fns.py:VALUE"], ["is a int, not a function loss(pred, target)"]),
+    ([*LOSS, "train.loss=module", "train.loss_target=nothere.py:f"], ["no such file nothere.py"]),
+]
+
+
 @pytest.mark.parametrize("args,words", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_a_bad_target_is_refused_in_one_line_and_records_nothing(cli, runs, code, monkeypatch, args, words):
     monkeypatch.chdir(code)
     got, out, err = cli(*args, "train.epochs=2")
     assert got == 2, err
-    key = "grad" if "grad=analytic" in args else "model.start" if "needs its starting point" in words[-1] else "model.target"
+    key = ("grad" if "grad=analytic" in args else "model.start" if "needs its starting point" in words[-1] else
+           "train.loss_target" if any(a.startswith("train.loss=") for a in args) else "model.target")
     assert err.startswith(f"gradlab: error: {key}="), err
     for w in words:
         assert w in err
@@ -394,3 +417,24 @@ def test_the_python_api_takes_the_code_itself(code, monkeypatch):
 
     with pytest.raises(ConfigError, match="inside a function"):
         gradlab.run(model=local, data="none", model__start=[1])
+
+
+def test_a_users_loss_is_recorded_and_its_rerun_needs_trust_too(code, temp_store, monkeypatch, capsys):
+    import hashlib
+    import sys
+
+    import mlflow
+
+    from gradlab import cli
+    from gradlab.record import Job, Origin, record
+
+    cfg = _module(code, "Net", "train.loss=module", f"train.loss_target={code}/fns.py:mean_abs", "train.epochs=3")
+    first = record(Job(cfg), Origin("own"), quiet=True)
+    tags = mlflow.MlflowClient(temp_store).get_run(first.run_id).data.tags
+    assert tags["gradlab.loss_target.sha256"] == hashlib.sha256((code / "fns.py").read_bytes()).hexdigest()
+    assert tags["gradlab.target.sha256"] == hashlib.sha256((code / "nets.py").read_bytes()).hexdigest()
+    monkeypatch.setattr(sys, "argv", ["gradlab", "rerun", first.run_id])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "model.target=" in err and "train.loss_target=" in err and err.count("\n") == 1

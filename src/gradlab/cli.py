@@ -138,12 +138,14 @@ def rerun(args: list[str]) -> int:
     except (OmegaConfBaseException, KeyError, TypeError) as e:
         _fail(f"the config.yaml of run {run_id} does not fit this version of gradlab ({e}); "
               "check out the commit in its gradlab.git.commit tag and rerun from there")
-    target = getattr(cfg.model, "target", None)
-    if target and not trust:
-        _fail(f"run {run_id} imports code, model.target={target!r}; rerun it with --trust-code if you trust "
+    code = {k: v for k, v in (("model.target", getattr(cfg.model, "target", None)),
+                              ("train.loss_target", cfg.train.loss_target)) if v}
+    if code and not trust:
+        named = ", ".join(f"{k}={v!r}" for k, v in code.items())
+        _fail(f"run {run_id} imports code, {named}; rerun it with --trust-code if you trust "
               "that code (a stored config is data, and gradlab imports nothing it names unasked)")
-    if target:
-        _say_if_changed(query.run(store, run_id), target)
+    if code:
+        _say_if_changed(query.run(store, run_id))
     cfg.tracking.skip_finished = False  # a rerun runs, even where the original had resumed a sweep
     from gradlab.record import Job, Origin
 
@@ -151,14 +153,15 @@ def rerun(args: list[str]) -> int:
     return 0
 
 
-def _say_if_changed(run, target: str) -> None:
-    """A note when the target's file is not the one the run recorded (its sha256 tag)."""
+def _say_if_changed(run) -> None:
+    """A note for each file of the user's code that is not the one the run recorded (its sha256 tag)."""
     import hashlib
 
-    recorded, path = run.tags.get("gradlab.target.sha256"), run.tags.get("gradlab.target.path")
-    if recorded and path and Path(path).is_file() and hashlib.sha256(Path(path).read_bytes()).hexdigest() != recorded:
-        print(f"gradlab: note: {path} has changed since run {run.id} recorded it (its source is the run's "
-              f"artifact target/{Path(path).name}); rerunning with the file as it is now", file=sys.stderr)
+    for name in ("target", "loss_target"):
+        recorded, path = run.tags.get(f"gradlab.{name}.sha256"), run.tags.get(f"gradlab.{name}.path")
+        if recorded and path and Path(path).is_file() and hashlib.sha256(Path(path).read_bytes()).hexdigest() != recorded:
+            print(f"gradlab: note: {path} has changed since run {run.id} recorded it (its source is the run's "
+                  f"artifact {name}/{Path(path).name}); rerunning with the file as it is now", file=sys.stderr)
 
 
 def reap(args: list[str]) -> int:

@@ -331,6 +331,7 @@ class TrainConfig:
     shuffle: bool = False
     loss: Loss = Loss.mse
     huber_delta: float = 1.0  # train.loss=huber: where the loss turns from squared to linear
+    loss_target: Optional[str] = None  # train.loss=module: your loss(pred, target) -> scalar, as model.target names code
     dtype: DType = DType.float32
     seed: int = 0  # parameter init, shuffling and streamed batches
     log_every: int = 1  # record (and evaluate validation) every k epochs; first and last always
@@ -606,6 +607,15 @@ def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
                               "use grad=autograd or grad=finite_difference")
     if t.loss is Loss.huber:
         _finite_positive("train.huber_delta", t.huber_delta)
+    if t.loss is Loss.module:
+        if not t.loss_target:
+            raise ConfigError("train.loss_target", t.loss_target, "train.loss=module needs your loss(pred, target) -> "
+                              "scalar: train.loss_target=my_losses.py:loss (package.module:Name or path/to/file.py:Name)")
+        if grad.name == "analytic":
+            raise ConfigError("grad", "analytic", "train.loss=module is your own code, with no hand-derived gradient: "
+                              "use grad=autograd or grad=finite_difference")
+    elif t.loss_target:
+        raise ConfigError("train.loss_target", t.loss_target, f"is read with train.loss=module only (not {t.loss.value})")
     if isinstance(grad, FiniteDifferenceConfig) and grad.eps is not None:
         _finite_positive("grad.eps", grad.eps)
         machine = float(np.finfo(t.dtype.value).eps)

@@ -21,6 +21,22 @@ BCE_LOG_FLOOR = -100.0  # torch clamps each log of binary_cross_entropy here: a 
 BCE_EPS = 1e-12  # torch's floor on p·(1 − p) in binary_cross_entropy's derivative
 
 
+class SampleLoss:
+    """A loss other than the squared errors, each configuration's (B,) of predictions and targets
+    (B, n, 1): one of torch's below, or the user's own (`user`, already batched: train.loss=module)."""
+
+    def __init__(self, kind: Loss, delta: float = 1.0, user=None):
+        self.kind, self.delta, self.user = kind, delta, user
+
+    def value(self, pred, y):
+        if self.user is not None:
+            return self.user(pred, y)
+        return sample_loss(self.kind, pred, y, self.delta)
+
+    def grad(self, pred, y):
+        return sample_loss_grad(self.kind, pred, y, self.delta)
+
+
 def _elementwise(kind: Loss, pred, y, delta: float):
     if isinstance(pred, torch.Tensor):
         if kind is Loss.l1:
@@ -39,7 +55,7 @@ def _elementwise(kind: Loss, pred, y, delta: float):
         if kind is Loss.bce:
             with np.errstate(divide="ignore"):
                 return -(y * np.maximum(np.log(pred), BCE_LOG_FLOOR) + (1 - y) * np.maximum(np.log(1 - pred), BCE_LOG_FLOOR))
-    raise ValueError(f"{kind} is a squared error: models.squared_error computes it")
+    raise ValueError(f"{kind} has no formula here: models.squared_error or the user's loss computes it")
 
 
 def sample_loss(kind: Loss, pred, y, delta: float):

@@ -43,6 +43,7 @@ class Loss(Enum):
     l1 = "l1"  # mean of |e|
     huber = "huber"  # mean of torch's huber_loss (train.huber_delta)
     bce = "bce"  # mean binary cross-entropy, torch's, for predictions in (0, 1)
+    module = "module"  # the user's own loss(pred, target) -> scalar (train.loss_target)
 
 
 class DType(Enum):

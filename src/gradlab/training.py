@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from gradlab import data as data_mod
-from gradlab import devices, engine, gradients, losses, models, optim, schedules
-from gradlab.config import Config, ConfigError
+from gradlab import devices, engine, gradients, losses, models, optim, schedules, usermodels
+from gradlab.config import Config, ConfigError, Loss
 from gradlab.devices import Backend
 from gradlab.engine import History, Schedule
 from gradlab.problem import Problem
@@ -39,6 +39,12 @@ class Setup:
     schedule: Schedule
     eval_draws: list[tuple] | None = None  # streamed data: a fixed draw per configuration (float64 CPU)
     eval_batch: tuple | None = None  # the same draws on the backend, for the final loss
+
+    @property
+    def code(self) -> dict:
+        """The user's code this batch runs, by the key that names it (model.target, train.loss_target)."""
+        found = {"model.target": getattr(self.model, "target", None), "train.loss_target": getattr(self.problem.sample.user, "target", None)}
+        return {k: t for k, t in found.items() if t is not None}
 
     @property
     def n_params(self) -> int:
@@ -95,9 +101,15 @@ def setup(*cfgs: Config) -> Setup:
         train = (_stacked(prepared, "x_train"), _stacked(prepared, "y_train"))
         if prepared[0].x_val is not None:
             val = (_stacked(prepared, "x_val"), _stacked(prepared, "y_val"))
-    problem = Problem(model, t.loss, backend, gens, train, val, stream, t.batch_size, t.shuffle, t.huber_delta)
-    if problem.train is not None:  # a user's module is run once before any run exists: it must fit the data
-        model.check({k: v[:1] for k, v in params.items()}, problem.train[0][:1])
+    user_loss = usermodels.UserLoss(t.loss_target) if t.loss is Loss.module else None
+    sample = losses.SampleLoss(t.loss, t.huber_delta, user_loss)
+    problem = Problem(model, t.loss, backend, gens, train, val, stream, t.batch_size, t.shuffle, sample)
+    if problem.train is not None:  # a user's code is run once before any run exists: it must fit the data
+        first = {k: v[:1] for k, v in params.items()}
+        model.check(first, problem.train[0][:1])
+        if user_loss is not None:
+            with torch.no_grad():
+                user_loss.check(model.forward(first, problem.train[0][:1])[0], problem.train[1][0])
     draws = eval_batch = None
     if stream is not None:
         draws = [stream.sample(STREAM_EVAL_SAMPLES, torch.Generator().manual_seed(c.train.seed + 1)) for c in cfgs]
@@ -380,7 +392,7 @@ def _loss_grid(s: Setup, i: int, thetas: np.ndarray) -> np.ndarray:
             if cfg.loss in models.REDUCTIONS:
                 out.append(models.squared_error(pred - target, *models.REDUCTIONS[cfg.loss]))
             else:
-                out.append(losses.sample_loss(cfg.loss, pred, target, cfg.huber_delta))
+                out.append(s.problem.sample.value(pred, target))
     return torch.cat(out).numpy()
 
 

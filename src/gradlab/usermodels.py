@@ -51,8 +51,21 @@ def _one(arg, i: int):
     return {k: v[i] for k, v in arg.items()} if isinstance(arg, dict) else arg[i]
 
 
-def _raised(spec: str, e: Exception, where: str) -> ConfigError:
-    return ConfigError(KEY, spec, f"raised {targets.error_line(e)} {where}")
+def _raised(spec: str, e: Exception, where: str, key: str = KEY) -> ConfigError:
+    return ConfigError(key, spec, f"raised {targets.error_line(e)} {where}")
+
+
+def _scalar(key: str, spec: str, out, where: str) -> float:
+    """What the user's function returned, as a float: it must be a finite scalar tensor."""
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(key, spec, f"returned a {type(out).__name__} {where}, not a tensor: compute it with "
+                          "torch operations on its arguments so that gradients flow")
+    if out.numel() != 1:
+        raise ConfigError(key, spec, f"returned shape {tuple(out.shape)} {where}, not a scalar")
+    value = float(out)
+    if not math.isfinite(value):
+        raise ConfigError(key, spec, f"is {value} {where}; start where it is finite")
+    return value
 
 
 # --------------------------------------------------------------------------- objective
@@ -104,15 +117,7 @@ class UserObjective(Model):
             out = self.fn(theta.clone())
         except Exception as e:  # noqa: BLE001 - the user's code, whatever it raises
             raise _raised(spec, e, where) from None
-        if not isinstance(out, torch.Tensor):
-            raise ConfigError(KEY, spec, f"returned a {type(out).__name__} {where}, not a tensor: compute it with "
-                              "torch operations on theta so that gradients flow")
-        if out.numel() != 1:
-            raise ConfigError(KEY, spec, f"returned shape {tuple(out.shape)} {where}, not a scalar")
-        value = float(out)
-        if not math.isfinite(value):
-            raise ConfigError(KEY, spec, f"is {value} {where}; start where it is finite")
-        return value
+        return _scalar(KEY, spec, out, where)
 
     def value(self, p):
         """f at each configuration's θ (B,); NumPy arrays of points (a contour's grid) give an array."""
@@ -208,3 +213,30 @@ class UserModule(Model):
         if tuple(out.shape[1:]) not in ((n, 1), (n,)):
             raise ConfigError(KEY, self.target.spec, f"maps inputs of shape ({n}, {d}) to {tuple(out.shape[1:])}; "
                               f"it must give predictions of shape ({n}, 1) or ({n},)")
+
+
+# -------------------------------------------------------------------------------- loss
+LOSS_KEY = "train.loss_target"
+
+
+class UserLoss:
+    """train.loss=module: the user's loss(pred, target) -> scalar, pred and target one
+    configuration's (n, 1); batched, each configuration's loss (B,)."""
+
+    def __init__(self, spec):
+        self.target = targets.resolve(LOSS_KEY, spec)
+        if not callable(self.target.obj):
+            raise ConfigError(LOSS_KEY, spec, f"is a {type(self.target.obj).__name__}, not a function loss(pred, target)")
+        self.batched = PerConfiguration(self.target.obj)
+
+    def __call__(self, pred, y):
+        return self.batched(pred, y).reshape(pred.shape[0])
+
+    def check(self, pred, y) -> None:
+        """One configuration's loss at its start: a finite scalar tensor."""
+        where = f"on predictions and targets of shape {tuple(pred.shape)} at the start"
+        try:
+            out = self.target.obj(pred, y)
+        except Exception as e:  # noqa: BLE001 - the user's code, whatever it raises
+            raise _raised(self.target.spec, e, where, LOSS_KEY) from None
+        _scalar(LOSS_KEY, self.target.spec, out, where)
