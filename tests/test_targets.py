@@ -438,3 +438,42 @@ def test_a_users_loss_is_recorded_and_its_rerun_needs_trust_too(code, temp_store
         cli.main()
     err = capsys.readouterr().err
     assert e.value.code == 2 and "model.target=" in err and "train.loss_target=" in err and err.count("\n") == 1
+
+
+def test_a_sweep_draws_the_optimizers_racing_on_each_function(cli, temp_store, code):
+    import mlflow
+
+    got, out, err = cli("-m", "hydra/launcher=batched", "model=objective", "data=none", f"model.target={code}/fns.py:bowl",
+                        "model.start=[3,-2]", "model.optimum=[1,1]", "optimizer=gd,sgd_momentum,adam",
+                        "optimizer.lr=0.01,0.1", "train.epochs=60", "tracking.plots=false", "train.dtype=float64")
+    assert got == 0, err
+    client = mlflow.MlflowClient(temp_store)
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("default").experiment_id])
+                 if r.data.tags.get("gradlab.role") == "sweep"]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "race")] == ["race/bowl.png"]
+
+
+def test_the_race_takes_each_optimizers_best_run(code):
+    from gradlab.multirun import race
+    from gradlab.ranking import entry
+    from gradlab.tracking.query import RunRecord
+
+    def child(run_id, optimizer, lr, excess, momentum=0.0):
+        params = {"model.name": "objective", "model.target": f"{code}/fns.py:bowl", "model.optimum": [1.0, 1.0],
+                  "optimizer.name": optimizer, "optimizer.lr": lr, "optimizer.momentum": momentum, "train.epochs": 10}
+        metrics = {"param.x": 1.0, "param.y": 1.0, "final_train_loss": excess, "optimal_train_loss": 0.0,
+                   "excess_loss": excess, "at_optimum": float(excess < 1e-9)}
+        return RunRecord(run_id, run_id, "0", "FINISHED", 0, params, metrics, {"gradlab.outcome": "completed"})
+
+    children = [child("a", "gd", 0.1, 0.5), child("b", "gd", 0.01, 0.0), child("c", "sgd", 0.1, 0.2, 0.9)]
+    entries = [entry(c.id, c.name, c.outcome, c.params, c.metrics) for c in children]
+    asked = []
+
+    def ask(query, run_id, key):
+        asked.append(run_id)
+        return [(1, 3.0), (2, 2.0), (3, 1.0)] if key == "param.x" else [(1, -2.0), (2, 0.0), (3, 1.0)]
+
+    (drawn,) = race.data("s", children, entries, ask).values()
+    assert [p["label"] for p in drawn["paths"]] == ["gd lr=0.01", "sgd m0.9 lr=0.1"] and sorted(set(asked)) == ["b", "c"]
+    assert drawn["paths"][0]["path"].tolist() == [[3.0, -2.0], [2.0, 0.0], [1.0, 1.0]] and drawn["optimum"] == [1.0, 1.0]
+    assert drawn["grid_loss"].shape == (race.GRID, race.GRID) and drawn["names"] == ["x", "y"]
