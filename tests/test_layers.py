@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT
 
 SRC = ROOT / "src"
-MATHS = {"gradlab.options", "gradlab.data", "gradlab.models", "gradlab.problem", "gradlab.gradients",
+MATHS = {"gradlab.options", "gradlab.data", "gradlab.models", "gradlab.modelbase", "gradlab.usermodels", "gradlab.targets",
+         "gradlab.losses", "gradlab.problem", "gradlab.gradients",
          "gradlab.optim", "gradlab.engine", "gradlab.devices", "gradlab.spill"}
 
 

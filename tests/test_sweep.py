@@ -26,7 +26,8 @@ from gradlab.tracking import processes
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 FAST = {"optuna_lr_momentum": ["hydra.sweeper.n_trials=3"], "optuna_pruned_mlp": ["hydra.sweeper.n_trials=3"]}
 JOBS = {"lr_scale_optimizer": 60, "dense_grid": 240, "gradient_methods": 16, "batch_size": 9, "seeds": 8, "optuna_lr_momentum": 3,
-        "optuna_pruned_mlp": 3, "bench_grid": 12, "schedules": 64}  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
+        "optuna_pruned_mlp": 3, "bench_grid": 12, "schedules": 64,  # 4 optimizers × 5 rates × 3 scalings; 4 methods × 4 recipes; 3 × 3; 8; 3 trials; 2 × 3 × 2
+        "test_functions": 252}  # 6 functions × 14 optimizers × 3 rates
 # schedules: 2 problems × 4 schedules × 2 optimizers × 4 rates
 EPOCHS = {"schedules": 101}  # its warm-up takes 100 epochs: fewer are refused
 

@@ -2,6 +2,7 @@
 
     import gradlab
     r = gradlab.run("experiment=thermometer_handgrad_raw", optimizer__lr=1e-2)   # __ stands for .
+    gradlab.run(model=MyNet, data="teacher")   # your nn.Module (or objective function), importable by name
     r.outcome, r.metrics, r.history            # the history: a DataFrame, every recorded epoch
     r                                          # in Jupyter: its summary and figures inline
     s = gradlab.sweep({"optimizer": ["gd", "adam"], "optimizer.lr": [1e-3, 1e-2]}, "train.epochs=500")
@@ -76,7 +77,7 @@ def run(*overrides: str, **settings) -> RunResult:
     from gradlab import describe
     from gradlab.record import Job, Origin, record
 
-    args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in settings.items())]
+    args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in _code_settings(settings).items())]
     cfg, recipe = compose(args)
     cfg.tracking.skip_finished = False  # a call asks for a run and its result: it always trains
     experiment = describe.experiment_name(cfg.tracking.experiment, recipe)
@@ -233,8 +234,28 @@ def history(run_id: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _code_settings(settings: dict) -> dict:
+    """`model=` given your code itself rather than an option's name: an nn.Module class makes
+    model=module, another function model=objective, with model.target naming it."""
+    out = {}
+    for k, v in settings.items():
+        if k == "model" and callable(v):
+            from torch import nn
+
+            out["model"] = "module" if isinstance(v, type) and issubclass(v, nn.Module) else "objective"
+            out["model__target"] = v
+        else:
+            out[k] = v
+    return out
+
+
 def _value(v) -> str:
-    """A Python value as Hydra's override grammar reads it."""
+    """A Python value as Hydra's override grammar reads it; a class or function (your code, for
+    model.target) as the name gradlab imports it by."""
+    if callable(v) and not isinstance(v, str):
+        from gradlab.targets import spec_of
+
+        return spec_of("model.target", v)
     if isinstance(v, bool):
         return str(v).lower()
     if v is None:

@@ -1,7 +1,7 @@
 """The `gradlab` command: Hydra composes the config, `record` trains and records it.
 
     gradlab [overrides...]            one run (Hydra overrides; -m for a multirun; --cfg job prints)
-    gradlab rerun RUN_ID              run a logged run's exact config again
+    gradlab rerun RUN_ID [--trust-code]  run a logged run's exact config again (one naming code: trusted)
     gradlab reap [--dry-run]          mark runs whose process died hard (SIGKILL) as KILLED
     gradlab ui [--port N]             the MLflow UI on the store, with the URLs of its runs views
 
@@ -121,22 +121,47 @@ def _errors_raised():
 
 
 def rerun(args: list[str]) -> int:
-    """Run a logged run's resolved config.yaml again, into the same experiment."""
-    if len(args) != 1 or args[0].startswith("-"):
-        _fail("usage: gradlab rerun RUN_ID   (the run id is on the run's page in the UI, or in the summary)")
+    """Run a logged run's resolved config.yaml again, into the same experiment. A config that
+    names code (model.target) runs only with --trust-code: a shared store must not make whoever
+    reruns a run import code that someone else's config points at."""
+    trust = "--trust-code" in args
+    rest = [a for a in args if a != "--trust-code"]
+    if len(rest) != 1 or rest[0].startswith("-"):
+        _fail("usage: gradlab rerun RUN_ID [--trust-code]   (the run id is on the run's page in the UI, or in the summary)")
+    run_id = rest[0]
     from gradlab.tracking import Store, query
 
-    text = query.artifact_text(Store(), args[0], "config.yaml")
+    store = Store()
+    text = query.artifact_text(store, run_id, "config.yaml")
     try:
         cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
     except (OmegaConfBaseException, KeyError, TypeError) as e:
-        _fail(f"the config.yaml of run {args[0]} does not fit this version of gradlab ({e}); "
+        _fail(f"the config.yaml of run {run_id} does not fit this version of gradlab ({e}); "
               "check out the commit in its gradlab.git.commit tag and rerun from there")
+    code = {k: v for k, v in (("model.target", getattr(cfg.model, "target", None)),
+                              ("train.loss_target", cfg.train.loss_target)) if v}
+    if code and not trust:
+        named = ", ".join(f"{k}={v!r}" for k, v in code.items())
+        _fail(f"run {run_id} imports code, {named}; rerun it with --trust-code if you trust "
+              "that code (a stored config is data, and gradlab imports nothing it names unasked)")
+    if code:
+        _say_if_changed(query.run(store, run_id))
     cfg.tracking.skip_finished = False  # a rerun runs, even where the original had resumed a sweep
     from gradlab.record import Job, Origin
 
-    record(Job(cfg, [], {"gradlab.rerun_of": args[0]}), Origin(cfg.tracking.experiment))
+    record(Job(cfg, [], {"gradlab.rerun_of": run_id}), Origin(cfg.tracking.experiment))
     return 0
+
+
+def _say_if_changed(run) -> None:
+    """A note for each file of the user's code that is not the one the run recorded (its sha256 tag)."""
+    import hashlib
+
+    for name in ("target", "loss_target"):
+        recorded, path = run.tags.get(f"gradlab.{name}.sha256"), run.tags.get(f"gradlab.{name}.path")
+        if recorded and path and Path(path).is_file() and hashlib.sha256(Path(path).read_bytes()).hexdigest() != recorded:
+            print(f"gradlab: note: {path} has changed since run {run.id} recorded it (its source is the run's "
+                  f"artifact {name}/{Path(path).name}); rerunning with the file as it is now", file=sys.stderr)
 
 
 def reap(args: list[str]) -> int:
@@ -187,7 +212,7 @@ Commands
   gradlab [KEY=VALUE ...]          one run: train, evaluate, record (gradlab optimizer=adam optimizer.lr=0.1)
   gradlab -m KEY=A,B ...           a sweep: one parent run, a child run per job
   gradlab -m -cd sweeps -cn NAME   a sweep file from sweeps/ (make sweep SWEEP=NAME)
-  gradlab rerun RUN_ID             run a logged run's exact config again
+  gradlab rerun RUN_ID [--trust-code]  run a logged run's exact config again (--trust-code: one that names code)
   gradlab reap [--dry-run]         mark runs whose process died hard as KILLED
   gradlab ui [--port N]            the MLflow UI on the store, with the URLs of its runs views
   gradlab --cfg job                print the composed config

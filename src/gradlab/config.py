@@ -83,7 +83,9 @@ class ModelConfig:
     init_scale: float = 1.0
     # Fixed starting values by parameter name, applied after the random init: {w: 1.0, b: 0.0}.
     # Each model's YAML lists its parameters with null (not fixed), so `model.start.w=1` works.
-    start: Dict[str, Any] = field(default_factory=dict)
+    # Any, not Dict: model=objective's start is a point, a list (a subclass cannot narrow the
+    # type of a field of the node Hydra merges it into); Model.init refuses anything else.
+    start: Any = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +99,29 @@ class MLPConfig(ModelConfig):
 class RosenbrockConfig(ModelConfig):
     a: float = 1.0
     b: float = 100.0
+
+
+@dataclass
+class ModuleConfig(ModelConfig):
+    """A user's nn.Module: `target` names its class, or a function that returns one, as
+    package.module:Name or path/to/file.py:Name; `args` are its keyword arguments. `start` fixes
+    parameters by their named_parameters() names ({fc.bias: 0}); the rest start as the module
+    initialises itself under torch.manual_seed(train.seed)."""
+
+    target: Optional[str] = None
+    args: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig(ModelConfig):
+    """A user's function f(theta) -> scalar of a 1-D tensor, named as ModuleConfig's target is;
+    `start` is θ's starting point (required), `optimum` the known minimiser (it gives
+    excess_loss and at_optimum), `names` θ's entries' names (null: x, y, z or theta.0, …)."""
+
+    target: Optional[str] = None
+    start: Any = None  # a list of numbers (checked where the model is built)
+    optimum: Optional[List[float]] = None
+    names: Optional[List[str]] = None
 
 
 # ---------------------------------------------------------------------------- grad
@@ -305,6 +330,8 @@ class TrainConfig:
     batch_size: Optional[int] = None  # null: full batch; 1: one update per sample
     shuffle: bool = False
     loss: Loss = Loss.mse
+    huber_delta: float = 1.0  # train.loss=huber: where the loss turns from squared to linear
+    loss_target: Optional[str] = None  # train.loss=module: your loss(pred, target) -> scalar, as model.target names code
     dtype: DType = DType.float32
     seed: int = 0  # parameter init, shuffling and streamed batches
     log_every: int = 1  # record (and evaluate validation) every k epochs; first and last always
@@ -358,6 +385,8 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
         "mlp": MLPConfig,
         "rosenbrock": RosenbrockConfig,
         "bowl": ModelConfig,
+        "module": ModuleConfig,
+        "objective": ObjectiveConfig,
     },
     "grad": {
         "analytic": GradConfig,
@@ -564,7 +593,29 @@ def _at_least_zero(key: str, value: float) -> None:
         raise ConfigError(key, value, "must be a finite number >= 0")
 
 
+USER_CODE = (ModuleConfig, ObjectiveConfig)  # models whose code is the user's: nothing hand-derived
+
+
 def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
+    if isinstance(m, USER_CODE):
+        if not m.target:
+            example = "my_net.py:Net" if isinstance(m, ModuleConfig) else "my_functions.py:beale"
+            raise ConfigError("model.target", m.target, f"model={m.name} needs your code: model.target={example} "
+                              f"(as {'package.module:Name or path/to/file.py:Name'})")
+        if grad.name == "analytic":
+            raise ConfigError("grad", "analytic", f"model={m.name} is your own code, with no hand-derived gradient: "
+                              "use grad=autograd or grad=finite_difference")
+    if t.loss is Loss.huber:
+        _finite_positive("train.huber_delta", t.huber_delta)
+    if t.loss is Loss.module:
+        if not t.loss_target:
+            raise ConfigError("train.loss_target", t.loss_target, "train.loss=module needs your loss(pred, target) -> "
+                              "scalar: train.loss_target=my_losses.py:loss (package.module:Name or path/to/file.py:Name)")
+        if grad.name == "analytic":
+            raise ConfigError("grad", "analytic", "train.loss=module is your own code, with no hand-derived gradient: "
+                              "use grad=autograd or grad=finite_difference")
+    elif t.loss_target:
+        raise ConfigError("train.loss_target", t.loss_target, f"is read with train.loss=module only (not {t.loss.value})")
     if isinstance(grad, FiniteDifferenceConfig) and grad.eps is not None:
         _finite_positive("grad.eps", grad.eps)
         machine = float(np.finfo(t.dtype.value).eps)

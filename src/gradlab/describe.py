@@ -95,7 +95,14 @@ def choices(cfg: Config) -> str:
     extra = [f"bs{cfg.train.batch_size}"] if cfg.train.batch_size else []
     extra += [f"seed{cfg.train.seed}"] if cfg.train.seed else []
     lr = _lr(cfg).replace("=", "")
-    return "-".join([*data, cfg.model.name, cfg.grad.name, *device, opt, lr, *schedule, *extra])
+    return "-".join([*data, model_label(cfg), cfg.grad.name, *device, opt, lr, *schedule, *extra])
+
+
+def model_label(cfg: Config) -> str:
+    """The model as a name says it: the option, or for a user's own code the Name its
+    model.target names (beale, TinyNet)."""
+    target = getattr(cfg.model, "target", None)
+    return target.rpartition(":")[2] if target else cfg.model.name
 
 
 def _lr(cfg: Config) -> str:
@@ -112,7 +119,7 @@ def title(cfg: Config) -> str:
     data = "" if d.name == "none" else f"{d.name}, {scaling} · "
     batch = "full batch" if t.batch_size is None else f"batch {t.batch_size}"
     schedule = "" if cfg.schedule.name == "constant" else f", {cfg.schedule.name} schedule"
-    return f"{data}{cfg.model.name} · {cfg.grad.name} · {cfg.optimizer.name} {_lr(cfg)}{schedule} · {batch}"
+    return f"{data}{model_label(cfg)} · {cfg.grad.name} · {cfg.optimizer.name} {_lr(cfg)}{schedule} · {batch}"
 
 
 # ----------------------------------------------------------------------- provenance

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradlab.options import Activation, ConfigError, Init, Loss
+from gradlab.modelbase import Model
+from gradlab.options import Activation, Loss
+from gradlab.usermodels import PerConfiguration, UserModule, UserObjective
 
 # ---------------------------------------------------------------------------- losses
 REDUCTIONS = {  # name: (mean over samples?, factor)
@@ -100,68 +102,6 @@ def activation_slope(a, kind: Activation):
 
 
 # ----------------------------------------------------------------------------- models
-class Model:
-    """Base class: parameter shapes and layouts, initialisation, the optional closed-form optimum."""
-
-    objective = False  # a function of its parameters alone (no data)
-    torch_module = False  # its forward pass is a torch.nn.Module's (`self.module`)
-    module: nn.Module | None = None
-
-    @classmethod
-    def from_config(cls, cfg, n_inputs: int) -> "Model":
-        return cls(n_inputs)
-
-    def __init__(self, n_inputs: int):
-        self.n_inputs = n_inputs
-        self.shapes: dict[str, tuple[int, ...]] = {}  # per configuration, as users see them
-        self.layout: dict[str, tuple[int, ...]] = {}  # per configuration, as stored (same values, same order)
-        self.fan_in: dict[str, int] = {}
-
-    def forward(self, p, x):
-        raise NotImplementedError
-
-    def backward(self, p, x, g) -> dict:
-        raise NotImplementedError
-
-    def features(self, x):
-        """The design matrix Φ of inputs x (n, d) with f(x) = Φθ, θ the parameters flattened in
-        order; None if the model is not linear in its parameters."""
-        return None
-
-    def predict(self, params: dict, x) -> np.ndarray:
-        """Predictions (n,) of one configuration's parameters (as users see them) on inputs x (n, d)."""
-        p = {k: np.asarray(v, dtype=np.float64).reshape(1, *self.layout[k]) for k, v in params.items()}
-        return self.forward(p, np.asarray(x, dtype=np.float64)[None])[0, :, 0]
-
-    def init(self, gen: torch.Generator, cfg) -> dict[str, torch.Tensor]:
-        """One configuration's initial values (float64, CPU, as users see them) from its
-        generator, then `model.start` applied."""
-        params = {}
-        for name, shape in self.shapes.items():
-            if cfg.init is Init.zeros:
-                v = torch.zeros(shape, dtype=torch.float64)
-            elif cfg.init is Init.uniform:
-                bound = 1.0 / math.sqrt(self.fan_in[name])
-                v = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-            else:
-                v = cfg.init_scale * torch.randn(shape, generator=gen, dtype=torch.float64)
-            params[name] = v
-        for name, value in dict(cfg.start).items():
-            if value is None:  # listed but not fixed
-                continue
-            if name not in params:
-                raise ConfigError(f"model.start.{name}", value, f"{cfg.name} has parameters {list(params)}")
-            target = params[name]
-            try:
-                t = torch.as_tensor(value, dtype=torch.float64)
-                params[name] = t.expand(target.shape).clone() if t.numel() == 1 else t.reshape(target.shape)
-            except (RuntimeError, TypeError, ValueError):
-                raise ConfigError(
-                    f"model.start.{name}", value, f"needs a number or {target.numel()} numbers (shape {tuple(target.shape)})"
-                ) from None
-        return params
-
-
 def affine_features(x):
     """The design matrix [x, 1] of every model x·w + b."""
     return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
@@ -238,17 +178,22 @@ class _AB(nn.Module):
 
 class _ModuleModel(Model):
     """A model whose forward pass is an nn.Module's, called with each configuration's own
-    parameters in place of the module's (torch.func.functional_call)."""
+    parameters in place of the module's: torch.func.functional_call under vmap, one program
+    for the batch, as a user's module runs (usermodels.UserModule)."""
 
     torch_module = True
 
-    def forward(self, p, x):
-        from torch.func import functional_call
+    def __init__(self, n_inputs: int):
+        super().__init__(n_inputs)
+        self.batched = PerConfiguration(self._call_one)
 
+    def _call_one(self, params: dict, x):
+        return torch.func.functional_call(self.module, params, (x,))
+
+    def forward(self, p, x):
         if not isinstance(x, torch.Tensor):  # plain arrays (plots): the same formula, written out
             return self.formula(p, x)
-        outs = [functional_call(self.module, {k: v[i] for k, v in p.items()}, (x[i],)) for i in range(x.shape[0])]
-        return torch.stack(outs).reshape(x.shape[0], x.shape[1], 1)
+        return self.batched(p, x).reshape(x.shape[0], x.shape[1], 1)
 
     def formula(self, p, x):
         raise NotImplementedError
@@ -372,6 +317,7 @@ class Bowl(Model):
 MODELS: dict[str, type[Model]] = {
     "linear": Linear, "linear_nobias": LinearNoBias, "quadratic": Quadratic, "parameter_module": ParameterModule,
     "nn_linear": NNLinear, "mlp": MLP, "rosenbrock": Rosenbrock, "bowl": Bowl,
+    "module": UserModule, "objective": UserObjective,  # a user's own code (model.target)
 }
 
 

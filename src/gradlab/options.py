@@ -40,6 +40,10 @@ class Loss(Enum):
     sse = "sse"  # sum of squared errors
     half_mse = "half_mse"  # (1/2n)·Σe², the "cost" of many course notes
     half_sse = "half_sse"  # ½·Σe²
+    l1 = "l1"  # mean of |e|
+    huber = "huber"  # mean of torch's huber_loss (train.huber_delta)
+    bce = "bce"  # mean binary cross-entropy, torch's, for predictions in (0, 1)
+    module = "module"  # the user's own loss(pred, target) -> scalar (train.loss_target)
 
 
 class DType(Enum):

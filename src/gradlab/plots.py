@@ -131,6 +131,36 @@ def trajectory(d: dict) -> Figure:
     return fig
 
 
+def race(d: dict) -> Figure:
+    """Optimizers racing to a minimum: each one's path over one function's contour (a sweep's)."""
+    fig, ax = _fig(7.6, 5.6, right=0.84)
+    z = np.asarray(d["grid_loss"], dtype=float)
+    finite = z[np.isfinite(z)]
+    if finite.size:
+        shift = finite.min()  # a function may be negative (a saddle's minima): the log scale reads f − min f
+        lo, hi = max(float(np.percentile(finite - shift, 1)), 1e-12), float(finite.max() - shift)
+        if hi > lo:
+            cs = ax.contourf(d["grid_a"], d["grid_b"], np.clip(z - shift, lo, hi), levels=np.geomspace(lo, hi, 25),
+                             norm=LogNorm(lo, hi), cmap="Greys_r", alpha=0.75)
+            label = "f − min f on the grid (log scale)" if shift else "f (log scale)"
+            fig.colorbar(cs, ax=ax, label=label, format="%.3g", fraction=0.05, pad=0.02)
+    colours = matplotlib.colormaps["tab20"]
+    for k, run in enumerate(d["paths"]):
+        path = np.asarray(run["path"], dtype=float)
+        label = run["label"] + (" ✓" if run.get("at_optimum") else "")
+        ax.plot(path[:, 0], path[:, 1], color=colours(k % 20), lw=1.4, label=label)
+        ax.plot(*path[-1], "o", color=colours(k % 20), mec="k", ms=5)
+    start = np.asarray(d["paths"][0]["path"], dtype=float)[0]
+    ax.plot(*start, "o", color="w", mec="k", ms=9, label="start", zorder=5)
+    if d.get("optimum") is not None:
+        ax.plot(*d["optimum"], "*", color=OPT, mec="k", ms=16, label="optimum", zorder=5)
+    ax.set_xlabel(d["names"][0])
+    ax.set_ylabel(d["names"][1])
+    _title(ax, d["title"])
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.85, ncol=2)
+    return fig
+
+
 def predicted_vs_true(d: dict) -> Figure:
     fig, ax = _fig(5.2, 5.0)
     ax.scatter(d["y_train"], d["pred_train"], s=14, color=TRAIN, alpha=0.7, label="training")
@@ -162,7 +192,8 @@ def files(data: dict) -> dict[str, object]:
         sweep = data["sweep"]
         image = png(convergence.figure(sweep["map"])) if sweep.get("map") else None
         page = {"ranking.html": convergence.page(sweep["title"], sweep["summary"], sweep["rows"], image)}
-        return {**page, **({"convergence_map.png": image} if image else {})}
+        races = {f"race/{function}.png": png(race(d)) for function, d in (sweep.get("race") or {}).items()}
+        return {**page, **({"convergence_map.png": image} if image else {}), **races}
     return {path: png(fig) for path, fig in figures(data).items()}
 
 

@@ -13,6 +13,7 @@ import torch
 
 from gradlab.data import Stream
 from gradlab.devices import Backend
+from gradlab.losses import SampleLoss
 from gradlab.models import REDUCTIONS, Model, squared_error, squared_error_grad
 from gradlab.options import Loss
 
@@ -22,13 +23,16 @@ Batch = tuple | None  # (x (B, m, d), y (B, m, 1)), or None for an objective fun
 class Problem:
     def __init__(self, model: Model, loss: Loss, backend: Backend, gens: list[torch.Generator],
                  train: tuple | None = None, val: tuple | None = None, stream: Stream | None = None,
-                 batch_size: int | None = None, shuffle: bool = False):
+                 batch_size: int | None = None, shuffle: bool = False, sample: SampleLoss | None = None):
         """`train` and `val`: (x, y) float64 CPU tensors (B, n, d) and (B, n); `stream`: a fresh
         batch of `batch_size` per step for each configuration, drawn from its generator."""
         self.model, self.loss_kind, self.backend, self.gens = model, loss, backend, gens
         self.batch_size, self.shuffle, self.stream = batch_size, shuffle, stream
+        self.sample = sample or SampleLoss(loss)  # the loss where it is not a squared error
         # The reduction, resolved once: looking an Enum up costs a Python-level __hash__ per call.
-        self.mean, self.factor = REDUCTIONS[loss]
+        # Losses other than squared errors (losses.py) are means: their minibatches weigh by size.
+        self.squared = loss in REDUCTIONS
+        self.mean, self.factor = REDUCTIONS.get(loss, (True, 1.0))
         self.train = self._put(train)
         self.val = self._put(val)
         self.configs = len(gens)
@@ -57,7 +61,7 @@ class Problem:
             return None if data is None else tuple(self._cpu(t)[idx] for t in data)
 
         return Problem(self.model, self.loss_kind, self.backend, [self.gens[i] for i in positions], cut(self.train),
-                       cut(self.val), self.stream, self.batch_size, self.shuffle)
+                       cut(self.val), self.stream, self.batch_size, self.shuffle, self.sample)
 
     def _cpu(self, t) -> torch.Tensor:
         return torch.from_numpy(t).double() if self.backend.numpy else t.detach().cpu().double()
@@ -83,6 +87,8 @@ class Problem:
         if self.model.objective:
             return self.model.value(p)
         x, y = batch
+        if not self.squared:
+            return self.sample.value(self.model.forward(p, x), y)
         return squared_error(self.model.forward(p, x) - y, self.mean, self.factor)
 
     def analytic(self, p: dict, batch: Batch):
@@ -90,6 +96,9 @@ class Problem:
         if self.model.objective:
             return self.model.value(p), self.model.gradient(p)
         x, y = batch
+        if not self.squared:
+            pred = self.model.forward(p, x)
+            return self.sample.value(pred, y), self.model.backward(p, x, self.sample.grad(pred, y))
         err = self.model.forward(p, x) - y
         return (squared_error(err, self.mean, self.factor),
                 self.model.backward(p, x, squared_error_grad(err, self.mean, self.factor)))

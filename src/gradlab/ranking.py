@@ -99,8 +99,11 @@ def score(outcome: str, metrics: dict, objective: str, epochs: int) -> float:
 
 
 def problem(params: dict) -> str:
-    """What a run's losses are losses of: its data, model and loss (runs of one problem compare)."""
-    return " · ".join(str(params[k]) for k in ("data.name", "model.name", "train.loss") if params.get(k) not in (None, "none", ""))
+    """What a run's losses are losses of: its data, model and loss (runs of one problem compare).
+    A user's own model is the code its model.target names (each test function its own problem)."""
+    target = params.get("model.target")
+    named = {**params, "model.name": str(target).rpartition(":")[2]} if target not in (None, "None", "") else params
+    return " · ".join(str(named[k]) for k in ("data.name", "model.name", "train.loss") if named.get(k) not in (None, "none", ""))
 
 
 def is_seed(key: str) -> bool:

@@ -13,6 +13,7 @@ import functools
 import json
 import signal
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from gradlab import describe, ranking, signals, timings
@@ -111,6 +112,10 @@ def _train(recorder, jobs: list[Job], logged: list[Config], origin: Origin, quie
     return recorded
 
 
+# The key that names a user's code -> its tags' and artifact folder's name.
+CODE_NAMES = {"model.target": "target", "train.loss_target": "loss_target"}
+
+
 def describe_run(job: Job, cfg: Config, s, i: int, origin: Origin) -> RunSpec:
     """The run to create for configuration i of a set-up batch; `cfg` is its config as logged."""
     flat = flatten(container(cfg))
@@ -127,6 +132,11 @@ def describe_run(job: Job, cfg: Config, s, i: int, origin: Origin) -> RunSpec:
     if prepared is not None and prepared.dataset.sha256:
         tags.update({"gradlab.data.sha256": prepared.dataset.sha256, "gradlab.data.path": prepared.dataset.source})
     files = {"config.yaml": to_yaml(cfg), "overrides.txt": "\n".join(job.overrides) + "\n"}
+    for key, target in s.code.items():  # a user's own code: what ran is kept with the run
+        if target.path is not None:
+            name = CODE_NAMES[key]
+            tags.update({f"gradlab.{name}.sha256": target.sha256, f"gradlab.{name}.path": target.path})
+            files[f"{name}/{Path(target.path).name}"] = target.source
     inputs = describe.datasets(prepared, cfg.data.name, flat)
     return RunSpec(origin.experiment, describe.run_name(cfg, job.overrides, origin.varied), params, tags, origin.parent_id,
                    inputs, files)

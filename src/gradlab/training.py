@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from gradlab import data as data_mod
-from gradlab import devices, engine, gradients, models, optim, schedules
-from gradlab.config import Config, ConfigError
+from gradlab import devices, engine, gradients, losses, models, optim, schedules, usermodels
+from gradlab.config import Config, ConfigError, Loss
 from gradlab.devices import Backend
 from gradlab.engine import History, Schedule
 from gradlab.problem import Problem
@@ -39,6 +39,12 @@ class Setup:
     schedule: Schedule
     eval_draws: list[tuple] | None = None  # streamed data: a fixed draw per configuration (float64 CPU)
     eval_batch: tuple | None = None  # the same draws on the backend, for the final loss
+
+    @property
+    def code(self) -> dict:
+        """The user's code this batch runs, by the key that names it (model.target, train.loss_target)."""
+        found = {"model.target": getattr(self.model, "target", None), "train.loss_target": getattr(self.problem.sample.user, "target", None)}
+        return {k: t for k, t in found.items() if t is not None}
 
     @property
     def n_params(self) -> int:
@@ -85,7 +91,7 @@ def setup(*cfgs: Config) -> Setup:
     model = models.build(cfg.model, n_inputs)
 
     gens = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # init first, then shuffles / streamed batches
-    inits = [model.init(g, c.model) for g, c in zip(gens, cfgs)]
+    inits = [model.init(g, c.model, c.train.seed) for g, c in zip(gens, cfgs)]
     needs_graph = gradients.METHODS[cfg.grad.name].needs_graph
     params = {k: backend.put(torch.stack([i[k].reshape(model.layout[k]) for i in inits])) for k in model.shapes}
     if not backend.numpy:
@@ -95,7 +101,15 @@ def setup(*cfgs: Config) -> Setup:
         train = (_stacked(prepared, "x_train"), _stacked(prepared, "y_train"))
         if prepared[0].x_val is not None:
             val = (_stacked(prepared, "x_val"), _stacked(prepared, "y_val"))
-    problem = Problem(model, t.loss, backend, gens, train, val, stream, t.batch_size, t.shuffle)
+    user_loss = usermodels.UserLoss(t.loss_target) if t.loss is Loss.module else None
+    sample = losses.SampleLoss(t.loss, t.huber_delta, user_loss)
+    problem = Problem(model, t.loss, backend, gens, train, val, stream, t.batch_size, t.shuffle, sample)
+    if problem.train is not None:  # a user's code is run once before any run exists: it must fit the data
+        first = {k: v[:1] for k, v in params.items()}
+        model.check(first, problem.train[0][:1])
+        if user_loss is not None:
+            with torch.no_grad():
+                user_loss.check(model.forward(first, problem.train[0][:1])[0], problem.train[1][0])
     draws = eval_batch = None
     if stream is not None:
         draws = [stream.sample(STREAM_EVAL_SAMPLES, torch.Generator().manual_seed(c.train.seed + 1)) for c in cfgs]
@@ -145,7 +159,11 @@ def _optimum(s: Setup, i: int) -> tuple[dict | None, float | None]:
     """A configuration's closed-form optimum and its training loss, where the model knows one."""
     if s.model.objective:
         opt_params, optimal_loss = s.model.optimum()
+        if opt_params is None:
+            return None, None
         return {k: [float(v)] if not isinstance(v, list) else v for k, v in opt_params.items()}, optimal_loss
+    if s.cfgs[i].train.loss not in models.REDUCTIONS:  # least squares minimises squared errors only
+        return None, None
     x, y = _train_data(s, i)
     theta = models.least_squares(s.model, x, y)
     if theta is None:
@@ -353,6 +371,31 @@ def _landscape(features: np.ndarray, y: np.ndarray, thetas: np.ndarray, loss) ->
     return factor * np.maximum(sse, 0.0) / (len(y) if mean else 1)
 
 
+GRID_VALUES = 2_000_000  # predictions a landscape computes at once (a chunk of the grid times the rows)
+
+
+def _loss_grid(s: Setup, i: int, thetas: np.ndarray) -> np.ndarray:
+    """The training loss of configuration i's data at each column of `thetas` (its two scalar
+    parameters), by the model's own forward pass, a chunk of the grid at a time: for models not
+    linear in their parameters, or losses other than squared errors."""
+    x, y = _train_data(s, i)
+    cfg = s.cfgs[i].train
+    chunk = max(1, GRID_VALUES // max(1, len(y)))
+    out = []
+    with torch.no_grad():
+        for lo in range(0, thetas.shape[1], chunk):
+            part = torch.as_tensor(thetas[:, lo:lo + chunk], dtype=torch.float64)
+            k = part.shape[1]
+            p = {n: part[j].reshape(k, *s.model.layout[n]) for j, n in enumerate(s.model.shapes)}
+            pred = s.model.forward(p, x[None].expand(k, *x.shape))
+            target = y[None, :, None].expand(k, len(y), 1)
+            if cfg.loss in models.REDUCTIONS:
+                out.append(models.squared_error(pred - target, *models.REDUCTIONS[cfg.loss]))
+            else:
+                out.append(s.problem.sample.value(pred, target))
+    return torch.cat(out).numpy()
+
+
 def _trajectory(s: Setup, i: int, h: History, names: list[str], final: dict, optimum: dict | None,
                 loss_name: str, title: str) -> dict:
     """Loss contours over the plane of the two parameters, and the path the optimizer took."""
@@ -371,6 +414,8 @@ def _trajectory(s: Setup, i: int, h: History, names: list[str], final: dict, opt
     thetas = np.stack([A.ravel(), B.ravel()])  # (2, G²)
     if s.model.objective:
         z = s.model.value(dict(zip(s.model.shapes, thetas)))
+    elif s.model.features(torch.zeros(1, s.model.n_inputs)) is None or s.cfgs[i].train.loss not in models.REDUCTIONS:
+        z = _loss_grid(s, i, thetas)
     else:
         x, y = _train_data(s, i)
         z = _landscape(s.model.features(x).numpy(), y.numpy(), thetas, s.cfgs[i].train.loss)

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 from gradlab import convergence, ranking
+from gradlab.multirun import race
 
 
 @dataclass
@@ -18,8 +19,9 @@ class Answer:
     plot_data: dict | None
 
 
-def of(name: str, parent_id: str, varied: list[str], children: list, search: bool) -> Answer:
-    """The answer of a sweep over `children` (tracking.query.RunRecord)."""
+def of(name: str, parent_id: str, varied: list[str], children: list, search: bool, ask=None) -> Answer:
+    """The answer of a sweep over `children` (tracking.query.RunRecord); `ask` reads the store
+    (a recorder's ask) for what the records of the children hold beyond their final values."""
     entries = [ranking.entry(c.id, c.name, c.outcome, c.params, c.metrics, varied, c.tag("overrides")) for c in children]
     if not entries:
         return Answer({}, {}, None)
@@ -38,5 +40,7 @@ def of(name: str, parent_id: str, varied: list[str], children: list, search: boo
     tags["mlflow.note.content"] = ranking.note(name, varied, len(children), entries, comparisons, map_link)
     rows = ranking.rows(entries)
     summary = ranking.describe_objective(entries) + "".join(" " + c.sentence(len(comparisons)) for c in comparisons)
+    races = race.data(name, children, entries, ask) if ask is not None and not search else {}
     return Answer(tags, {"ranking.csv": ranking.csv_text(rows)},
-                  {"sweep": {"map": cells, "rows": rows, "title": f"Sweep {name}: the ranking", "summary": summary}})
+                  {"sweep": {"map": cells, "rows": rows, "title": f"Sweep {name}: the ranking", "summary": summary,
+                             "race": races}})

@@ -21,7 +21,7 @@ from gradlab.multirun.hydra_internals import forget_compositions
 
 # Flattened config keys whose values become a tensor axis (a prefix ends with ".").
 BATCHED = ("optimizer.", "schedule.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
-           "train.stop_loss", "train.progress", "model.start.", "model.init", "model.init_scale", "tracking.run_name",
+           "train.stop_loss", "train.progress", "model.start", "model.start.", "model.init", "model.init_scale", "tracking.run_name",
            "tracking.plots", "tracking.skip_finished")
 UNBATCHED = ("optimizer.name", "schedule.name")  # ...but not these
 ONE_AT_A_TIME = {"lbfgs"}  # optimizers that cannot share a batch

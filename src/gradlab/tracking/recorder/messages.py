@@ -65,7 +65,7 @@ class Ask:
 
 
 ANSWERED = (Sync, Ask)  # the sender waits for these
-QUERIES = ("finished", "children", "latest_sweep")  # what Ask may call
+QUERIES = ("finished", "children", "latest_sweep", "metric_history")  # what Ask may call
 START_TOKEN = "gradlab.start_token"  # the tag that finds a run whose Started reply was never read
 
 
