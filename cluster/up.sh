@@ -190,17 +190,20 @@ psql_() { PGPASSWORD="$PGPASS" "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U gradl
 F="$STATE/mlflow"
 mkdir -p "$F" "$STATE/artifacts"
 URI="http://127.0.0.1:$MLFLOW_PORT"
-healthy() { "$PY" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1] + '/health', timeout=2).read()" "$URI"; }
+# Ready once its API answers, not only /health: each worker opens the database at its first request
+# (a fresh one is migrated first), which takes seconds; a few requests open both.
+api() { "$PY" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1] + '/api/2.0/mlflow/experiments/search?max_results=1', timeout=60).read()" "$URI"; }
+ready() { api && api && api && api; }
 if ! running "$F/server.pid" "mlflow server"; then
   # its own session (setsid): cluster-down ends the server and its workers together
   MLFLOW_TRACKING_URI= MLFLOW_DISABLE_TELEMETRY=true setsid "$PY" -m mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
     --backend-store-uri "postgresql+psycopg://gradlab:$PGPASS@127.0.0.1:$PG_PORT/mlflow" \
-    --serve-artifacts --artifacts-destination "$STATE/artifacts" --workers 2 \
+    --serve-artifacts --artifacts-destination "$STATE/artifacts" --workers "${MLFLOW_WORKERS:-2}" \
     >"$F/server.log" 2>&1 </dev/null &
   echo $! >"$F/server.pid"
   say "mlflow server starting on $URI (its log: $F/server.log)"
 fi
-wait_until 120 "the MLflow tracking server (see $F/server.log)" healthy
+wait_until 240 "the MLflow tracking server (see $F/server.log)" ready
 
 cat >"$STATE/env" <<ENV
 export SLURM_CONF=$S/slurm.conf

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 import subprocess
 import sys
 import time
@@ -88,7 +89,10 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
             for batch, outcomes in zip(task, result):
                 for k, (value, error) in zip(batch, outcomes):
                     p.job_return(k, value if error is None else TaskLost(error), error is not None)
-            lost += [job.job_id] if any(error for outcomes in result for _, error in outcomes) else []
+            errors = Counter(error for outcomes in result for _, error in outcomes if error is not None)
+            lost += [job.job_id] if errors else []
+            for text, n in errors.items():
+                print(f"gradlab: error: {n} job{'s' if n != 1 else ''}: {text}", file=sys.stderr)
         else:
             why = (f"Slurm task {job.job_id} ended {state} before its jobs had a result"
                    + (f": {result}" if result else ""))
@@ -276,10 +280,11 @@ def run_task(context: SweepContext, batches: list, n_recorders: int) -> list[lis
                     results.append([(None, f"{type(e).__name__}: {e}")] * len(batch))
                 print(f"gradlab: Slurm task {task}: {len(results)}/{len(batches)} batches done", flush=True)
         except signals.Killed as e:
-            why = f"Slurm task {task} was stopped by {signal.Signals(e.signum).name} (scancel, its time limit)"
+            why = f"Slurm task {task} was stopped by {signal.Signals(e.signum).name} (scancel or its time limit)"
             print(f"gradlab: {why}", file=sys.stderr, flush=True)
             training = len(results)
-            results += [[(None, f"{why}: its run was KILLED" if b == training else f"{why} before it started")] * len(batch)
+            results += [[(None, f"{why} while the job trained: its run is KILLED" if b == training else
+                          f"{why} before the job started: it has no run")] * len(batch)
                         for b, batch in enumerate(batches[training:], start=training)]
         finally:
             with signals.deferred():
