@@ -51,6 +51,7 @@ reap: $(STAMP) ## mark runs whose process died hard (kill -9, power loss) as KIL
 	$(BIN)/gradlab reap
 
 test: $(STAMP) browser ## the whole test suite, slow tier included (what .ci/run calls); installs Chromium for the browser tests
+	@[ "$$(id -u)" = 0 ] || echo "make: not root: the cluster tests (tests/test_cluster.py: make cluster, as root) will be skipped"
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tier only

@@ -92,7 +92,7 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
             errors = Counter(error for outcomes in result for _, error in outcomes if error is not None)
             lost += [job.job_id] if errors else []
             for text, n in errors.items():
-                print(f"gradlab: error: {n} job{'s' if n != 1 else ''}: {text}", file=sys.stderr)
+                print(f"gradlab: error: {text} ({n} job{'s' if n != 1 else ''}; Slurm says {state})", file=sys.stderr)
         else:
             why = (f"Slurm task {job.job_id} ended {state} before its jobs had a result"
                    + (f": {result}" if result else ""))
@@ -265,7 +265,15 @@ def run_task(context: SweepContext, batches: list, n_recorders: int) -> list[lis
     origin = Origin(context.experiment, context.parent_id or None, context.name or None, context.varied)
     results: list[list[tuple[object, str | None]]] = []
     print(f"gradlab: Slurm task {task}: {sum(len(b) for b in batches)} jobs in {len(batches)} batches", flush=True)
-    with signals.as_exceptions():  # submitit ignores SIGTERM; here it stops the task
+    # submitit ignores SIGTERM, and on SIGUSR2 (its warning, sent up to a minute before the
+    # 90 s it asks for before the time limit, or on preemption) requeues the task or raises in
+    # the middle of an epoch. Here SIGTERM (scancel; the time limit and preemption send it too)
+    # stops the task: its runs in training end KILLED at the end of their epoch, the batches
+    # after it never start; SIGUSR2 is only said.
+    signal.signal(signal.SIGUSR2, lambda signum, frame: print(
+        f"gradlab: Slurm task {task}: SIGUSR2 (its time limit is near, or it is preempted): it trains on until SIGTERM",
+        file=sys.stderr, flush=True))
+    with signals.as_exceptions():
         try:
             pool = REGISTRY.pool(max(1, n_recorders))
             pool.open(context.uri)
@@ -280,7 +288,7 @@ def run_task(context: SweepContext, batches: list, n_recorders: int) -> list[lis
                     results.append([(None, f"{type(e).__name__}: {e}")] * len(batch))
                 print(f"gradlab: Slurm task {task}: {len(results)}/{len(batches)} batches done", flush=True)
         except signals.Killed as e:
-            why = f"Slurm task {task} was stopped by {signal.Signals(e.signum).name} (scancel or its time limit)"
+            why = f"Slurm task {task} was stopped by {signal.Signals(e.signum).name} (scancel, its time limit or preemption)"
             print(f"gradlab: {why}", file=sys.stderr, flush=True)
             training = len(results)
             results += [[(None, f"{why} while the job trained: its run is KILLED" if b == training else
