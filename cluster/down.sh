@@ -14,10 +14,10 @@ live() {  # the pid in file $1, if it is a live process whose command line holds
   local pid; pid="$(head -1 "$1" 2>/dev/null)"; [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2" && echo "$pid"
 }
-stop() {  # pid file, command, name[, group]: SIGTERM (to its process group if asked), then SIGKILL after 15 s
+stop() {  # pid file, command, name[, group[, seconds]]: SIGTERM (to its process group if asked), SIGKILL after the seconds (15)
   local pid; pid="$(live "$1" "$2")" || { rm -f "$1"; return 0; }
   if [ "${4:-}" = group ]; then kill -TERM -- "-$pid" 2>/dev/null; else kill -TERM "$pid" 2>/dev/null; fi
-  for _ in $(seq 75); do [ -r "/proc/$pid/cmdline" ] || break; sleep 0.2; done
+  for _ in $(seq $(( ${5:-15} * 5 ))); do [ -r "/proc/$pid/cmdline" ] || break; sleep 0.2; done
   if [ -r "/proc/$pid/cmdline" ]; then
     if [ "${4:-}" = group ]; then kill -KILL -- "-$pid" 2>/dev/null; else kill -KILL "$pid" 2>/dev/null; fi
   fi
@@ -25,7 +25,9 @@ stop() {  # pid file, command, name[, group]: SIGTERM (to its process group if a
   say "$3 stopped"
 }
 
-stop "$STATE/mlflow/server.pid" "mlflow server" "the mlflow server" group
+# the server keeps nothing of its own (PostgreSQL and the artifact folder do): its workers'
+# graceful shutdown (about 13 s here) is not waited for beyond 3 s
+stop "$STATE/mlflow/server.pid" "mlflow server" "the mlflow server" group 3
 if [ -f "$STATE/postgres/data/postmaster.pid" ]; then
   PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
   if runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/postgres/data" status >/dev/null 2>&1; then

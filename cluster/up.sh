@@ -195,10 +195,12 @@ URI="http://127.0.0.1:$MLFLOW_PORT"
 api() { "$PY" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1] + '/api/2.0/mlflow/experiments/search?max_results=1', timeout=60).read()" "$URI"; }
 ready() { api && api && api && api; }
 if ! running "$F/server.pid" "mlflow server"; then
-  # its own session (setsid): cluster-down ends the server and its workers together
+  # its own session (setsid): cluster-down ends the server and its workers together. One worker
+  # by default: each takes seconds of CPU to start (a cold start here: 35 s with one, 56 s with
+  # two, on a loaded 2-core machine); MLFLOW_WORKERS=4 make cluster for many writers.
   MLFLOW_TRACKING_URI= MLFLOW_DISABLE_TELEMETRY=true setsid "$PY" -m mlflow server --host 127.0.0.1 --port "$MLFLOW_PORT" \
     --backend-store-uri "postgresql+psycopg://gradlab:$PGPASS@127.0.0.1:$PG_PORT/mlflow" \
-    --serve-artifacts --artifacts-destination "$STATE/artifacts" --workers "${MLFLOW_WORKERS:-2}" \
+    --serve-artifacts --artifacts-destination "$STATE/artifacts" --workers "${MLFLOW_WORKERS:-1}" \
     >"$F/server.log" 2>&1 </dev/null &
   echo $! >"$F/server.pid"
   say "mlflow server starting on $URI (its log: $F/server.log)"
