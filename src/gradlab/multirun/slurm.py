@@ -85,7 +85,12 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
         raise
     lost = []
     for task, job, (state, result) in zip(tasks, submitted, ended):
-        if isinstance(result, list):
+        if isinstance(result, tuple):
+            result, failures = result
+            for f in failures:  # a run whose record failed: the sweep failed (Sweep.finish)
+                print(f"gradlab: error: recording a run in Slurm task {job.job_id}: {f}", file=sys.stderr)
+                sweep.tags.setdefault("gradlab.error.message", f"recording a run in Slurm task {job.job_id} failed: {f}")
+            lost += [job.job_id] if failures else []
             for batch, outcomes in zip(task, result):
                 for k, (value, error) in zip(batch, outcomes):
                     p.job_return(k, value if error is None else TaskLost(error), error is not None)
@@ -102,7 +107,7 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
                     p.job_return(k, TaskLost(why), True)
             lost.append(job.job_id)
     if lost:
-        _end_left_running(sweep, ctx, lost)
+        _end_left_running(sweep, ctx, sorted(set(lost)))
     sweep.progress_end()
     return p.returns()
 
@@ -239,22 +244,24 @@ def _cancel(array: str) -> None:
 
 
 def _end_left_running(sweep, ctx: SweepContext, lost: list[str]) -> None:
-    """Runs of lost tasks that no one ended (their task and its recorders died hard): KILLED."""
+    """Runs of these tasks that no one ended (their task and its recorders died hard, or a run's
+    record failed as it was made): KILLED. Every task is over: its recorders have ended."""
     from gradlab.tracking import ends
 
     if not ctx.parent_id:
         return
     ended = ends.kill_running_children(ctx.uri, ctx.parent_id, "gradlab.slurm.task", set(lost),
-                                       "its Slurm task ended before the run did")
+                                       "its Slurm task ended without writing the run's end (see the task's log)")
     if ended:
         print(f"gradlab: {ended} run(s) of Slurm task(s) {', '.join(lost)} were left RUNNING: ended KILLED", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------- a task
-def run_task(context: SweepContext, batches: list, n_recorders: int) -> list[list[tuple[object, str | None]]]:
+def run_task(context: SweepContext, batches: list, n_recorders: int) -> tuple[list[list[tuple[object, str | None]]], list[str]]:
     """One Slurm array task: its batches trained one after another and each job recorded as a
-    child of the sweep in `context`. Per batch, per job: (objective, None), or (None, why it has
-    no result). SIGTERM (scancel, the time limit) stops it: the runs in training end KILLED."""
+    child of the sweep in `context`. Returns, per batch, per job: (objective, None), or (None, why
+    it has no result); and what its recorders said failed. SIGTERM (scancel, the time limit)
+    stops it: the runs in training end KILLED."""
     from gradlab import signals
     from gradlab.record import Origin, record_group
     from gradlab.tracking import REGISTRY
@@ -264,6 +271,7 @@ def run_task(context: SweepContext, batches: list, n_recorders: int) -> list[lis
     task = _task_id()
     origin = Origin(context.experiment, context.parent_id or None, context.name or None, context.varied)
     results: list[list[tuple[object, str | None]]] = []
+    failures: list[str] = []
     print(f"gradlab: Slurm task {task}: {sum(len(b) for b in batches)} jobs in {len(batches)} batches", flush=True)
     # submitit ignores SIGTERM, and on SIGUSR2 (its warning, sent up to a minute before the
     # 90 s it asks for before the time limit, or on preemption) requeues the task or raises in
@@ -296,13 +304,16 @@ def run_task(context: SweepContext, batches: list, n_recorders: int) -> list[lis
                         for b, batch in enumerate(batches[training:], start=training)]
         finally:
             with signals.deferred():
+                failures += [f for rec in REGISTRY.everyone() for f in rec.failures()]
                 try:
                     REGISTRY.sync_all()
-                except Exception as e:  # noqa: BLE001 - said; the launcher's end finds what is missing
-                    print(f"gradlab: recording failed in Slurm task {task}: {e}", file=sys.stderr, flush=True)
+                except Exception as e:  # noqa: BLE001 - said by the launcher, which ends what it left RUNNING
+                    failures.append(str(e))
+                for f in failures:
+                    print(f"gradlab: recording failed in Slurm task {task}: {f}", file=sys.stderr, flush=True)
                 REGISTRY.end_orphans()
                 REGISTRY.shutdown()
-    return results
+    return results, failures
 
 
 def _task_id() -> str:
