@@ -163,3 +163,45 @@ def test_scancel_of_a_task_mid_training_leaves_its_runs_killed_and_the_sweep_say
     assert f"Slurm task {task} was stopped by SIGTERM" in err and "its run is KILLED" in err
     assert "Traceback" not in err
     assert "2 killed" in out
+
+
+def test_eight_writers_logging_one_dataset_at_once_on_postgres_lose_nothing(cluster, monkeypatch):
+    """Runs of one experiment share a dataset row; writers that insert it at the same moment race
+    between MLflow's look-up and its insert, and PostgreSQL refuses the loser's (duplicate key
+    value violates unique constraint): the Store tries again and links the row the winner made."""
+    import threading
+
+    import numpy as np
+
+    from gradlab.tracking import Store
+    from gradlab.tracking.spec import RunSpec
+
+    uri = cluster["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    name = f"cluster_race_{uuid.uuid4().hex[:8]}"
+    stores = [Store(uri) for _ in range(8)]
+    x, y = np.arange(6.0).reshape(3, 2), np.arange(3.0)
+    runs, errors = [], []
+    for round_ in range(6):
+        data = [{"name": "d-training", "context": "training", "features": x, "targets": y, "origin": {"round": round_},
+                 "digest": f"r{round_}"}]
+        go = threading.Barrier(len(stores))
+
+        def write(store):
+            try:
+                go.wait()
+                runs.append(store.start(RunSpec(name, f"r{round_}", {}, {}, inputs=data)))
+            except Exception as e:  # noqa: BLE001 - the assertion below names it
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    c = _client(uri)
+    assert len(runs) == 48 and len(set(runs)) == 48
+    for run_id in runs:
+        run = c.get_run(run_id)
+        assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [f"r{run.info.run_name[1:]}"]
