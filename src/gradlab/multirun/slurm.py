@@ -75,13 +75,16 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
     ids = [j.job_id for j in submitted]
     array = ids[0].split("_")[0]
     print(f"gradlab: {len(p.jobs)} jobs in {sizes(p.batches)}, packed into {len(tasks)} Slurm task"
-          f"{'s' if len(tasks) != 1 else ''} of job {array} ({', '.join(f'{i}: {n} jobs' for i, n in zip(ids, _counts(p, tasks)))}),"
+          f"{'s' if len(tasks) != 1 else ''} of job {array} ({', '.join(f'{i}: {_jobs(n)}' for i, n in zip(ids, _counts(p, tasks)))}),"
           f" recorded into {p.origin.experiment!r} at {ctx.uri}", flush=True)
     _tag_parent(sweep, array, ids)
     try:
         ended = wait(submitted, sweep, [_counts(p, [t])[0] for t in tasks], len(p.jobs))
     except BaseException:  # Ctrl-C, SIGTERM, a queue that stopped answering: the tasks stop too
-        _cancel(array)
+        from gradlab import signals
+
+        with signals.deferred():  # their runs end KILLED before the sweep's parent does
+            _cancel(array)
         raise
     lost = []
     for task, job, (state, result) in zip(tasks, submitted, ended):
@@ -129,6 +132,10 @@ def pack(p: Prepared, tasks: int) -> list[list[list[int]]]:
         dealt[t].append(i)
         load[t] += len(batches[i])
     return [[batches[i] for i in sorted(d)] for d in dealt]
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job{'s' if n != 1 else ''}"
 
 
 def _counts(p: Prepared, tasks) -> list[int]:
@@ -235,12 +242,18 @@ def _state(task_id: str) -> str:
     return "UNKNOWN"
 
 
-def _cancel(array: str) -> None:
+def _cancel(array: str, patience: float = 90.0) -> None:
+    """scancel the job, then wait (at most `patience` s) until its tasks have left the queue:
+    each has written its runs' ends by then."""
     try:
         subprocess.run(["scancel", array], capture_output=True, timeout=30)
-        print(f"gradlab: cancelled Slurm job {array}", file=sys.stderr)
     except (OSError, subprocess.TimeoutExpired):
         print(f"gradlab: error: could not cancel Slurm job {array}: scancel {array}", file=sys.stderr)
+        return
+    print(f"gradlab: cancelled Slurm job {array}; waiting for its tasks to end their runs", file=sys.stderr, flush=True)
+    end = time.monotonic() + patience
+    while time.monotonic() < end and _queued(array) != {}:
+        time.sleep(POLL_SECONDS)
 
 
 def _end_left_running(sweep, ctx: SweepContext, lost: list[str]) -> None:
