@@ -60,7 +60,8 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
     if settings.tasks < 1:
         raise ValueError(f"hydra.launcher.tasks={settings.tasks} is not allowed: must be at least 1")
     p = prepare(hydra_context, config, job_overrides, sweep, max_batch, watches=False)
-    if not p.jobs:
+    _skip_finished(p, sweep)
+    if not p.batches:
         return p.returns()
     tasks = pack(p, settings.tasks)
     ctx = sweep.context
@@ -74,12 +75,12 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
         submitted = [executor.submit(run_task, ctx, payload, n_recorders) for payload in payloads]
     ids = [j.job_id for j in submitted]
     array = ids[0].split("_")[0]
-    print(f"gradlab: {len(p.jobs)} jobs in {sizes(p.batches)}, packed into {len(tasks)} Slurm task"
+    print(f"gradlab: {_jobs(sum(map(len, p.batches)))} in {sizes(p.batches)}, packed into {len(tasks)} Slurm task"
           f"{'s' if len(tasks) != 1 else ''} of job {array} ({', '.join(f'{i}: {_jobs(n)}' for i, n in zip(ids, _counts(p, tasks)))}),"
           f" recorded into {p.origin.experiment!r} at {ctx.uri}", flush=True)
     _tag_parent(sweep, array, ids)
     try:
-        ended = wait(submitted, sweep, [_counts(p, [t])[0] for t in tasks], len(p.jobs))
+        ended = wait(submitted, sweep, [_counts(p, [t])[0] for t in tasks], sum(map(len, p.batches)))
     except BaseException:  # Ctrl-C, SIGTERM, a queue that stopped answering: the tasks stop too
         from gradlab import signals
 
@@ -113,6 +114,22 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
         _end_left_running(sweep, ctx, sorted(set(lost)))
     sweep.progress_end()
     return p.returns()
+
+
+def _skip_finished(p: Prepared, sweep) -> None:
+    """With tracking.skip_finished, the jobs that already have a result are answered here and
+    left out of the batches: only the others are packed into tasks (a resumed sweep)."""
+    from gradlab.record import finished
+
+    asked = [k for k, job in enumerate(p.jobs) if job.cfg.tracking.skip_finished]
+    if not asked or sweep.recorder is None:
+        return
+    done = {asked[i]: rec for i, rec in finished(sweep.recorder, [p.jobs[k] for k in asked], p.origin).items()}
+    for k, rec in done.items():
+        p.job_return(k, rec.objective, False)
+    p.batches = [b for b in ([k for k in batch if k not in done] for batch in p.batches) if b]
+    if done:
+        print(f"gradlab: {_jobs(len(done))} already with a result in {p.origin.experiment!r}: skipped", flush=True)
 
 
 def pack(p: Prepared, tasks: int) -> list[list[list[int]]]:
