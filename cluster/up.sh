@@ -14,6 +14,9 @@ die() { echo "cluster: error: $*" >&2; exit 2; }
 [ -x "$PY" ] || die "no Python at $PY: run make install first (or set VENV=)"
 mkdir -p "$STATE"
 STATE="$(cd "$STATE" && pwd)"
+# munged and PostgreSQL run as their own users: every folder above the state must let them through
+runuser -u postgres -- test -x "$STATE" 2>/dev/null || ! id postgres >/dev/null 2>&1 ||
+  die "the postgres user cannot reach $STATE (a folder above it is private): make cluster CLUSTER_DIR=/var/tmp/gradlab-cluster"
 START=$EPOCHREALTIME
 
 # ------------------------------------------------------------------ what is missing is installed

@@ -20,9 +20,10 @@ import pytest
 
 from conftest import ROOT, start, wait_for
 
-pytestmark = pytest.mark.slow
-
-STATE = ROOT / ".cluster-test"  # its own state folder: a developer's `make cluster` (.cluster/) is left alone
+# its own state folder: a developer's `make cluster` (.cluster/) is left alone; outside a checkout
+# that other users cannot enter (under /root), which munged and PostgreSQL (their own users) must
+STATE = (ROOT / ".cluster-test" if all(os.stat(p).st_mode & 0o001 for p in [ROOT, *ROOT.parents])
+         else Path("/var/tmp/gradlab-cluster-test"))
 GRID = ["optimizer=sgd,adam", "optimizer.lr=1e-3,3e-3,1e-2", "data.scaling=factor,standardize", "train.epochs=300",
         "train.dtype=float64", "tracking.plots=false"]
 
@@ -64,6 +65,28 @@ def cluster():
             assert not (STATE / pidfile).exists(), f"{pidfile} is left after make cluster-down"
 
 
+def test_batches_are_packed_into_at_most_the_tasks_asked_largest_first_to_the_least_loaded():
+    from gradlab.multirun.launch import Prepared
+    from gradlab.multirun.slurm import pack
+
+    def packed(batches, tasks):
+        jobs = sorted(k for b in batches for k in b)
+        return pack(Prepared("t", [], jobs, jobs, {}, batches, None), tasks)
+
+    four = [[0, 1, 2, 3, 4, 5], [6, 7], [8, 9, 10], [11]]
+    assert packed(four, 2) == [[[0, 1, 2, 3, 4, 5]], [[6, 7], [8, 9, 10], [11]]]  # 6 and 6 jobs, batches in order
+    assert packed([[0]], 4) == [[[0]]]  # never more tasks than jobs
+    for tasks in (1, 2, 3, 5, 9, 12, 20):
+        got = packed(four, tasks)
+        assert len(got) == min(tasks, 12)  # fewer batches than tasks: the largest are split
+        assert sorted(k for task in got for batch in task for k in batch) == list(range(12))  # each job once
+        # a split batch is a piece of one batch, in its order
+        assert all(any(batch == b[b.index(batch[0]):b.index(batch[0]) + len(batch)] for b in four if batch[0] in b)
+                   for task in got for batch in task)
+        loads = [sum(map(len, task)) for task in got]
+        assert max(loads) - min(loads) <= max(len(b) for task in got for b in task)
+
+
 def _client(uri: str):
     import mlflow
 
@@ -89,6 +112,7 @@ def _by_overrides(children) -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow
 def test_a_batched_slurm_sweep_records_every_child_once_on_the_postgres_server_as_the_local_launcher_does(cluster, tmp_path, temp_store):
     uri = cluster["MLFLOW_TRACKING_URI"]
     name = f"cluster_{uuid.uuid4().hex[:8]}"
@@ -125,6 +149,7 @@ def test_a_batched_slurm_sweep_records_every_child_once_on_the_postgres_server_a
                 (key, metric, value, theirs[metric])
 
 
+@pytest.mark.slow
 def test_scancel_of_a_task_mid_training_leaves_its_runs_killed_and_the_sweep_says_so(cluster, tmp_path):
     uri = cluster["MLFLOW_TRACKING_URI"]
     name = f"cluster_kill_{uuid.uuid4().hex[:8]}"
@@ -165,6 +190,7 @@ def test_scancel_of_a_task_mid_training_leaves_its_runs_killed_and_the_sweep_say
     assert "2 killed" in out
 
 
+@pytest.mark.slow
 def test_eight_writers_logging_one_dataset_at_once_on_postgres_lose_nothing(cluster, monkeypatch):
     """Runs of one experiment share a dataset row; writers that insert it at the same moment race
     between MLflow's look-up and its insert, and PostgreSQL refuses the loser's (duplicate key
