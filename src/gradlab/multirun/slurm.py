@@ -174,7 +174,7 @@ def _executor(settings: SlurmSettings, sweep_dir: str, name: str):
         job_name=f"gradlab-{name}", time=int(settings.timeout_min), cpus_per_task=int(settings.cpus_per_task),
         array_parallelism=int(settings.array_parallelism), stderr_to_stdout=True,
         **{k: v for k, v in {"partition": settings.partition, "gres": settings.gres, "account": settings.account,
-                             "qos": settings.qos, "mem": f"{settings.mem_gb}GB" if settings.mem_gb else None}.items()
+                             "qos": settings.qos, "mem": f"{round(settings.mem_gb * 1024)}M" if settings.mem_gb else None}.items()
            if v is not None},
         **({"additional_parameters": extra} if extra else {}))
     return executor
