@@ -231,3 +231,16 @@ def test_eight_writers_logging_one_dataset_at_once_on_postgres_lose_nothing(clus
     for run_id in runs:
         run = c.get_run(run_id)
         assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [f"r{run.info.run_name[1:]}"]
+
+
+@pytest.mark.slow
+def test_a_job_slurm_refuses_is_one_line(cluster, tmp_path):
+    env = {**os.environ, **cluster}
+    with start("-m", "hydra/launcher=batched_slurm", "hydra.launcher.partition=nope", "optimizer.lr=1e-3,1e-2",
+               "train.epochs=10", "tracking.plots=false", f"tracking.experiment=cluster_refused_{uuid.uuid4().hex[:8]}",
+               f"hydra.sweep.dir={tmp_path}/slurm", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
+        out, err = p.communicate()
+    assert p.returncode == 1, out + err
+    said = [line for line in err.splitlines() if line.startswith("gradlab: error:")]
+    assert len(said) == 1 and "sbatch refused the sweep's job: invalid partition specified: nope" in said[0], err
+    assert "Traceback" not in err and "sbatch: error" not in err

@@ -18,6 +18,8 @@ ends the runs it left RUNNING, KILLED, once every task is over.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 from collections import Counter
@@ -50,15 +52,25 @@ class SlurmSettings:
     folder: str = "${hydra.sweep.dir}/.submitit/%j"
 
 
-class TaskLost(RuntimeError):
+class SlurmError(RuntimeError):
+    """What Slurm did to a sweep, said in one line."""
+
+
+class TaskLost(SlurmError):
     """A Slurm task ended before its jobs had a result (scancel, its time limit, a crash)."""
+
+
+class SlurmRefused(SlurmError):
+    """sbatch refused the job (a partition, account or limit the cluster does not have)."""
 
 
 # ------------------------------------------------------------------------------ the launcher
 def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings, n_recorders: int, max_batch: int) -> list:
     """Every job of this launch, trained in Slurm array tasks; one JobReturn per job, in order."""
+    from gradlab.options import ConfigError
+
     if settings.tasks < 1:
-        raise ValueError(f"hydra.launcher.tasks={settings.tasks} is not allowed: must be at least 1")
+        raise ConfigError("hydra.launcher.tasks", settings.tasks, "must be at least 1")
     p = prepare(hydra_context, config, job_overrides, sweep, max_batch, watches=False)
     _skip_finished(p, sweep)
     if not p.batches:
@@ -71,8 +83,11 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
         ctx = SweepContext("", p.origin.sweep or "", p.origin.experiment, tracking_uri())
     executor = _executor(settings, str(config.hydra.sweep.dir), config.hydra.job.name)
     payloads = [[[_portable(p.jobs[k]) for k in batch] for batch in task] for task in tasks]
-    with executor.batch():
-        submitted = [executor.submit(run_task, ctx, payload, n_recorders) for payload in payloads]
+    try:  # submitit prints sbatch's complaint before raising it: said once, below
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+            submitted = [executor.submit(run_task, ctx, payload, n_recorders) for payload in payloads]
+    except Exception as e:  # noqa: BLE001 - submitit's FailedJobError holds sbatch's own words
+        raise SlurmRefused(_refusal(e)) from None
     ids = [j.job_id for j in submitted]
     array = ids[0].split("_")[0]
     print(f"gradlab: {_jobs(sum(map(len, p.batches)))} in {sizes(p.batches)}, packed into {len(tasks)} Slurm task"
@@ -114,6 +129,21 @@ def launch(hydra_context, config, job_overrides, sweep, settings: SlurmSettings,
         _end_left_running(sweep, ctx, sorted(set(lost)))
     sweep.progress_end()
     return p.returns()
+
+
+def _refusal(error: Exception) -> str:
+    """Why the job could not be submitted, in one line, with what to check."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        return "sbatch is not installed here: batched_slurm submits from a Slurm login node (or: make cluster)"
+    conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    if not os.path.exists(conf):
+        return (f"no Slurm configuration at {conf}: export SLURM_CONF=... "
+                "(make cluster prints the line for its cluster)")
+    said = [line.removeprefix("sbatch: error: ") for line in str(error).strip().splitlines() if line.strip()]
+    return (f"sbatch refused the sweep's job: {'; '.join(said[:2]) or type(error).__name__} "
+            "(hydra.launcher.partition, account, qos, gres, mem_gb, timeout_min?)")
 
 
 def _skip_finished(p: Prepared, sweep) -> None:
