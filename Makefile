@@ -13,9 +13,11 @@ PORT ?= 5000
 # The store the UI shows: STORE=..., else MLFLOW_TRACKING_URI (as every other command reads it), else mlruns/.
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 BENCH_OUT ?= bench-results/bench.json
+# make cluster: its state (config, logs, database, artifacts, pid files) under one folder
+CLUSTER_DIR ?= $(CURDIR)/.cluster
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser train sweep compare ui reap test test-fast bench screenshots clean
+.PHONY: help install browser train sweep compare ui reap test test-fast bench screenshots clean cluster cluster-down
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +51,7 @@ reap: $(STAMP) ## mark runs whose process died hard (kill -9, power loss) as KIL
 	$(BIN)/gradlab reap
 
 test: $(STAMP) browser ## the whole test suite, slow tier included (what .ci/run calls); installs Chromium for the browser tests
+	@[ "$$(id -u)" = 0 ] || echo "make: not root: the cluster tests (tests/test_cluster.py: make cluster, as root) will be skipped"
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tier only
@@ -64,6 +67,12 @@ bench: $(STAMP) ## the benchmark, ratios measured side by side (~10 min; BENCH_A
 
 screenshots: $(STAMP) browser ## the README's UI pictures: the headline sweep in headless Chromium
 	$(BIN)/python docs/dashboard.py --out docs
+
+cluster: ## a one-node Slurm cluster + PostgreSQL-backed mlflow server on 127.0.0.1 (as root; state in CLUSTER_DIR); prints the exports to use
+	@CLUSTER_DIR="$(CLUSTER_DIR)" CLUSTER_PYTHON="$(abspath $(BIN))/python" bash cluster/up.sh
+
+cluster-down: ## stop what make cluster started (its pid files), nothing else; the state stays
+	@CLUSTER_DIR="$(CLUSTER_DIR)" bash cluster/down.sh
 
 clean: ## remove the virtual environment (the store in mlruns/ is kept)
 	rm -rf $(VENV)

@@ -174,6 +174,13 @@ def _ravel(value) -> list[float]:
     return [v for part in value for v in _ravel(part)] if isinstance(value, list) else [value]
 
 
+def finished(recorder, jobs: list[Job], origin: Origin) -> dict[int, Recorded]:
+    """The jobs (of any batches) whose identical config already has a result in the origin's
+    experiment, by position: what `tracking.skip_finished` skips."""
+    logged = [replace(j.cfg, tracking=replace(j.cfg.tracking, experiment=origin.experiment)) for j in jobs]
+    return _finished(recorder, origin.experiment, logged)
+
+
 def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict[int, Recorded]:
     """The jobs whose identical config already has a result in `experiment`, by position."""
     hashes = [config_hash(flatten(container(cfg))) for cfg in logged]

@@ -14,6 +14,7 @@ A crash inside a batch fails each of its jobs (they were one program); the other
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 from gradlab.config import Config, container, flatten, to_typed
 from gradlab.record import Job, Origin, record_group
@@ -68,10 +69,31 @@ def _job_return(task_name: str, overrides, value, failed: bool):
     return ret
 
 
-def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_batch: int) -> list:
-    """Every job of this launch, grouped and trained batch by batch, recorded as children of
-    `sweep` (a gradlab.multirun.Sweep: its context, its recorders, a search's trials); one JobReturn
-    per job, in order."""
+@dataclass
+class Prepared:
+    """A launch's jobs composed, checked and grouped: what a launcher trains, here or elsewhere."""
+
+    name: str  # Hydra's task name, for the JobReturns
+    job_overrides: list
+    jobs: list[Job]  # the jobs that compose
+    where: list[int]  # each one's position among job_overrides
+    results: dict[int, object]  # JobReturns known already (jobs that do not compose)
+    batches: list[list[int]]  # positions in `jobs`
+    origin: Origin
+
+    def job_return(self, k: int, value, failed: bool):
+        """The JobReturn of jobs[k]."""
+        i = self.where[k]
+        self.results[i] = _job_return(self.name, self.job_overrides[i], value, failed)
+
+    def returns(self) -> list:
+        return [self.results[i] for i in range(len(self.job_overrides))]
+
+
+def prepare(hydra_context, config, job_overrides, sweep, max_batch: int, watches: bool = True) -> Prepared:
+    """Compose and check every job of this launch and group them into batches; a search's trials
+    are claimed (their tags, and their watches where `watches`: a pruner sees only runs trained
+    in this process)."""
     from pathlib import Path
 
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)  # Hydra's bookkeeping, as its launchers do
@@ -85,32 +107,43 @@ def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_ba
             results[i] = _job_return(name, overrides, typed, failed=True)
         else:
             claim = sweep.trials.claim(overrides)  # a search's trial: tags for its run, a watch on its curve
-            jobs.append(Job(typed, list(overrides), claim.tags if claim else {}, claim.watch if claim else None))
+            jobs.append(Job(typed, list(overrides), claim.tags if claim else {},
+                            claim.watch if claim and watches else None))
             where.append(i)
-    batches = groups(jobs, max_batch)
-    pool = sweep.recorders(n_recorders)
     ctx = sweep.context
     origin = (Origin(ctx.experiment, ctx.parent_id, ctx.name, ctx.varied) if ctx else
               Origin(config.tracking.experiment or "default"))
-    print(f"gradlab: {len(jobs)} jobs in {len(batches)} batch{'es' if len(batches) != 1 else ''} "
-          f"(sizes {', '.join(str(len(b)) for b in batches)}), recorded into {origin.experiment!r} at {pool.open()}",
+    return Prepared(name, list(job_overrides), jobs, where, results, groups(jobs, max_batch), origin)
+
+
+def sizes(batches: list[list[int]]) -> str:
+    return (f"{len(batches)} batch{'es' if len(batches) != 1 else ''} "
+            f"(sizes {', '.join(str(len(b)) for b in batches)})")
+
+
+def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_batch: int) -> list:
+    """Every job of this launch, grouped and trained batch by batch, recorded as children of
+    `sweep` (a gradlab.multirun.Sweep: its context, its recorders, a search's trials); one JobReturn
+    per job, in order."""
+    p = prepare(hydra_context, config, job_overrides, sweep, max_batch)
+    pool = sweep.recorders(n_recorders)
+    print(f"gradlab: {len(p.jobs)} jobs in {sizes(p.batches)}, recorded into {p.origin.experiment!r} at {pool.open()}",
           flush=True)
     done = diverged = 0
-    for batch in batches:
-        group = [jobs[k] for k in batch]
+    for batch in p.batches:
+        group = [p.jobs[k] for k in batch]
         try:
-            recorded = record_group(group, origin, quiet=True, recorder=pool, wait=False)
+            recorded = record_group(group, p.origin, quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]
             diverged += sum(rec.outcome == "diverged" for rec in recorded)
         except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
             outcomes = [(e, True)] * len(group)
         for k, (value, failed) in zip(batch, outcomes):
-            i = where[k]
-            results[i] = _job_return(name, job_overrides[i], value, failed)
+            p.job_return(k, value, failed)
         done += len(group)
-        sweep.progress(done, len(jobs), diverged)
+        sweep.progress(done, len(p.jobs), diverged)
     # The results go back before every record is written: a search trains its next trials while
     # these are recorded; the sweep's end waits for them all (Sweep.finish).
     sweep.progress_end()
-    return [results[i] for i in range(len(job_overrides))]
+    return p.returns()

@@ -62,12 +62,13 @@ def _say(error: Exception) -> None:
     """A job that crashed (Hydra's sweeper re-raises it after every other job ran), a worker that
     died, a store that stopped the jobs: one line; a bug: its traceback."""
     from gradlab.config import ConfigError, DataError
+    from gradlab.multirun.slurm import SlurmError
     from gradlab.tracking import TrackingError
 
     if type(error).__name__ in WORKER_DIED:  # a fault, not a bug
         print(f"gradlab: error: a worker process of the sweep's launcher died ({_exit_codes(error)}): the run of its job "
               "and those in flight beside it are KILLED, the jobs not started never ran", file=sys.stderr)
-    elif isinstance(error, (ConfigError, DataError, TrackingError)):  # said above it, once, by its job
+    elif isinstance(error, (ConfigError, DataError, TrackingError, SlurmError)):  # said above it, once, by its job
         print(f"gradlab: error: {error}", file=sys.stderr)
     else:
         traceback.print_exception(error)

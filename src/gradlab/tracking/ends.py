@@ -10,6 +10,8 @@ still there to do it:
    they were sent, and that the store still holds RUNNING, FAILED (`lost`,
    Registry.end_orphans); the parent's end (`end_parent`), written from the launcher if its
    recorder is gone or answers an earlier failure instead;
+   A Slurm task that died without writing its runs' ends (SIGKILL to it and its recorders):
+   the launcher, once every task is over, KILLED (`kill_running_children`);
 5. `gradlab reap`, when both processes are gone (power loss): `kill`, for runs whose process on
    this host no longer exists.
 """
@@ -46,6 +48,19 @@ def kill(store, run_id: str, reason: str) -> str | None:
     except Exception as e:  # noqa: BLE001 - said by the caller; the run stays RUNNING for reap
         return str(write_error(e, store.uri) if is_store_error(e) else e).splitlines()[0]
     return None
+
+
+def kill_running_children(uri: str, parent_id: str, tag: str, values: set[str], reason: str) -> int:
+    """The children of `parent_id` still RUNNING whose `tag` is one of `values`, KILLED with the
+    reason; how many there were."""
+    from gradlab.tracking import query
+    from gradlab.tracking.store import Store
+
+    store = Store(uri)
+    left = [c for c in query.children(store, parent_id) if c.status == "RUNNING" and c.tags.get(tag) in values]
+    for c in left:
+        kill(store, c.id, reason)
+    return len(left)
 
 
 def lost() -> RunEnd:

@@ -53,6 +53,8 @@ MAX_KEY = 250  # MAX_ENTITY_KEY_LENGTH
 BATCH_METRICS = 1000  # MAX_METRICS_PER_BATCH
 BATCH_PARAMS = 100  # MAX_PARAMS_TAGS_PER_BATCH
 INPUT_ATTEMPTS = 5  # log_inputs, when a concurrent writer inserts the same dataset first
+# what a database says of that insert: SQLite; PostgreSQL (through a tracking server too); MySQL
+DUPLICATE = ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry")
 
 
 class TrackingError(RuntimeError):
@@ -474,7 +476,7 @@ class Store:
                 # Runs of one experiment share a dataset row: another process (a second recorder, a
                 # parallel job) may insert it between MLflow's look-up and its insert. Once it is
                 # there, the next attempt finds it and links it.
-                if "UNIQUE constraint failed" not in str(e) or attempt == INPUT_ATTEMPTS - 1:
+                if not any(m in str(e) for m in DUPLICATE) or attempt == INPUT_ATTEMPTS - 1:
                     raise
 
     def log_artifacts(self, run_id: str, files: dict[str, object]) -> None:
