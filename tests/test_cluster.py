@@ -37,6 +37,10 @@ def _unable() -> str | None:
     return None
 
 
+# One worker runs the module: one cluster, started and stopped once by its fixture (make test runs -n).
+pytestmark = pytest.mark.xdist_group("cluster")
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """The environment a sweep needs to use the cluster (SLURM_CONF, MLFLOW_TRACKING_URI)."""

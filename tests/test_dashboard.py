@@ -18,7 +18,8 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "docs"))
 import dashboard  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One worker runs the module: its fixture is one sweep in the browser, made once (make test runs -n).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard")]
 SCALE = {"none": "raw", "factor": "×0.1", "standardize": "standardize"}
 
 
