@@ -12,7 +12,7 @@ import pytest
 
 from conftest import CONF, ROOT, compose
 from gradlab import data, devices, gradients, models, optim, schedules
-from gradlab.config import SCHEMAS
+from gradlab.config import SCHEMAS, builders
 
 GROUPS = ["data", "model", "grad", "optimizer", "device", "schedule"]
 DESIGN_OPTIONS = {
@@ -37,6 +37,7 @@ def test_yaml_options_schemas_and_registries_match(group):
                 "optimizer": optim.OPTIMIZERS, "device": devices.DEVICES, "schedule": schedules.SCHEDULES}[group]
     # every option's `name` is a builder's key, and every builder has an option
     assert {getattr(compose(f"{group}={o}"), group).name for o in options(group)} == set(registry)
+    assert builders(group) == sorted(registry)  # what validate lets a <group>.name hold
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in sorted(options(g))])
@@ -150,8 +151,17 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["schedule=plateau", "schedule.factor=1"], 2, ["schedule.factor=1.0", "(0, 1)"]),
     (["schedule=plateau", "schedule.patience=-1"], 2, ["schedule.patience=-1", ">= 0"]),
     (["schedule=cosine", "schedule.gamma=0.5"], 2, ["schedule.gamma: not a key of schedule=cosine; the keys are T_max, eta_min"]),
-    (["device.name=cuda:7"], 2, ["device.name='cuda:7'", "no such device", "device=cpu|cuda|mps|auto|numpy", "CUDA_VISIBLE_DEVICES"]),
+    (["device.name=cuda:7"], 2, ["device.name='cuda:7'", "no such device; the options are auto, cpu, cuda, mps, numpy",
+                                 "CUDA_VISIBLE_DEVICES"]),
     (["-m", "-cd", "/nonexistent-folder", "-cn", "seeds"], 2, ["'/nonexistent-folder' not found", "-cd sweeps"]),
+    # <group>.name is checked as <group>= is: the field, the value and the options, one line
+    (["model.name=beale"], 2, ["model.name='beale' is not allowed: no such model; the options are bowl, linear, "
+                               "linear_nobias, mlp, nn_linear, parameter_module, quadratic, rosenbrock"]),
+    (["data.name=foo"], 2, ["data.name='foo'", "no such data; the options are bias_column, csv, doubling, "]),
+    (["grad.name=x"], 2, ["grad.name='x'", "no such grad; the options are analytic, autograd, finite_difference"]),
+    (["schedule.name=x"], 2, ["schedule.name='x'", "no such schedule; the options are constant, cosine, "]),
+    (["optimizer.name=sgd_momentum"], 2, ["optimizer.name='sgd_momentum'", "no such optimizer; the options are adadelta, "]),
+    (["model.name=mlp"], 2, ["model.name='mlp'", "has keys (MLPConfig) this model's (ModelConfig) lacks", "choose it with model=mlp"]),
 ]
 # An absent device is refused with what works; where the device exists, the case does not apply.
 import torch  # noqa: E402

@@ -95,6 +95,7 @@ def compose(overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
 
     from gradlab.config import register_configs, to_typed, validate
+    from gradlab.explain import COMPOSITION_ERRORS, explain
     from gradlab.tracking import project_root
 
     register_configs()
@@ -102,8 +103,8 @@ def compose(overrides: list[str]):
     try:
         with initialize_config_dir(str(project_root() / "conf"), version_base="1.3"):
             cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
-    except Exception as e:  # noqa: BLE001 - Hydra's composition errors: a bad key or option, said in one line
-        raise OverrideError(_first_line(e)) from None
+    except COMPOSITION_ERRORS as e:  # a bad key, option or value: the CLI's line (gradlab.explain)
+        raise OverrideError(explain(e, list(overrides))) from None
     recipe = cfg.hydra.runtime.choices.get("experiment")
     from omegaconf import open_dict
 
@@ -196,10 +197,7 @@ def _sweep_args(grid) -> tuple[str | None, str, list[str]]:
         return None, "config", [f"{k}={','.join(_value(v) for v in (vs if isinstance(vs, (list, tuple)) else [vs]))}"
                                 for k, vs in grid.items()]
     items = [grid] if isinstance(grid, str) else list(grid)
-    if len(items) == 1 and "=" not in items[0]:  # a sweep file's name
-        if not (SWEEP_FILES / f"{items[0]}.yaml").exists():
-            names = ", ".join(sorted(p.stem for p in SWEEP_FILES.glob("*.yaml")))
-            raise OverrideError(f"no sweep {items[0]!r} in {SWEEP_FILES}; there are: {names}")
+    if len(items) == 1 and "=" not in items[0]:  # a sweep file's name (one that is not there: the CLI's line)
         return str(SWEEP_FILES), items[0], []
     return None, "config", items
 
@@ -242,11 +240,6 @@ def _value(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(_value(x) for x in v) + "]"
     return str(v)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @contextlib.contextmanager

@@ -396,6 +396,15 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
 }
 
 
+# Options that are another option's builder with other defaults: their `name` is that builder's.
+PRESETS: Dict[str, Dict[str, str]] = {"optimizer": {"sgd_momentum": "sgd"}}
+
+
+def builders(group: str) -> List[str]:
+    """The names a `<group>.name` may hold: the keys of the group's registry (a test holds them equal)."""
+    return sorted(set(SCHEMAS[group]) - set(PRESETS.get(group, {})))
+
+
 def register_configs() -> None:
     """Store the schemas where the YAML files find them: `defaults: [/schema/<group>/<option>@_here_]`
     (a group of their own, so that Hydra's lists of a group's options hold only real options)."""
@@ -453,11 +462,27 @@ def validate(cfg: Config) -> None:
     """Range and pairing checks that the schema types cannot express; raises ConfigError. What
     depends on the objects (a model without data, a device that cannot run a method) is checked
     where they are built (training.setup)."""
+    for group in SCHEMAS:
+        _validate_name(group, getattr(cfg, group))
     _validate_train(cfg.train, cfg.tracking)
     _validate_optimizer(cfg.optimizer)
     _validate_schedule(cfg.schedule, cfg.train)
     _validate_model(cfg.model, cfg.grad, cfg.train)
     _validate_data(cfg.data, cfg.train)
+
+
+def _validate_name(group: str, node) -> None:
+    """`<group>.name=X` picks a builder as `<group>=X` picks an option: it must name one, and one
+    whose keys this option's schema has (model.name=mlp on model=linear has no hidden size)."""
+    names = builders(group)
+    if node.name not in names:
+        hint = "; another GPU than the first: CUDA_VISIBLE_DEVICES=N with device=cuda" if group == "device" else ""
+        raise ConfigError(f"{group}.name", node.name, f"no such {group}; the options are {', '.join(names)} "
+                          f"(choose one with {group}=NAME){hint}")
+    schema = SCHEMAS[group][node.name]
+    if not isinstance(node, schema):
+        raise ConfigError(f"{group}.name", node.name, f"{group}={node.name} has keys ({schema.__name__}) this "
+                          f"{group}'s ({type(node).__name__}) lacks; choose it with {group}={node.name}")
 
 
 MAX_EXPERIMENT_NAME = 500  # mlflow.utils.validation's limit on an experiment's name
