@@ -125,6 +125,25 @@ def test_a_mistake_raises_the_clis_own_line_as_a_typed_exception(cli, args):
         assert "the options are" in line and "linear" in line
 
 
+@pytest.mark.parametrize("call,args,words", [
+    ("run", (42,), ["gradlab.run: an override is a string KEY=VALUE, not int 42"]),
+    ("run", (["optimizer=adam"],), ["not list"]),
+    ("sweep", (123,), ["gradlab.sweep: the grid is a dict", "not int 123"]),
+    ("sweep", (None,), ["not NoneType None"]),
+    ("sweep", ({"optimizer.lr": [0.1]}, 5), ["gradlab.sweep: an override is a string KEY=VALUE, not int 5"]),
+    ("sweep", ({"optimizer.lr": []},), ["the grid's 'optimizer.lr'", "at least one value"]),
+])
+def test_an_argument_of_the_wrong_type_is_a_typed_error_that_says_what_works(temp_store, call, args, words):
+    from gradlab.options import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError) as raised:
+        getattr(gradlab, call)(*args)
+    assert isinstance(raised.value, TypeError) and isinstance(raised.value, ConfigError)
+    for w in words:
+        assert w in str(raised.value)
+    assert "e.g. gradlab." in str(raised.value)
+
+
 def test_model_name_naming_no_model_is_a_config_error(temp_store):
     with pytest.raises(ConfigError, match=r"model.name='beale' is not allowed: no such model; the options are bowl, "):
         gradlab.run(model__name="beale")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from gradlab import signals
-from gradlab.options import OverrideError
+from gradlab.options import ArgumentTypeError, OverrideError
 
 SWEEP_FILES = Path(__file__).resolve().parents[2] / "sweeps"
 # Optuna imports tqdm.auto, which warns in Jupyter without ipywidgets; gradlab shows no tqdm bars.
@@ -76,6 +76,7 @@ def run(*overrides: str, **settings) -> RunResult:
     from gradlab import describe
     from gradlab.record import Job, Origin, record
 
+    _strings("gradlab.run", overrides, "gradlab.run('optimizer=adam', optimizer__lr=0.1)")
     args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in settings.items())]
     cfg, recipe = compose(args)
     cfg.tracking.skip_finished = False  # a call asks for a run and its result: it always trains
@@ -172,6 +173,16 @@ def sweep(grid: dict | str | list[str], *overrides: str, launcher: str = "batche
     key, option or value), ConfigError or TrackingError."""
     from gradlab.multirun.run import run_sweep
 
+    if not isinstance(grid, (dict, str, list, tuple)):
+        raise ArgumentTypeError(f"gradlab.sweep: the grid is a dict {{key: [values]}}, sweep strings or a sweep file's "
+                                f"name, not {type(grid).__name__} {grid!r}; e.g. gradlab.sweep({{'optimizer.lr': [0.01, 0.1]}})")
+    if isinstance(grid, (list, tuple)):
+        _strings("gradlab.sweep", grid, "gradlab.sweep(['optimizer=gd,adam', 'optimizer.lr=0.01,0.1'])")
+    _strings("gradlab.sweep", overrides, "gradlab.sweep({'optimizer.lr': [0.01, 0.1]}, 'train.epochs=500')")
+    for key, values in (grid.items() if isinstance(grid, dict) else ()):
+        if not isinstance(key, str) or (isinstance(values, (list, tuple)) and not values):
+            raise ArgumentTypeError(f"gradlab.sweep: the grid's {key!r}: keys are strings and each has at least one "
+                                    "value; e.g. gradlab.sweep({'optimizer.lr': [0.01, 0.1]})")
     config_dir, config_name, args = _sweep_args(grid)
     args = [*args, *overrides]
     if not any(a.startswith(("hydra/launcher=", "hydra.launcher")) for a in args) and launcher:
@@ -231,6 +242,14 @@ def history(run_id: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _strings(call: str, overrides, example: str) -> None:
+    """Overrides are strings, one per argument: anything else is said with what would work."""
+    for o in overrides:
+        if not isinstance(o, str):
+            raise ArgumentTypeError(f"{call}: an override is a string KEY=VALUE, not {type(o).__name__} {o!r}; "
+                                    f"e.g. {example}")
+
+
 def _value(v) -> str:
     """A Python value as Hydra's override grammar reads it."""
     if isinstance(v, bool):

@@ -458,6 +458,15 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise ConfigError(key, value, f"must be an integer >= {low}")
 
 
+SEED_RANGE = (-2**63, 2**63 - 1)  # torch.Generator.manual_seed's, as a signed 64-bit integer
+MAX_EPOCHS = 2**53  # epochs and steps are recorded as float64 metrics, exact up to 2^53
+
+
+def _seed(key: str, value: int) -> None:
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ConfigError(key, value, "must be an integer between -2^63 and 2^63 - 1 (a 64-bit seed)")
+
+
 def validate(cfg: Config) -> None:
     """Range and pairing checks that the schema types cannot express; raises ConfigError. What
     depends on the objects (a model without data, a device that cannot run a method) is checked
@@ -490,6 +499,10 @@ MAX_EXPERIMENT_NAME = 500  # mlflow.utils.validation's limit on an experiment's 
 
 def _validate_train(t: TrainConfig, tracking: TrackingConfig) -> None:
     _at_least("train.epochs", t.epochs, 1)
+    if t.epochs > MAX_EPOCHS:
+        raise ConfigError("train.epochs", t.epochs, "must be at most 2^53 = 9007199254740992 (a run's epochs are "
+                          "recorded as metrics, which hold whole numbers exactly up to there)")
+    _seed("train.seed", t.seed)
     _at_least("train.log_every", t.log_every, 1)
     _at_least("tracking.max_points", tracking.max_points, 2)
     if tracking.experiment is not None and len(tracking.experiment) > MAX_EXPERIMENT_NAME:
@@ -526,6 +539,9 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
     if isinstance(o, LBFGSConfig):
         _at_least("optimizer.history_size", o.history_size, 1)
         _at_least("optimizer.max_iter", o.max_iter, 1)
+        for key in ("history_size", "max_iter", "max_eval"):  # torch keeps them as C integers
+            if (getattr(o, key) or 0) > 2**31 - 1:
+                raise ConfigError(f"optimizer.{key}", getattr(o, key), "must be at most 2^31 - 1 = 2147483647")
     if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
         raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
 
@@ -606,16 +622,35 @@ def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
 DATA_COPIES = 4
 
 
-def _fits_in_memory(key: str, value: int, n_values: int) -> None:
-    """Refuse a generated dataset this machine cannot hold, before any of it is drawn."""
-    need = n_values * 8 * DATA_COPIES
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise ConfigError(key, value, f"needs about {need / 2**30:,.0f} GiB for its {n_values:,} values, more than "
-                          f"this machine's {have / 2**30:,.0f} GiB of memory; draw fewer samples")
+def memory_bytes() -> int:
+    """This machine's memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fits_in_memory(key: str, value, values_of, fix: str = "draw fewer samples", copies: int = DATA_COPIES) -> None:
+    """Refuse what this machine cannot hold, before any of it is allocated: `values_of(v)` float64
+    values (in `copies`) for `key`=v. One line with the bound: the largest `key` that fits."""
+    def need(v) -> int:
+        return values_of(v) * 8 * copies
+
+    have = memory_bytes()
+    if need(value) <= have:
+        return
+    most = ""
+    if isinstance(value, int) and value > 0:  # values_of grows with v: the largest v that fits
+        low, high = 0, value
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if need(mid) <= have else (low, mid - 1)
+        most = f" ({key} at most about {low:,} here)"
+    raise ConfigError(key, value, f"needs about {need(value) / 2**30:,.0f} GiB for its {values_of(value):,} values, "
+                      f"more than this machine's {have / 2**30:,.0f} GiB of memory; {fix}{most}")
 
 
 def _validate_data(d: DataConfig, t: TrainConfig) -> None:
+    _seed("data.split_seed", d.split_seed)
+    if isinstance(d, (LineDataConfig, TeacherDataConfig)):
+        _seed("data.seed", d.seed)
     if d.val_fraction is not None and not (0.0 < d.val_fraction < 1.0):
         raise ConfigError("data.val_fraction", d.val_fraction, "must be in (0, 1), or null for no validation split")
     if d.scaling is Scaling.factor:
@@ -624,14 +659,16 @@ def _validate_data(d: DataConfig, t: TrainConfig) -> None:
         _validate_stream(d, t)
     if isinstance(d, LineDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
-        _fits_in_memory("data.n_samples", d.n_samples, d.n_samples * 2)
+        fits_in_memory("data.n_samples", d.n_samples, lambda n: n * 2)
         if not d.x_low < d.x_high:
             raise ConfigError("data.x_high", d.x_high, f"must be greater than data.x_low={d.x_low}")
     if isinstance(d, TeacherDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
         _at_least("data.n_inputs", d.n_inputs, 1)
         _at_least("data.hidden", d.hidden, 1)
-        _fits_in_memory("data.n_samples", d.n_samples, d.n_samples * (d.n_inputs + 1))
+        fits_in_memory("data.n_samples", d.n_samples, lambda n: n * (d.n_inputs + 1))
+        # the teacher's weights and its hidden layer over every sample
+        fits_in_memory("data.hidden", d.hidden, lambda h: h * (d.n_inputs + 2 + d.n_samples), "use a smaller hidden layer")
     if isinstance(d, CsvDataConfig):
         if not d.path:
             raise ConfigError("data.path", d.path, "data=csv needs a file: data.path=/path/to/file.csv")

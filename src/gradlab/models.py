@@ -116,6 +116,7 @@ class Model:
         self.shapes: dict[str, tuple[int, ...]] = {}  # per configuration, as users see them
         self.layout: dict[str, tuple[int, ...]] = {}  # per configuration, as stored (same values, same order)
         self.fan_in: dict[str, int] = {}
+        self.width = 1  # values a forward pass holds per sample, at most (its widest layer)
 
     def forward(self, p, x):
         raise NotImplementedError
@@ -303,6 +304,7 @@ class MLP(Model):
         self.shapes = {"W1": (n_inputs, hidden), "b1": (hidden,), "W2": (hidden,), "b2": ()}
         self.layout = {"W1": (n_inputs, hidden), "b1": (1, hidden), "W2": (hidden, 1), "b2": (1, 1)}
         self.fan_in = {"W1": n_inputs, "b1": n_inputs, "W2": hidden, "b2": hidden}
+        self.width = hidden
 
     def forward(self, p, x):
         h = activate(affine(x, p["W1"], p["b1"]), self.act)
