@@ -1,7 +1,7 @@
 """The `gradlab` command: Hydra composes the config, `record` trains and records it.
 
     gradlab [overrides...]            one run (Hydra overrides; -m for a multirun; --cfg job prints)
-    gradlab rerun RUN_ID              run a logged run's exact config again
+    gradlab rerun RUN_ID [--trust-data]  run a logged run's exact config again (reading its data.path: the flag)
     gradlab reap [--dry-run]          mark runs whose process died hard (SIGKILL) as KILLED
     gradlab ui [--port N]             the MLflow UI on the store, with the URLs of its runs views
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from gradlab import signals, timings
+from gradlab import safe, signals, timings
 from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
 from gradlab.record import record
 from gradlab.tracking import REGISTRY, TrackingError, project_root
@@ -121,21 +121,36 @@ def _errors_raised():
 
 
 def rerun(args: list[str]) -> int:
-    """Run a logged run's resolved config.yaml again, into the same experiment."""
-    if len(args) != 1 or args[0].startswith("-"):
-        _fail("usage: gradlab rerun RUN_ID   (the run id is on the run's page in the UI, or in the summary)")
+    """Run a logged run's resolved config.yaml again, into the same experiment. The config comes
+    from a store, which others may write: it is read as plain data, and a file it names
+    (data.path) is read only with --trust-data."""
+    trust = "--trust-data" in args
+    ids = [a for a in args if a != "--trust-data"]
+    if len(ids) != 1 or ids[0].startswith("-"):
+        _fail("usage: gradlab rerun RUN_ID [--trust-data]   (the run id is on the run's page in the UI, or in the "
+              "summary; --trust-data: read the data file its config names)")
+    from gradlab.config import MAX_STORED_CONFIG, CsvDataConfig, stored_yaml
     from gradlab.tracking import Store, query
 
-    text = query.artifact_text(Store(), args[0], "config.yaml")
+    run_id = ids[0]
+    raw = query.artifact_bytes(Store(), run_id, "config.yaml", limit=MAX_STORED_CONFIG)
     try:
-        cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
-    except (OmegaConfBaseException, KeyError, TypeError) as e:
-        _fail(f"the config.yaml of run {args[0]} does not fit this version of gradlab ({e}); "
+        cfg = from_container(stored_yaml(raw, f"the config.yaml of run {run_id}"))
+    except (OmegaConfBaseException, KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, (ConfigError, DataError)):
+            raise
+        _fail(f"the config.yaml of run {run_id} does not fit this version of gradlab ({e}); "
               "check out the commit in its gradlab.git.commit tag and rerun from there")
+    if isinstance(cfg.data, CsvDataConfig) and cfg.data.path:
+        if not trust:
+            _fail(f"run {run_id}'s config reads data.path={cfg.data.path!r} as you, and what it reads lands "
+                  f"in the store (its inputs, its figures); a stored config names that file, so rerun reads it only "
+                  f"when you say so: gradlab rerun {run_id} --trust-data")
+        print(f"gradlab: rerun of {run_id} reads data.path={cfg.data.path!r} (--trust-data)", file=sys.stderr)
     cfg.tracking.skip_finished = False  # a rerun runs, even where the original had resumed a sweep
     from gradlab.record import Job, Origin
 
-    record(Job(cfg, [], {"gradlab.rerun_of": args[0]}), Origin(cfg.tracking.experiment))
+    record(Job(cfg, [], {"gradlab.rerun_of": run_id}), Origin(cfg.tracking.experiment))
     return 0
 
 
@@ -187,7 +202,7 @@ Commands
   gradlab [KEY=VALUE ...]          one run: train, evaluate, record (gradlab optimizer=adam optimizer.lr=0.1)
   gradlab -m KEY=A,B ...           a sweep: one parent run, a child run per job
   gradlab -m -cd sweeps -cn NAME   a sweep file from sweeps/ (make sweep SWEEP=NAME)
-  gradlab rerun RUN_ID             run a logged run's exact config again
+  gradlab rerun RUN_ID             run a logged run's exact config again (--trust-data: read the file it names)
   gradlab reap [--dry-run]         mark runs whose process died hard as KILLED
   gradlab ui [--port N]            the MLflow UI on the store, with the URLs of its runs views
   gradlab --cfg job                print the composed config
@@ -206,6 +221,7 @@ Runs go to {tracking_uri()} (MLFLOW_TRACKING_URI overrides it).
 
 def main() -> None:
     timings.stamp("main")
+    safe.guard_output()  # what a store, a server or a library says: no escape sequence, no password
     argv = sys.argv[1:]
     if argv and argv[0] in ("--help", "-h"):
         print(help_text())

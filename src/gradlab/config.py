@@ -737,6 +737,36 @@ def from_container(d: dict) -> Config:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
 
 
+MAX_STORED_CONFIG = 1 << 20  # bytes of a stored config.yaml gradlab reads (its own are about 2 KB)
+
+
+def stored_yaml(raw: bytes, where: str) -> dict:
+    """A stored config.yaml's mapping, read as data: UTF-8, plain YAML (no tags such as
+    !!python/object, which name code; no aliases, which a few lines can make expand to
+    gigabytes: gradlab writes neither), at most MAX_STORED_CONFIG bytes. DataError otherwise,
+    in one line naming `where`."""
+    import yaml
+
+    if len(raw) > MAX_STORED_CONFIG:
+        raise DataError(f"{where} holds {len(raw):,} bytes, more than the {MAX_STORED_CONFIG:,} gradlab reads of a config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where} is not UTF-8 text (byte {e.start}); it is not a config gradlab wrote") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for event in yaml.parse(text, Loader=loader):  # events only: an alias is seen, never expanded
+            if isinstance(event, yaml.AliasEvent):
+                raise DataError(f"{where} holds a YAML alias (*{event.anchor}); gradlab writes none and reads none")
+        d = yaml.load(text, Loader=loader)  # safe: plain types only, a tag naming code is an error
+    except yaml.YAMLError as e:
+        first = " ".join(str(e).split())
+        raise DataError(f"{where} is not a config gradlab can read: {first[:300]}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{where} holds a {type(d).__name__}, not a config (a mapping of groups)")
+    return d
+
+
 def _refuse_interpolations(d, prefix: str = "") -> None:
     for key, value in (d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) else ()):
         name = f"{prefix}{key}"
