@@ -212,15 +212,25 @@ def test_a_diverging_trial_is_a_result_and_the_study_goes_on(cli, temp_store):
     assert parent.info.status == "FINISHED" and parent.data.tags["gradlab.study.best_params"] == "optimizer.lr=0.001"
 
 
-def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store):
+def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store, monkeypatch):
+    from gradlab import training
+
+    fit = training.fit
+
+    def crashing(s, *args, **kw):  # a failure no check before the search can foresee (every value is checked)
+        if any(c.optimizer.lr == 0.02 for c in s.cfgs):
+            raise RuntimeError("injected: the trial's training crashed")
+        return fit(s, *args, **kw)
+
+    monkeypatch.setattr(training, "fit", crashing)
     code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_jobs=1",
-                       "optimizer.lr=choice(0.01,-1.0)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=false")
+                       "optimizer.lr=choice(0.01,0.02)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=false")
     assert code == 1, err
-    assert "optimizer.lr=-1.0" in err and "more than hydra.sweeper.max_failure_rate=0" in err
+    assert "injected" in err and "more than hydra.sweeper.max_failure_rate=0" in err
     (parent,), _ = runs_of(temp_store, "optuna_lr_momentum")
     assert parent.info.status == "FAILED" and "the search stopped" in parent.data.tags["gradlab.error.message"]
     failed = [t for t in study_of(parent).trials if t.state == TrialState.FAIL]
-    assert [t.params["optimizer.lr"] for t in failed] == [-1.0] and failed[0].user_attrs[search.FAILED]
+    assert [t.params["optimizer.lr"] for t in failed] == [0.02] and failed[0].user_attrs[search.FAILED]
 
 
 def test_a_sweeper_that_crashes_before_any_trial_fails_its_parent(cli, temp_store, monkeypatch):

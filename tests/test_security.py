@@ -166,3 +166,13 @@ def test_a_run_name_that_is_a_formula_is_text_in_every_csv(name):
     for text in (compare._csv(pd.DataFrame({"run_name": [name], "x": [1.0]})), ranking.csv_text([{"run_name": name, "x": 1.0}])):
         cell = text.splitlines()[1] if "\r" not in name and "\n" not in name else text.split("\n", 1)[1]
         assert cell.lstrip('"').startswith("'"), text
+
+
+def test_a_tracking_error_masks_passwords_and_shows_escapes_from_python_too():
+    from gradlab.tracking import TrackingError
+
+    e = TrackingError("cannot use the tracking store http://u:hunter2@h:5000/: server said \x1b[2J<b>no</b>")
+    assert "hunter2" not in str(e) and "u:***@h:5000" in str(e) and "\x1b" not in str(e) and "\\x1b[2J" in str(e)
+    import pickle
+
+    assert str(pickle.loads(pickle.dumps(e))) == str(e)  # as it crosses from the recorder

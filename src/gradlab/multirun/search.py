@@ -378,7 +378,8 @@ def _too_many_failures(study, rate: float) -> str | None:
 def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str, str]:
     """Where the study is, its trials' fates, its best trial."""
     states = [t.state for t in finished(study)]
-    tags = {"gradlab.study": name, "gradlab.study.storage": safe.uri(storage),  # no password in a shared store "gradlab.study.params": " ".join(study_params),
+    tags = {"gradlab.study": name, "gradlab.study.storage": safe.uri(storage),  # no password in a shared store
+            "gradlab.study.params": " ".join(study_params),
             **{f"gradlab.study.{s.name.lower()}": str(states.count(s)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)]
     if complete:

@@ -56,7 +56,14 @@ INPUT_ATTEMPTS = 5  # log_inputs, when a concurrent writer inserts the same data
 
 
 class TrackingError(RuntimeError):
-    """The store cannot be used as configured; the message says what to do."""
+    """The store cannot be used as configured; the message says what to do. It may quote a URI
+    or a server's reply: its passwords are masked and its escape sequences shown (gradlab.safe),
+    from the Python API as from the command line."""
+
+    def __init__(self, message: str = ""):
+        from gradlab import safe
+
+        super().__init__(safe.message(message))
 
 
 # ------------------------------------------------------------------------- which store
