@@ -99,11 +99,54 @@ def test_mistakes_raise_typed_exceptions_with_the_clis_message(temp_store):
         gradlab.run(optimizer__lr=-1)
     with pytest.raises(OverrideError, match=r"1 of 2 jobs have bad values; nothing was run:\n  \[optimizer.lr=-1\]"):
         gradlab.sweep({"optimizer.lr": [0.1, -1]})
-    with pytest.raises(OverrideError, match=r"no sweep 'nosuch' in .*; there are: .*lr_scale_optimizer"):
+    with pytest.raises(OverrideError, match=r"no sweep 'nosuch' in .*sweeps; the sweeps are .*lr_scale_optimizer"):
         gradlab.sweep("nosuch")
     assert isinstance(OverrideError("x"), ConfigError)
     r = gradlab.run(*SMALL)  # and the process goes on
     assert r.outcome == "completed"
+
+
+SAME_MESSAGE = [  # what the CLI explains, the API raises in the same words
+    ["optimizer.lrr=0.1"], ["model=himmelblau"], ["model.name=beale"], ["optimizer=adam", "optimizer.momentum=0.9"],
+    ["+optimizer.foo=1"], ["train.epochs=ten"], ["optimizer.lr=abc"], ["data=csv"], ["optimizer.lr=[1,2]"],
+    ["optimizer.lr=1", "optimizer.lr=0.1,0.2"],
+]
+
+
+@pytest.mark.parametrize("args", SAME_MESSAGE, ids=" ".join)
+def test_a_mistake_raises_the_clis_own_line_as_a_typed_exception(cli, args):
+    code, _, err = cli(*args, "train.epochs=2") if not any(a.startswith("train.epochs") for a in args) else cli(*args)
+    assert code == 2 and err.startswith("gradlab: error: ") and err.count("\n") == 1, err
+    line = err.removeprefix("gradlab: error: ").strip()
+    with pytest.raises(ConfigError) as raised:
+        gradlab.run(*args, **({} if any(a.startswith("train.epochs") for a in args) else {"train__epochs": 2}))
+    assert str(raised.value) == line.replace("\\'", "'")  # Hydra quotes its example for a shell on the CLI only
+    if args[0].startswith("model=") or args[0].startswith("model.name"):
+        assert "the options are" in line and "linear" in line
+
+
+@pytest.mark.parametrize("call,args,words", [
+    ("run", (42,), ["gradlab.run: an override is a string KEY=VALUE, not int 42"]),
+    ("run", (["optimizer=adam"],), ["not list"]),
+    ("sweep", (123,), ["gradlab.sweep: the grid is a dict", "not int 123"]),
+    ("sweep", (None,), ["not NoneType None"]),
+    ("sweep", ({"optimizer.lr": [0.1]}, 5), ["gradlab.sweep: an override is a string KEY=VALUE, not int 5"]),
+    ("sweep", ({"optimizer.lr": []},), ["the grid's 'optimizer.lr'", "at least one value"]),
+])
+def test_an_argument_of_the_wrong_type_is_a_typed_error_that_says_what_works(temp_store, call, args, words):
+    from gradlab.options import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError) as raised:
+        getattr(gradlab, call)(*args)
+    assert isinstance(raised.value, TypeError) and isinstance(raised.value, ConfigError)
+    for w in words:
+        assert w in str(raised.value)
+    assert "e.g. gradlab." in str(raised.value)
+
+
+def test_model_name_naming_no_model_is_a_config_error(temp_store):
+    with pytest.raises(ConfigError, match=r"model.name='beale' is not allowed: no such model; the options are bowl, "):
+        gradlab.run(model__name="beale")
 
 
 def interrupt_once_training(temp_store):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import CONF, ROOT, compose
 from gradlab import data, devices, gradients, models, optim, schedules
-from gradlab.config import SCHEMAS
+from gradlab.config import SCHEMAS, builders
 
 GROUPS = ["data", "model", "grad", "optimizer", "device", "schedule"]
 DESIGN_OPTIONS = {
@@ -37,6 +37,7 @@ def test_yaml_options_schemas_and_registries_match(group):
                 "optimizer": optim.OPTIMIZERS, "device": devices.DEVICES, "schedule": schedules.SCHEDULES}[group]
     # every option's `name` is a builder's key, and every builder has an option
     assert {getattr(compose(f"{group}={o}"), group).name for o in options(group)} == set(registry)
+    assert builders(group) == sorted(registry)  # what validate lets a <group>.name hold
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in sorted(options(g))])
@@ -150,8 +151,33 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["schedule=plateau", "schedule.factor=1"], 2, ["schedule.factor=1.0", "(0, 1)"]),
     (["schedule=plateau", "schedule.patience=-1"], 2, ["schedule.patience=-1", ">= 0"]),
     (["schedule=cosine", "schedule.gamma=0.5"], 2, ["schedule.gamma: not a key of schedule=cosine; the keys are T_max, eta_min"]),
-    (["device.name=cuda:7"], 2, ["device.name='cuda:7'", "no such device", "device=cpu|cuda|mps|auto|numpy", "CUDA_VISIBLE_DEVICES"]),
+    (["device.name=cuda:7"], 2, ["device.name='cuda:7'", "no such device; the options are auto, cpu, cuda, mps, numpy",
+                                 "CUDA_VISIBLE_DEVICES"]),
     (["-m", "-cd", "/nonexistent-folder", "-cn", "seeds"], 2, ["'/nonexistent-folder' not found", "-cd sweeps"]),
+    (["-m", "hydra/launcher=batched", "hydra.launcher.max_batch=0", "optimizer.lr=0.1,0.2"], 2,
+     ["hydra.launcher.max_batch=0 is out of range: at least 1"]),
+    (["-m", "hydra/launcher=batched", "hydra.launcher.max_batch=-1", "optimizer.lr=0.1,0.2"], 2,
+     ["hydra.launcher.max_batch=-1 is out of range: at least 1"]),
+    # every seed fits in 64 bits (torch's generators take no more); train.epochs fits a metric exactly
+    (["train.seed=18446744073709551616"], 2, ["train.seed=18446744073709551616", "-2^63 and 2^63 - 1"]),
+    (["train.seed=9223372036854775808"], 2, ["train.seed=9223372036854775808", "-2^63 and 2^63 - 1"]),
+    (["data=line", "data.seed=-9223372036854775809"], 2, ["data.seed=-9223372036854775809", "-2^63 and 2^63 - 1"]),
+    (["data.split_seed=9223372036854775808"], 2, ["data.split_seed=9223372036854775808", "2^63 - 1"]),
+    (["train.epochs=9223372036854775808"], 2, ["train.epochs=9223372036854775808", "at most 2^53"]),
+    (["model=mlp", "data=teacher", "model.hidden=1000000000"], 2, ["model.hidden=1000000000", "GiB", "memory",
+                                                                    "at most about"]),
+    (["model=mlp", "data=teacher", "data.hidden=1000000000"], 2, ["data.hidden=1000000000", "GiB", "memory"]),
+    (["data.scale_factor=1e308"], 2, ["data.scale_factor=1e+308", "beyond what train.dtype=float32 holds"]),
+    (["data.scale_factor=1e39"], 2, ["data.scale_factor=1e+39", "beyond what train.dtype=float32 holds"]),
+    (["optimizer=lbfgs", "optimizer.history_size=1000000000000"], 2, ["optimizer.history_size=1000000000000", "at most"]),
+    # <group>.name is checked as <group>= is: the field, the value and the options, one line
+    (["model.name=beale"], 2, ["model.name='beale' is not allowed: no such model; the options are bowl, linear, "
+                               "linear_nobias, mlp, nn_linear, parameter_module, quadratic, rosenbrock"]),
+    (["data.name=foo"], 2, ["data.name='foo'", "no such data; the options are bias_column, csv, doubling, "]),
+    (["grad.name=x"], 2, ["grad.name='x'", "no such grad; the options are analytic, autograd, finite_difference"]),
+    (["schedule.name=x"], 2, ["schedule.name='x'", "no such schedule; the options are constant, cosine, "]),
+    (["optimizer.name=sgd_momentum"], 2, ["optimizer.name='sgd_momentum'", "no such optimizer; the options are adadelta, "]),
+    (["model.name=mlp"], 2, ["model.name='mlp'", "has keys (MLPConfig) this model's (ModelConfig) lacks", "choose it with model=mlp"]),
 ]
 # An absent device is refused with what works; where the device exists, the case does not apply.
 import torch  # noqa: E402
@@ -181,6 +207,8 @@ def test_bad_input_is_refused_clearly_and_records_nothing(cli, runs, args, code,
     ("a,b,y\n1,2,3\n2,3\n", ["line 3 has 2 cells", "header has 3"]),
     ("x,x,y\n1,2,3\n2,3,5\n", ["'x' appears 2 times in the header", "rename"]),
     ('a,b,y\n1,2,3\n"4\n5",3,5\n', ["line 4", "column 'a'", "not a number"]),  # a quoted cell across lines is one cell
+    (",\n1,2\n3,4\n", ["the header (line 1) names no column", "name each column"]),
+    ("x,\n1,2\n3,4\n", ["column 2 of the header has no name", "name each column"]),
 ])
 def test_bad_csv_names_the_row_and_column(cli, runs, csv_file, content, words):
     code, _, err = cli("data=csv", f"data.path={csv_file(content)}", "data.val_fraction=null", "train.epochs=2")
@@ -209,6 +237,8 @@ def test_a_csv_path_that_is_a_folder_or_unreadable_is_refused_by_what_it_is(cli,
 @pytest.mark.parametrize("args,words", [
     (["data.target=zzz"], ["data.target='zzz' is not a column", "['a', 'b', 'y']"]),
     (["data.inputs=[a,zzz]"], ["data.inputs names ['zzz']"]),
+    (["data.inputs=[a,a]"], ["data.inputs names 'a' 2 times", "list each column once"]),
+    (["data.target=y", "data.inputs=[a,b,a]"], ["data.inputs names 'a' 2 times"]),
     (["data.path=/no/such/file.csv"], ["data.path='/no/such/file.csv'", "no such file"]),
 ])
 def test_bad_csv_settings(cli, runs, csv_file, args, words):

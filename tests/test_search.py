@@ -143,6 +143,43 @@ def test_a_bad_search_is_refused_before_any_run_exists(cli, temp_store):
     assert not store_made(temp_store) or runs_of(temp_store, "optuna_lr_momentum") == ([], [])
 
 
+BAD_SEARCHES = [  # (the sweep's overrides, the words of its one line): each refused before any run exists
+    (["optimizer.lr=interval(1,0)"], ["hydra.sweeper.params.optimizer.lr='interval(1,0)'", "its low end 1 is above its high end 0"]),
+    (["optimizer.lr=tag(log,interval(-1,1))"], ["optimizer.lr='tag(log,interval(-1,1))'", "a log scale needs a low end > 0"]),
+    (["train.seed=range(1,10,0)"], ["hydra.sweeper.params.train.seed='range(1,10,0)'", "its step must be > 0"]),
+    (["train.seed=range(10,1)"], ["train.seed='range(10,1)'", "its low end 10 is above its high end 1"]),
+    (["optimizer.lr=interval(1e-4, inf)"], ["optimizer.lr='interval(1e-4, inf)'", "ends must be finite numbers"]),
+    (["optimizer.lr=choice(0.1,abc)"], ["a trial [optimizer.lr=abc", "cannot run", "optimizer.lr: Value 'abc'"]),
+    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.storage=postgresql://u:secret@127.0.0.1:1/db"],
+     ["hydra.sweeper.storage='postgresql://u:***@127.0.0.1:1/db'", "cannot be opened"]),
+    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.storage=/proc/version"],
+     ["hydra.sweeper.storage='/proc/version'", "cannot be opened"]),
+    (["optimizer.lr=0.1"], ["nothing to search"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD_SEARCHES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_a_bad_search_space_or_storage_is_one_line_before_any_run(cli, temp_store, args, words):
+    code, out, err = cli("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "train.epochs=2", *args)
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for w in words:
+        assert w in err
+    assert "secret" not in out + err
+    assert not store_made(temp_store) or runs_of(temp_store, "default") == ([], [])
+
+
+def test_the_hint_of_nothing_to_search_is_an_override_that_works(cli, temp_store):
+    import re
+    import shlex
+
+    code, _, err = cli("-m", "hydra/sweeper=optuna", "optimizer.lr=0.1")
+    assert code == 2
+    hint = re.search(r"e\.g\. (.*?)(?: on the command line|$)", err.strip()).group(1)
+    code, _, err = cli("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "train.epochs=2", *shlex.split(hint))
+    assert code == 0, err
+
+
 def test_a_seeded_search_is_reproducible(cli, temp_store):
     args = ["-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
             "train.epochs=200", "tracking.plots=false"]
@@ -175,15 +212,25 @@ def test_a_diverging_trial_is_a_result_and_the_study_goes_on(cli, temp_store):
     assert parent.info.status == "FINISHED" and parent.data.tags["gradlab.study.best_params"] == "optimizer.lr=0.001"
 
 
-def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store):
+def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store, monkeypatch):
+    from gradlab import training
+
+    fit = training.fit
+
+    def crashing(s, *args, **kw):  # a failure no check before the search can foresee (every value is checked)
+        if any(c.optimizer.lr == 0.02 for c in s.cfgs):
+            raise RuntimeError("injected: the trial's training crashed")
+        return fit(s, *args, **kw)
+
+    monkeypatch.setattr(training, "fit", crashing)
     code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_jobs=1",
-                       "optimizer.lr=choice(0.01,-1.0)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=false")
+                       "optimizer.lr=choice(0.01,0.02)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=false")
     assert code == 1, err
-    assert "optimizer.lr=-1.0" in err and "more than hydra.sweeper.max_failure_rate=0" in err
+    assert "injected" in err and "more than hydra.sweeper.max_failure_rate=0" in err
     (parent,), _ = runs_of(temp_store, "optuna_lr_momentum")
     assert parent.info.status == "FAILED" and "the search stopped" in parent.data.tags["gradlab.error.message"]
     failed = [t for t in study_of(parent).trials if t.state == TrialState.FAIL]
-    assert [t.params["optimizer.lr"] for t in failed] == [-1.0] and failed[0].user_attrs[search.FAILED]
+    assert [t.params["optimizer.lr"] for t in failed] == [0.02] and failed[0].user_attrs[search.FAILED]
 
 
 def test_a_sweeper_that_crashes_before_any_trial_fails_its_parent(cli, temp_store, monkeypatch):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from gradlab import signals
-from gradlab.options import OverrideError
+from gradlab.options import ArgumentTypeError, OverrideError
 
 SWEEP_FILES = Path(__file__).resolve().parents[2] / "sweeps"
 # Optuna imports tqdm.auto, which warns in Jupyter without ipywidgets; gradlab shows no tqdm bars.
@@ -77,6 +77,7 @@ def run(*overrides: str, **settings) -> RunResult:
     from gradlab import describe
     from gradlab.record import Job, Origin, record
 
+    _strings("gradlab.run", overrides, "gradlab.run('optimizer=adam', optimizer__lr=0.1)")
     args = [*overrides, *(f"{k.replace('__', '.')}={_value(v)}" for k, v in _code_settings(settings).items())]
     cfg, recipe = compose(args)
     cfg.tracking.skip_finished = False  # a call asks for a run and its result: it always trains
@@ -96,6 +97,7 @@ def compose(overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
 
     from gradlab.config import register_configs, to_typed, validate
+    from gradlab.explain import COMPOSITION_ERRORS, explain
     from gradlab.tracking import project_root
 
     register_configs()
@@ -103,8 +105,8 @@ def compose(overrides: list[str]):
     try:
         with initialize_config_dir(str(project_root() / "conf"), version_base="1.3"):
             cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
-    except Exception as e:  # noqa: BLE001 - Hydra's composition errors: a bad key or option, said in one line
-        raise OverrideError(_first_line(e)) from None
+    except COMPOSITION_ERRORS as e:  # a bad key, option or value: the CLI's line (gradlab.explain)
+        raise OverrideError(explain(e, list(overrides))) from None
     recipe = cfg.hydra.runtime.choices.get("experiment")
     from omegaconf import open_dict
 
@@ -172,6 +174,16 @@ def sweep(grid: dict | str | list[str], *overrides: str, launcher: str = "batche
     key, option or value), ConfigError or TrackingError."""
     from gradlab.multirun.run import run_sweep
 
+    if not isinstance(grid, (dict, str, list, tuple)):
+        raise ArgumentTypeError(f"gradlab.sweep: the grid is a dict {{key: [values]}}, sweep strings or a sweep file's "
+                                f"name, not {type(grid).__name__} {grid!r}; e.g. gradlab.sweep({{'optimizer.lr': [0.01, 0.1]}})")
+    if isinstance(grid, (list, tuple)):
+        _strings("gradlab.sweep", grid, "gradlab.sweep(['optimizer=gd,adam', 'optimizer.lr=0.01,0.1'])")
+    _strings("gradlab.sweep", overrides, "gradlab.sweep({'optimizer.lr': [0.01, 0.1]}, 'train.epochs=500')")
+    for key, values in (grid.items() if isinstance(grid, dict) else ()):
+        if not isinstance(key, str) or (isinstance(values, (list, tuple)) and not values):
+            raise ArgumentTypeError(f"gradlab.sweep: the grid's {key!r}: keys are strings and each has at least one "
+                                    "value; e.g. gradlab.sweep({'optimizer.lr': [0.01, 0.1]})")
     config_dir, config_name, args = _sweep_args(grid)
     args = [*args, *overrides]
     if not any(a.startswith(("hydra/launcher=", "hydra.launcher")) for a in args) and launcher:
@@ -197,10 +209,7 @@ def _sweep_args(grid) -> tuple[str | None, str, list[str]]:
         return None, "config", [f"{k}={','.join(_value(v) for v in (vs if isinstance(vs, (list, tuple)) else [vs]))}"
                                 for k, vs in grid.items()]
     items = [grid] if isinstance(grid, str) else list(grid)
-    if len(items) == 1 and "=" not in items[0]:  # a sweep file's name
-        if not (SWEEP_FILES / f"{items[0]}.yaml").exists():
-            names = ", ".join(sorted(p.stem for p in SWEEP_FILES.glob("*.yaml")))
-            raise OverrideError(f"no sweep {items[0]!r} in {SWEEP_FILES}; there are: {names}")
+    if len(items) == 1 and "=" not in items[0]:  # a sweep file's name (one that is not there: the CLI's line)
         return str(SWEEP_FILES), items[0], []
     return None, "config", items
 
@@ -249,6 +258,14 @@ def _code_settings(settings: dict) -> dict:
     return out
 
 
+def _strings(call: str, overrides, example: str) -> None:
+    """Overrides are strings, one per argument: anything else is said with what would work."""
+    for o in overrides:
+        if not isinstance(o, str):
+            raise ArgumentTypeError(f"{call}: an override is a string KEY=VALUE, not {type(o).__name__} {o!r}; "
+                                    f"e.g. {example}")
+
+
 def _value(v) -> str:
     """A Python value as Hydra's override grammar reads it; a class or function (your code, for
     model.target) as the name gradlab imports it by."""
@@ -263,11 +280,6 @@ def _value(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(_value(x) for x in v) + "]"
     return str(v)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @contextlib.contextmanager

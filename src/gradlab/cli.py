@@ -1,7 +1,7 @@
 """The `gradlab` command: Hydra composes the config, `record` trains and records it.
 
     gradlab [overrides...]            one run (Hydra overrides; -m for a multirun; --cfg job prints)
-    gradlab rerun RUN_ID [--trust-code]  run a logged run's exact config again (one naming code: trusted)
+    gradlab rerun RUN_ID [--trust-code] [--trust-data]  run a logged run's exact config again (code or a file it names: trusted)
     gradlab reap [--dry-run]          mark runs whose process died hard (SIGKILL) as KILLED
     gradlab ui [--port N]             the MLflow UI on the store, with the URLs of its runs views
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from gradlab import signals, timings
+from gradlab import safe, signals, timings
 from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
 from gradlab.record import record
 from gradlab.tracking import REGISTRY, TrackingError, project_root
@@ -121,31 +121,43 @@ def _errors_raised():
 
 
 def rerun(args: list[str]) -> int:
-    """Run a logged run's resolved config.yaml again, into the same experiment. A config that
-    names code (model.target) runs only with --trust-code: a shared store must not make whoever
-    reruns a run import code that someone else's config points at."""
-    trust = "--trust-code" in args
-    rest = [a for a in args if a != "--trust-code"]
-    if len(rest) != 1 or rest[0].startswith("-"):
-        _fail("usage: gradlab rerun RUN_ID [--trust-code]   (the run id is on the run's page in the UI, or in the summary)")
-    run_id = rest[0]
+    """Run a logged run's resolved config.yaml again, into the same experiment. The config comes
+    from a store, which others may write: it is read as plain data; code it names (model.target,
+    train.loss_target) is imported only with --trust-code, a file it names (data.path) read only
+    with --trust-data."""
+    flags = {"--trust-code", "--trust-data"}
+    ids = [a for a in args if a not in flags]
+    if len(ids) != 1 or ids[0].startswith("-"):
+        _fail("usage: gradlab rerun RUN_ID [--trust-code] [--trust-data]   (the run id is on the run's page in the UI, "
+              "or in the summary; --trust-code: import the code its config names; --trust-data: read the data file "
+              "it names)")
+    from gradlab.config import MAX_STORED_CONFIG, CsvDataConfig, stored_yaml
     from gradlab.tracking import Store, query
 
+    run_id = ids[0]
     store = Store()
-    text = query.artifact_text(store, run_id, "config.yaml")
+    raw = query.artifact_bytes(store, run_id, "config.yaml", limit=MAX_STORED_CONFIG)
     try:
-        cfg = from_container(OmegaConf.to_container(OmegaConf.create(text)))
-    except (OmegaConfBaseException, KeyError, TypeError) as e:
+        cfg = from_container(stored_yaml(raw, f"the config.yaml of run {run_id}"))
+    except (OmegaConfBaseException, KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, (ConfigError, DataError)):
+            raise
         _fail(f"the config.yaml of run {run_id} does not fit this version of gradlab ({e}); "
               "check out the commit in its gradlab.git.commit tag and rerun from there")
     code = {k: v for k, v in (("model.target", getattr(cfg.model, "target", None)),
                               ("train.loss_target", cfg.train.loss_target)) if v}
-    if code and not trust:
+    if code and "--trust-code" not in args:
         named = ", ".join(f"{k}={v!r}" for k, v in code.items())
         _fail(f"run {run_id} imports code, {named}; rerun it with --trust-code if you trust "
               "that code (a stored config is data, and gradlab imports nothing it names unasked)")
     if code:
         _say_if_changed(query.run(store, run_id))
+    if isinstance(cfg.data, CsvDataConfig) and cfg.data.path:
+        if "--trust-data" not in args:
+            _fail(f"run {run_id}'s config reads data.path={cfg.data.path!r} as you, and what it reads lands "
+                  f"in the store (its inputs, its figures); a stored config names that file, so rerun reads it only "
+                  f"when you say so: gradlab rerun {run_id} --trust-data")
+        print(f"gradlab: rerun of {run_id} reads data.path={cfg.data.path!r} (--trust-data)", file=sys.stderr)
     cfg.tracking.skip_finished = False  # a rerun runs, even where the original had resumed a sweep
     from gradlab.record import Job, Origin
 
@@ -212,7 +224,8 @@ Commands
   gradlab [KEY=VALUE ...]          one run: train, evaluate, record (gradlab optimizer=adam optimizer.lr=0.1)
   gradlab -m KEY=A,B ...           a sweep: one parent run, a child run per job
   gradlab -m -cd sweeps -cn NAME   a sweep file from sweeps/ (make sweep SWEEP=NAME)
-  gradlab rerun RUN_ID [--trust-code]  run a logged run's exact config again (--trust-code: one that names code)
+  gradlab rerun RUN_ID             run a logged run's exact config again (--trust-code: its model.target or
+                                   train.loss_target imported; --trust-data: its data.path read)
   gradlab reap [--dry-run]         mark runs whose process died hard as KILLED
   gradlab ui [--port N]            the MLflow UI on the store, with the URLs of its runs views
   gradlab --cfg job                print the composed config
@@ -231,6 +244,7 @@ Runs go to {tracking_uri()} (MLFLOW_TRACKING_URI overrides it).
 
 def main() -> None:
     timings.stamp("main")
+    safe.guard_output()  # what a store, a server or a library says: no escape sequence, no password
     argv = sys.argv[1:]
     if argv and argv[0] in ("--help", "-h"):
         print(help_text())

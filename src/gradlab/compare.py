@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradlab import convergence, ranking, report_search
+from gradlab import convergence, ranking, report_search, safe
 from gradlab.tracking import Store, TrackingError, masked, query
 from gradlab.tracking.store import folder_name
 from gradlab.tracking.query import RunRecord
@@ -408,8 +408,10 @@ def _time_per_epoch(df: pd.DataFrame):
 
 # --------------------------------------------------------------------------------- run
 def report(store: Store, experiment: str | None = None, parent: str | None = None, everything: bool = False,
-           out: str | Path | None = None, threshold: float | None = None) -> Path:
-    """Build the report, write it to `out`, log it to the parent run; returns the folder."""
+           out: str | Path | None = None, threshold: float | None = None, storage: str | None = None) -> Path:
+    """Build the report, write it to `out`, log it to the parent run; returns the folder. A
+    search's importances come from its study in `storage`, else in the journal beside this
+    store (never from a storage that only the store's tags name)."""
     name, prun, df = select(store, experiment, parent, everything)
     axes = swept(df)
     cur = curves(store, df)
@@ -427,7 +429,7 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     comparisons = ranking.significance(runs) if replicated else []
     if search:
         tabs["best"] = tabs["ranking"].head(5).drop(columns="rank")
-    found = report_search.importances(prun) if search else {}  # Optuna's evaluator, once: figure and summary
+    found = report_search.importances(prun, storage) if search else {}  # Optuna's evaluator, once: figure and summary
     figs = report_search.figures(df, cur, prun, found) if search else figures(df, cur, axes, threshold)
 
     folder = Path(out) if out else Path("reports") / folder_name(name)
@@ -440,7 +442,7 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     md = [f"# Comparison: {name}", "", f"{len(df)} runs from {source}: {counts}.", "",
           f"Swept: {', '.join(axes) or 'nothing'}. {ranking.describe_objective(runs)}",
           *([f"Threshold for time-to-threshold: training loss <= {threshold:.4g}."] if math.isfinite(threshold) else []), "",
-          *(_search_lines(prun, found) if search else []),
+          *(_search_lines(prun, found, storage) if search else []),
           *(["## Best against the runner-up", "", *(c.sentence(len(comparisons)) for c in comparisons), ""] if comparisons else []),
           "## " + best_title, "", markdown(tabs["best"]),
           *(["## Configurations (seeds together)", "", markdown(tabs["configurations"])] if replicated else []),
@@ -462,20 +464,20 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
 
 
 def _csv(df: pd.DataFrame) -> str:
-    """A table as CSV; text that a spreadsheet would run as a formula (=, +, -, @ first) gets a
-    leading apostrophe: run names and overrides come from users' configs and a shared store."""
-    def safe(v):
-        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
-
-    return df.map(safe).to_csv(index=False)
+    """A table as CSV, each text cell through safe.cell: run names and overrides come from users'
+    configs and a shared store."""
+    return df.map(safe.cell).to_csv(index=False)
 
 
-def _search_lines(prun, imp: dict[str, float]) -> list[str]:
+def _search_lines(prun, imp: dict[str, float], storage: str | None = None) -> list[str]:
     """What the study says of itself: its best trial, its trials' fates, the importances."""
     if prun is None or not prun.tag("study"):
         return []
     fates = ", ".join(f"{prun.tag('study.' + s)} {s}" for s in ("complete", "pruned", "fail") if prun.tag("study." + s))
-    lines = [f"Search: Optuna study {prun.tag('study')!r} in {prun.tag('study.storage')} ({fates})."]
+    lines = [f"Search: Optuna study {safe.text(prun.tag('study'))!r} in {safe.uri(safe.text(prun.tag('study.storage')))} ({fates})."]
+    untouched = report_search.study_storage(prun, storage)
+    if untouched:
+        lines.append(untouched)
     if prun.tag("study.best_trial"):
         lines.append(f"Best trial {prun.tag('study.best_trial')}: {prun.tag('study.best_params')} -> "
                      f"{float(prun.tag('study.best_value')):.6g}.")
@@ -491,13 +493,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--all", action="store_true", help="every run of the experiment, not only the latest sweep's")
     p.add_argument("--out", "-o", help="folder for the report (default: reports/<experiment>)")
     p.add_argument("--threshold", type=float, help="training loss for time-to-threshold (default: 1.05 × the best reachable)")
+    p.add_argument("--storage", help="a search's Optuna storage, for its importances (default: the journal beside "
+                   "the MLflow store; a storage that only the store's tags name is never opened)")
     a = p.parse_args(argv)
+    safe.guard_output()  # names from a shared store: no escape sequence reaches the terminal
     import matplotlib
 
     matplotlib.use("Agg")  # files only; from a notebook (gradlab.api) the figures stay inline
     try:
         store = Store()
-        folder = report(store, a.experiment, a.parent, a.all, a.out, a.threshold)
+        folder = report(store, a.experiment, a.parent, a.all, a.out, a.threshold, a.storage)
     except (CompareError, TrackingError) as e:
         print(f"gradlab-compare: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -425,6 +425,15 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
 }
 
 
+# Options that are another option's builder with other defaults: their `name` is that builder's.
+PRESETS: Dict[str, Dict[str, str]] = {"optimizer": {"sgd_momentum": "sgd"}}
+
+
+def builders(group: str) -> List[str]:
+    """The names a `<group>.name` may hold: the keys of the group's registry (a test holds them equal)."""
+    return sorted(set(SCHEMAS[group]) - set(PRESETS.get(group, {})))
+
+
 def register_configs() -> None:
     """Store the schemas where the YAML files find them: `defaults: [/schema/<group>/<option>@_here_]`
     (a group of their own, so that Hydra's lists of a group's options hold only real options)."""
@@ -478,10 +487,21 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise ConfigError(key, value, f"must be an integer >= {low}")
 
 
+SEED_RANGE = (-2**63, 2**63 - 1)  # torch.Generator.manual_seed's, as a signed 64-bit integer
+MAX_EPOCHS = 2**53  # epochs and steps are recorded as float64 metrics, exact up to 2^53
+
+
+def _seed(key: str, value: int) -> None:
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ConfigError(key, value, "must be an integer between -2^63 and 2^63 - 1 (a 64-bit seed)")
+
+
 def validate(cfg: Config) -> None:
     """Range and pairing checks that the schema types cannot express; raises ConfigError. What
     depends on the objects (a model without data, a device that cannot run a method) is checked
     where they are built (training.setup)."""
+    for group in SCHEMAS:
+        _validate_name(group, getattr(cfg, group))
     _validate_train(cfg.train, cfg.tracking)
     _validate_optimizer(cfg.optimizer)
     _validate_schedule(cfg.schedule, cfg.train)
@@ -489,11 +509,29 @@ def validate(cfg: Config) -> None:
     _validate_data(cfg.data, cfg.train)
 
 
+def _validate_name(group: str, node) -> None:
+    """`<group>.name=X` picks a builder as `<group>=X` picks an option: it must name one, and one
+    whose keys this option's schema has (model.name=mlp on model=linear has no hidden size)."""
+    names = builders(group)
+    if node.name not in names:
+        hint = "; another GPU than the first: CUDA_VISIBLE_DEVICES=N with device=cuda" if group == "device" else ""
+        raise ConfigError(f"{group}.name", node.name, f"no such {group}; the options are {', '.join(names)} "
+                          f"(choose one with {group}=NAME){hint}")
+    schema = SCHEMAS[group][node.name]
+    if not isinstance(node, schema):
+        raise ConfigError(f"{group}.name", node.name, f"{group}={node.name} has keys ({schema.__name__}) this "
+                          f"{group}'s ({type(node).__name__}) lacks; choose it with {group}={node.name}")
+
+
 MAX_EXPERIMENT_NAME = 500  # mlflow.utils.validation's limit on an experiment's name
 
 
 def _validate_train(t: TrainConfig, tracking: TrackingConfig) -> None:
     _at_least("train.epochs", t.epochs, 1)
+    if t.epochs > MAX_EPOCHS:
+        raise ConfigError("train.epochs", t.epochs, "must be at most 2^53 = 9007199254740992 (a run's epochs are "
+                          "recorded as metrics, which hold whole numbers exactly up to there)")
+    _seed("train.seed", t.seed)
     _at_least("train.log_every", t.log_every, 1)
     _at_least("tracking.max_points", tracking.max_points, 2)
     if tracking.experiment is not None and len(tracking.experiment) > MAX_EXPERIMENT_NAME:
@@ -530,6 +568,9 @@ def _validate_optimizer(o: OptimizerConfig) -> None:
     if isinstance(o, LBFGSConfig):
         _at_least("optimizer.history_size", o.history_size, 1)
         _at_least("optimizer.max_iter", o.max_iter, 1)
+        for key in ("history_size", "max_iter", "max_eval"):  # torch keeps them as C integers
+            if (getattr(o, key) or 0) > 2**31 - 1:
+                raise ConfigError(f"optimizer.{key}", getattr(o, key), "must be at most 2^31 - 1 = 2147483647")
     if isinstance(o, LBFGSConfig) and o.line_search_fn not in (None, "strong_wolfe"):
         raise ConfigError("optimizer.line_search_fn", o.line_search_fn, "must be null or strong_wolfe")
 
@@ -632,16 +673,35 @@ def _validate_model(m: ModelConfig, grad: GradConfig, t: TrainConfig) -> None:
 DATA_COPIES = 4
 
 
-def _fits_in_memory(key: str, value: int, n_values: int) -> None:
-    """Refuse a generated dataset this machine cannot hold, before any of it is drawn."""
-    need = n_values * 8 * DATA_COPIES
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise ConfigError(key, value, f"needs about {need / 2**30:,.0f} GiB for its {n_values:,} values, more than "
-                          f"this machine's {have / 2**30:,.0f} GiB of memory; draw fewer samples")
+def memory_bytes() -> int:
+    """This machine's memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fits_in_memory(key: str, value, values_of, fix: str = "draw fewer samples", copies: int = DATA_COPIES) -> None:
+    """Refuse what this machine cannot hold, before any of it is allocated: `values_of(v)` float64
+    values (in `copies`) for `key`=v. One line with the bound: the largest `key` that fits."""
+    def need(v) -> int:
+        return values_of(v) * 8 * copies
+
+    have = memory_bytes()
+    if need(value) <= have:
+        return
+    most = ""
+    if isinstance(value, int) and value > 0:  # values_of grows with v: the largest v that fits
+        low, high = 0, value
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if need(mid) <= have else (low, mid - 1)
+        most = f" ({key} at most about {low:,} here)"
+    raise ConfigError(key, value, f"needs about {need(value) / 2**30:,.0f} GiB for its {values_of(value):,} values, "
+                      f"more than this machine's {have / 2**30:,.0f} GiB of memory; {fix}{most}")
 
 
 def _validate_data(d: DataConfig, t: TrainConfig) -> None:
+    _seed("data.split_seed", d.split_seed)
+    if isinstance(d, (LineDataConfig, TeacherDataConfig)):
+        _seed("data.seed", d.seed)
     if d.val_fraction is not None and not (0.0 < d.val_fraction < 1.0):
         raise ConfigError("data.val_fraction", d.val_fraction, "must be in (0, 1), or null for no validation split")
     if d.scaling is Scaling.factor:
@@ -650,14 +710,16 @@ def _validate_data(d: DataConfig, t: TrainConfig) -> None:
         _validate_stream(d, t)
     if isinstance(d, LineDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
-        _fits_in_memory("data.n_samples", d.n_samples, d.n_samples * 2)
+        fits_in_memory("data.n_samples", d.n_samples, lambda n: n * 2)
         if not d.x_low < d.x_high:
             raise ConfigError("data.x_high", d.x_high, f"must be greater than data.x_low={d.x_low}")
     if isinstance(d, TeacherDataConfig):
         _at_least("data.n_samples", d.n_samples, 1)
         _at_least("data.n_inputs", d.n_inputs, 1)
         _at_least("data.hidden", d.hidden, 1)
-        _fits_in_memory("data.n_samples", d.n_samples, d.n_samples * (d.n_inputs + 1))
+        fits_in_memory("data.n_samples", d.n_samples, lambda n: n * (d.n_inputs + 1))
+        # the teacher's weights and its hidden layer over every sample
+        fits_in_memory("data.hidden", d.hidden, lambda h: h * (d.n_inputs + 2 + d.n_samples), "use a smaller hidden layer")
     if isinstance(d, CsvDataConfig):
         if not d.path:
             raise ConfigError("data.path", d.path, "data=csv needs a file: data.path=/path/to/file.csv")
@@ -724,6 +786,36 @@ def from_container(d: dict) -> Config:
     d = {"schedule": {"name": "constant"}, **d}  # recorded before schedules existed
     base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
+
+
+MAX_STORED_CONFIG = 1 << 20  # bytes of a stored config.yaml gradlab reads (its own are about 2 KB)
+
+
+def stored_yaml(raw: bytes, where: str) -> dict:
+    """A stored config.yaml's mapping, read as data: UTF-8, plain YAML (no tags such as
+    !!python/object, which name code; no aliases, which a few lines can make expand to
+    gigabytes: gradlab writes neither), at most MAX_STORED_CONFIG bytes. DataError otherwise,
+    in one line naming `where`."""
+    import yaml
+
+    if len(raw) > MAX_STORED_CONFIG:
+        raise DataError(f"{where} holds {len(raw):,} bytes, more than the {MAX_STORED_CONFIG:,} gradlab reads of a config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where} is not UTF-8 text (byte {e.start}); it is not a config gradlab wrote") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for event in yaml.parse(text, Loader=loader):  # events only: an alias is seen, never expanded
+            if isinstance(event, yaml.AliasEvent):
+                raise DataError(f"{where} holds a YAML alias (*{event.anchor}); gradlab writes none and reads none")
+        d = yaml.load(text, Loader=loader)  # safe: plain types only, a tag naming code is an error
+    except yaml.YAMLError as e:
+        first = " ".join(str(e).split())
+        raise DataError(f"{where} is not a config gradlab can read: {first[:300]}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{where} holds a {type(d).__name__}, not a config (a mapping of groups)")
+    return d
 
 
 def _refuse_interpolations(d, prefix: str = "") -> None:

@@ -97,9 +97,13 @@ def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | No
     # lists of strings took half a gigabyte.
     reader = csv.reader(io.StringIO(text, newline=""))
     first = next(reader, None)
-    if first is None or not any(cell.strip() for cell in first):
+    if first is None or (not any(cell.strip() for cell in first) and len(first) <= 1):
         raise DataError(f"{where}: the file is empty; expected a header row naming the columns, then data rows")
     header = [c.strip() for c in first]
+    if not any(header):
+        raise DataError(f"{where}: the header (line 1) names no column; name each column in the first row")
+    if "" in header:
+        raise DataError(f"{where}: column {header.index('') + 1} of the header has no name; name each column in the first row")
     inputs, target = _columns(where, header, inputs, target)
     cols = [header.index(c) for c in [*inputs, target]]
     values = array("d")
@@ -122,6 +126,9 @@ def _columns(where: str, header: list[str], inputs: list[str] | None, target: st
     if target not in header:
         raise DataError(f"{where}: data.target={target!r} is not a column; the columns are {header}")
     inputs = [c for c in header if c != target] if inputs is None else list(inputs)
+    twice = [c for c in dict.fromkeys(inputs) if inputs.count(c) > 1]
+    if twice:
+        raise DataError(f"{where}: data.inputs names {twice[0]!r} {inputs.count(twice[0])} times; list each column once")
     missing = [c for c in inputs if c not in header]
     if missing:
         raise DataError(f"{where}: data.inputs names {missing}, not columns of the file; the columns are {header}")

@@ -31,6 +31,7 @@ class Model:
         self.shapes: dict[str, tuple[int, ...]] = {}  # per configuration, as users see them
         self.layout: dict[str, tuple[int, ...]] = {}  # per configuration, as stored (same values, same order)
         self.fan_in: dict[str, int] = {}
+        self.width = 1  # values a forward pass holds per sample, at most (its widest layer)
 
     def forward(self, p, x):
         raise NotImplementedError

@@ -248,6 +248,7 @@ class MLP(Model):
         self.shapes = {"W1": (n_inputs, hidden), "b1": (hidden,), "W2": (hidden,), "b2": ()}
         self.layout = {"W1": (n_inputs, hidden), "b1": (1, hidden), "W2": (hidden, 1), "b2": (1, 1)}
         self.fan_in = {"W1": n_inputs, "b1": n_inputs, "W2": hidden, "b2": hidden}
+        self.width = hidden
 
     def forward(self, p, x):
         h = activate(affine(x, p["W1"], p["b1"]), self.act)

@@ -24,6 +24,11 @@ class OverrideError(ConfigError):
         ValueError.__init__(self, message)
 
 
+class ArgumentTypeError(OverrideError, TypeError):
+    """An argument of gradlab.run or gradlab.sweep of a type it does not take (an override that is
+    not a string): a TypeError, and a ConfigError with the line that says what it takes."""
+
+
 class DataError(ValueError):
     """A user mistake in the data (a file, a row, a column): the message says where and the fix."""
 

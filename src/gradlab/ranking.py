@@ -21,6 +21,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from gradlab import safe
+
 # Outcomes whose final losses are a result to rank ("converged": stores written before it was
 # renamed reached_stop_loss).
 RESULT = ("completed", "reached_stop_loss", "converged")
@@ -481,8 +483,8 @@ def fate(outcome: str, metrics: dict, objective: str, epochs: int) -> tuple[dict
 
 
 def csv_text(records: list[dict]) -> str:
-    """Records as CSV, every column any record has. A text cell that a spreadsheet would run as a
-    formula (=, +, -, @ first) is written with a leading apostrophe: names come from users' configs."""
+    """Records as CSV, every column any record has; each text cell through safe.cell (names come
+    from users' configs and a shared store)."""
     import csv
     import io
 
@@ -491,6 +493,5 @@ def csv_text(records: list[dict]) -> str:
     writer = csv.DictWriter(out, columns, lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else
-                             "" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else safe.cell(v) for k, v in r.items()})
     return out.getvalue()

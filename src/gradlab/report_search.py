@@ -54,13 +54,38 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, parent, found: dict[str, float]
     return out
 
 
-def importances(parent) -> dict[str, float]:
-    """The searched parameters' importances, computed by Optuna from the parent run's study."""
+def importances(parent, storage: str | None = None) -> dict[str, float]:
+    """The searched parameters' importances, computed by Optuna from the parent run's study in
+    the storage the user names (`storage`: gradlab-compare --storage), else in the default
+    journal beside this MLflow store. A storage only the store names is not opened: anyone who
+    can write a shared store could point it at any path or database (study_storage says so)."""
     if parent is None or not parent.tag("study"):
         return {}
     from gradlab.multirun import search
 
-    return search.importances(parent.tag("study"), parent.tag("study.storage"))
+    where = storage or own_storage()
+    if storage is None and parent.tag("study.storage") != where:
+        return {}
+    return search.importances(parent.tag("study"), where)
+
+
+def own_storage() -> str:
+    """The storage a search keeps its study in by default here: the journal beside this store."""
+    from gradlab.multirun.search import default_storage
+    from gradlab.tracking import tracking_uri
+
+    return default_storage(tracking_uri())
+
+
+def study_storage(parent, storage: str | None = None) -> str | None:
+    """Why the importances were left out, when the study is in a storage the user did not name."""
+    named = parent.tag("study.storage") if parent is not None and parent.tag("study") else None
+    if named is None or storage is not None or named == own_storage():
+        return None
+    from gradlab import safe
+
+    return (f"Importance: not computed; the study is in {safe.text(named)}, which only the store names "
+            "(gradlab opens no path or URL a store names): gradlab-compare --storage STORAGE reads it.")
 
 
 def _subplots(*shape, **kw):

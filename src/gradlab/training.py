@@ -68,6 +68,55 @@ def _check_pairing(cfg: Config, backend: Backend, model_cls: type, dataset) -> N
             raise ConfigError("device", "numpy", f"model={cfg.model.name} is a torch.nn.Module; use device=cpu")
 
 
+# Values a parameter is held in while it trains: itself, its gradient, an optimizer's state (two
+# for Adam's kind), the last update; and the activations of a forward and a backward pass.
+PARAM_COPIES, ACTIVATION_COPIES = 6, 4
+
+
+def _fits_in_memory(cfgs: list[Config], model: models.Model, n_samples: int) -> None:
+    """Refuse a model this machine cannot train, before its parameters are drawn: the batch's
+    parameters and their state, and its activations over the training samples (finite
+    differences evaluate 2P+1 parameter sets at once)."""
+    from gradlab.config import fits_in_memory
+
+    cfg = cfgs[0]
+    n_params = sum(math.prod(shape) for shape in model.shapes.values())
+    finite_differences = cfg.grad.name == "finite_difference"
+
+    def values(params: int, width: int) -> int:
+        sets = 2 * params + 1 if finite_differences else 1
+        return len(cfgs) * (params * PARAM_COPIES + sets * (params + n_samples * width * ACTIVATION_COPIES))
+
+    hidden = getattr(cfg.model, "hidden", None)
+    if hidden is not None and hidden > 0:  # the parameters grow with the hidden layer: P(h) = P / hidden * h
+        per_unit = n_params / hidden
+        fits_in_memory("model.hidden", hidden, lambda h: values(math.ceil(per_unit * h), h), "use a smaller hidden layer",
+                       copies=1)
+    else:
+        fits_in_memory("model", cfg.model.name, lambda _: values(n_params, model.width),
+                       "use fewer input columns or samples", copies=1)
+
+
+def _holds(p: data_mod.Prepared, cfg: Config) -> None:
+    """The scaled inputs and the targets must be finite in train.dtype: a factor or a cell that
+    makes them overflow is refused by name, not met as a NaN deep in a solver."""
+    dtype = cfg.train.dtype.value
+    top = float(np.finfo(dtype).max)
+    for what, t in (("inputs", p.x_train), ("inputs", p.x_val), ("targets", p.y_train), ("targets", p.y_val)):
+        if t is None or not len(t):
+            continue
+        largest = float(t.abs().max())
+        if largest <= top:
+            continue
+        beyond = f"makes the largest of the {what} {largest:.3g}, beyond what train.dtype={dtype} holds ({top:.3g})"
+        if what == "inputs" and cfg.data.scaling.value == "factor":
+            raise ConfigError("data.scale_factor", cfg.data.scale_factor, f"{beyond}; pick a smaller factor")
+        if what == "inputs" and cfg.data.scaling.value != "none":
+            raise ConfigError("data.scaling", cfg.data.scaling.value, f"{beyond}; pick another scaling")
+        key, value = ("data.path", cfg.data.path) if cfg.data.name == "csv" else ("data", cfg.data.name)
+        raise ConfigError(key, value, f"{beyond}; use train.dtype=float64, or rescale the data")
+
+
 def _stacked(prepared: list, field: str):
     """One field of every configuration's prepared data, stacked on a leading axis."""
     parts = [getattr(p, field) for p in prepared]
@@ -89,6 +138,10 @@ def setup(*cfgs: Config) -> Setup:
     prepared = [data_mod.prepare(d, c.data) if isinstance(d, data_mod.Dataset) else None for d, c in zip(datasets, cfgs)]
     n_inputs = prepared[0].x_train.shape[1] if prepared[0] else (1 if stream is not None else 0)
     model = models.build(cfg.model, n_inputs)
+    _fits_in_memory(cfgs, model, len(prepared[0].y_train) if prepared[0] else (t.batch_size or 1))
+    for p, c in zip(prepared, cfgs):
+        if p is not None:
+            _holds(p, c)
 
     gens = [torch.Generator().manual_seed(c.train.seed) for c in cfgs]  # init first, then shuffles / streamed batches
     inits = [model.init(g, c.model, c.train.seed) for g, c in zip(gens, cfgs)]

@@ -80,6 +80,7 @@ def check(config: DictConfig, loader, overrides: list[list[str]]) -> list[tuple[
 
 def refuse_bad_jobs(config: DictConfig, loader, name: str, overrides: list[list[str]] | None) -> None:
     """Raise SweepRefused listing the grid's jobs (or the search's corner) that do not check out."""
+    _refuse_bad_launcher(config)
     if is_search(config):
         _refuse_bad_search(config, loader)
     bad = check(config, loader, overrides) if overrides is not None else []
@@ -87,6 +88,21 @@ def refuse_bad_jobs(config: DictConfig, loader, name: str, overrides: list[list[
         lines = [f"  [{' '.join(o)}]: {message}" for o, message in bad]
         raise SweepRefused(f"sweep {name!r}: {len(bad)} of {len(overrides)} jobs have bad values; nothing was run:\n"
                            + "\n".join(lines))
+
+
+# The batched launcher's counts: (key, the least it may be, what it counts).
+BATCHED_COUNTS = (("max_batch", 1, "configurations a batch trains at once"),)
+
+
+def _refuse_bad_launcher(config: DictConfig) -> None:
+    """A launcher setting that cannot work stops the sweep before its parent run exists."""
+    launcher = config.hydra.launcher
+    if not str(launcher.get("_target_", "")).endswith("BatchedLauncher"):
+        return
+    for key, low, what in BATCHED_COUNTS:
+        value = launcher.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise SweepRefused(f"hydra.launcher.{key}={value!r} is out of range: at least {low} (the {what})")
 
 
 def _refuse_bad_search(config: DictConfig, loader) -> None:
@@ -97,8 +113,15 @@ def _refuse_bad_search(config: DictConfig, loader) -> None:
         plan = Plan.of(OmegaConf.to_container(config.hydra.sweeper, resolve=True), list(config.hydra.overrides.task))
     except SearchError as e:
         raise SweepRefused(str(e)) from None
-    bad = check(config, loader, [plan.probe()])
+    bad = check(config, loader, plan.probes())
     if bad:
         overrides, message = bad[0]
         raise SweepRefused(f"search {config.hydra.job.config_name!r}: a trial [{' '.join(overrides)}] cannot run: "
                            f"{message}; nothing was run")
+    from gradlab.multirun.search import check_storage, default_storage
+    from gradlab.tracking import tracking_uri
+
+    try:
+        check_storage(config.hydra.sweeper.get("storage") or default_storage(tracking_uri()))
+    except SearchError as e:
+        raise SweepRefused(str(e)) from None

@@ -27,6 +27,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from gradlab import safe
 from gradlab.multirun.trials import Claim, Trials
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
@@ -62,18 +63,38 @@ def space(params: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str
 
 
 def distribution(o) -> BaseDistribution:
-    """One sweep override as an Optuna distribution (hydra-optuna-sweeper's reading)."""
+    """One sweep override as an Optuna distribution (hydra-optuna-sweeper's reading); a space
+    that cannot be sampled is a SearchError naming the key, what it holds and why."""
+    _, _, written = o.input_line.partition("=")
+    where = f"hydra.sweeper.params.{o.get_key_element()}={written!r}"
     value = o.value()
-    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
-        return CategoricalDistribution(list(o.sweep_iterator(transformer=Transformer.encode)))
-    if isinstance(value, RangeSweep):
-        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
-            return FloatDistribution(value.start, value.stop, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
-    if isinstance(value, IntervalSweep):  # Hydra reads its ends as floats: always a float range
-        return FloatDistribution(value.start, value.end, log="log" in value.tags)
+    try:
+        if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+            return CategoricalDistribution(list(o.sweep_iterator(transformer=Transformer.encode)))
+        if isinstance(value, RangeSweep):
+            _ends(value.start, value.stop, step=value.step)
+            if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+                return FloatDistribution(value.start, value.stop, step=value.step)
+            return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+        if isinstance(value, IntervalSweep):  # Hydra reads its ends as floats: always a float range
+            _ends(value.start, value.end, log="log" in value.tags)
+            return FloatDistribution(value.start, value.end, log="log" in value.tags)
+    except (ValueError, OverflowError) as e:  # Optuna's own checks, for what _ends does not foresee
+        raise SearchError(f"{where}: {e}") from None
     raise SearchError(f"hydra.sweeper.params: {o.input_line!r} is not a search space; "
                       "use interval(a, b), tag(log, interval(a, b)), choice(...) or range(a, b, step)")
+
+
+def _ends(low, high, step=None, log: bool = False) -> None:
+    """What Optuna can sample between: finite ends, low <= high, a step > 0, a log scale above 0."""
+    if not all(math.isfinite(v) for v in (low, high, 1 if step is None else step)):
+        raise ValueError("its ends must be finite numbers" + ("" if step is None else ", and its step too"))
+    if low > high:
+        raise ValueError(f"its low end {low:g} is above its high end {high:g}; write the low end first")
+    if step is not None and not step > 0:
+        raise ValueError(f"its step must be > 0 (got {step:g})")
+    if log and not low > 0:
+        raise ValueError(f"a log scale needs a low end > 0 (got {low:g}); e.g. tag(log, interval(1e-4, 1))")
 
 
 def grid_values(name: str, d: BaseDistribution) -> list:
@@ -129,7 +150,8 @@ class Plan:
         searched, fixed = space(params)
         if not searched:
             raise SearchError("hydra.sweeper.params: nothing to search; give a key a search space, "
-                              "e.g. hydra.sweeper.params.optimizer.lr='tag(log, interval(1e-4, 1))'")
+                              "e.g. 'optimizer.lr=tag(log, interval(1e-4, 1))' on the command line, "
+                              "or under hydra.sweeper.params: in a sweep file")
         sampler_settings = dict(settings.get("sampler") or {})
         grid = {}
         if sampler_settings.get("name") == "grid":
@@ -160,11 +182,17 @@ class Plan:
         return build("sampler", SAMPLERS, {**self.sampler_settings, "seed": int(seed) + trials}, **self.grid)
 
 
-    def probe(self) -> list[str]:
-        """The overrides of one job at a corner of the space, to check before anything runs."""
-        def corner(d):
-            return d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
-        return [*(f"{k}={corner(d)}" for k, d in self.searched.items()), *(f"{k}={v}" for k, v in self.fixed.items())]
+    def probes(self) -> list[list[str]]:
+        """The overrides of the jobs to check before anything runs: one at the low corner of the
+        space, then each searched key's every other value (a choice's each, a range's high end),
+        the other keys at their corners; so a choice(0.1, abc) is refused for its abc."""
+        def values(d) -> list:
+            return list(d.choices) if isinstance(d, CategoricalDistribution) else [d.low, d.high]
+
+        corner = {k: values(d)[0] for k, d in self.searched.items()}
+        jobs = [corner] + [{**corner, k: v} for k, d in self.searched.items() for v in values(d)[1:] if v != corner[k]]
+        fixed = [f"{k}={v}" for k, v in self.fixed.items()]
+        return [[*(f"{k}={v}" for k, v in job.items()), *fixed] for job in jobs]
 
 
 # ------------------------------------------------------------------------------- study
@@ -174,6 +202,31 @@ def default_storage(mlflow_uri: str) -> str:
 
     db = sqlite_path(mlflow_uri)
     return str((db.parent if db is not None else Path.cwd()) / "optuna.journal")
+
+
+def check_storage(where: str) -> None:
+    """Refuse, before the sweep's parent run exists, a storage Optuna cannot open: an RDB URL
+    without its driver or its server, a journal whose file (or the lock beside it) cannot be
+    written. Opens it as the search will, so a fresh one is made here."""
+    import tempfile
+
+    try:
+        if "://" in where:
+            optuna.storages.RDBStorage(where).remove_session()
+        else:
+            path = Path(where)
+            if path.exists() and not path.is_file():
+                raise OSError(f"{where} is not a file")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab"):
+                pass
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.check-"):
+                pass  # the journal's lock is a file made beside it
+    except Exception as e:  # noqa: BLE001 - a driver, a server, a file system: said in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SearchError(f"hydra.sweeper.storage={safe.uri(where)!r} cannot be opened: {safe.message(first)}; "
+                          "leave it out for a journal beside the MLflow store, or give a writable file or an RDB URL "
+                          "whose driver is installed") from None
 
 
 def open_storage(where: str):
@@ -253,13 +306,13 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
     study = optuna.create_study(storage=open_storage(storage), study_name=name, sampler=plan.sampler,
                                 pruner=plan.pruner, direction="minimize", load_if_exists=True)
     if study.direction != optuna.study.StudyDirection.MINIMIZE:  # loaded as stored: made to maximise, before
-        raise SearchError(f"the study {name!r} in {storage} maximises, and gradlab's objective is a loss; "
+        raise SearchError(f"the study {name!r} in {safe.uri(storage)} maximises, and gradlab's objective is a loss; "
                           "name a new one: hydra.sweeper.study_name=...")
     study.sampler = plan.sampler_after(len(study.trials))
     again = recover(study)
     done = len(finished(study))
     to_go = max(0, plan.n_trials - done)
-    print(f"gradlab: search {name!r} ({type(plan.sampler).__name__}, {type(plan.pruner).__name__}) in {storage}: "
+    print(f"gradlab: search {name!r} ({type(plan.sampler).__name__}, {type(plan.pruner).__name__}) in {safe.uri(storage)}: "
           f"{to_go} trials to run of {plan.n_trials}, {plan.n_jobs} at a time"
           + (f"; {done} already done" if done else "") + (f", {again} interrupted ones again" if again else ""), flush=True)
     stride = max(1, int(config.train.epochs) // plan.reports)
@@ -325,7 +378,8 @@ def _too_many_failures(study, rate: float) -> str | None:
 def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str, str]:
     """Where the study is, its trials' fates, its best trial."""
     states = [t.state for t in finished(study)]
-    tags = {"gradlab.study": name, "gradlab.study.storage": storage, "gradlab.study.params": " ".join(study_params),
+    tags = {"gradlab.study": name, "gradlab.study.storage": safe.uri(storage),  # no password in a shared store
+            "gradlab.study.params": " ".join(study_params),
             **{f"gradlab.study.{s.name.lower()}": str(states.count(s)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}}
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)]
     if complete:
@@ -339,7 +393,10 @@ def summary(study, name: str, storage: str, study_params: list[str]) -> dict[str
 def importances(name: str, storage: str) -> dict[str, float]:
     """Each searched parameter's importance (Optuna's default evaluator, PED-ANOVA); empty when
     the study is gone or has too few distinct results to tell the parameters apart. Asked by the
-    report: importing optuna.importance costs a second (it loads scikit-learn)."""
+    report: importing optuna.importance costs a second (it loads scikit-learn). Reads only: a
+    journal that is not there is not made."""
+    if "://" not in storage and not Path(storage).is_file():
+        return {}
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)]

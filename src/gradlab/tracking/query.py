@@ -146,11 +146,21 @@ def artifact_paths(store: Store, run_id: str, folder: str = "") -> list[str]:
 
 
 def artifact_text(store: Store, run_id: str, path: str) -> str:
+    return artifact_bytes(store, run_id, path).decode()
+
+
+def artifact_bytes(store: Store, run_id: str, path: str, limit: int | None = None) -> bytes:
+    """An artifact's bytes; TrackingError if it cannot be read, or holds more than `limit` bytes
+    (refused before it is read: a store is shared, and its files may be anything)."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory(prefix="gradlab-") as tmp:
         try:
-            local = store.client.download_artifacts(run_id, path, tmp)
+            local = Path(store.client.download_artifacts(run_id, path, tmp))
+            size = local.stat().st_size
+            if limit is not None and size > limit:
+                raise TrackingError(f"{path} of run {run_id} holds {size:,} bytes, more than the {limit:,} "
+                                    f"gradlab reads of it; it is not one gradlab wrote")
+            return local.read_bytes()
         except (MlflowException, OSError) as e:
             raise TrackingError(f"cannot read {path} of run {run_id} in {masked(store.uri)}: {str(e).splitlines()[0]}") from None
-        return Path(local).read_text()

@@ -58,7 +58,14 @@ DUPLICATE = ("UNIQUE constraint failed", "duplicate key value violates unique co
 
 
 class TrackingError(RuntimeError):
-    """The store cannot be used as configured; the message says what to do."""
+    """The store cannot be used as configured; the message says what to do. It may quote a URI
+    or a server's reply: its passwords are masked and its escape sequences shown (gradlab.safe),
+    from the Python API as from the command line."""
+
+    def __init__(self, message: str = ""):
+        from gradlab import safe
+
+        super().__init__(safe.message(message))
 
 
 # ------------------------------------------------------------------------- which store
