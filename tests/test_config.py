@@ -172,7 +172,7 @@ BAD = [  # (overrides, exit code, words the message must contain)
     (["optimizer=lbfgs", "optimizer.history_size=1000000000000"], 2, ["optimizer.history_size=1000000000000", "at most"]),
     # <group>.name is checked as <group>= is: the field, the value and the options, one line
     (["model.name=beale"], 2, ["model.name='beale' is not allowed: no such model; the options are bowl, linear, "
-                               "linear_nobias, mlp, nn_linear, parameter_module, quadratic, rosenbrock"]),
+                               "linear_nobias, mlp, module, nn_linear, objective, parameter_module, quadratic, rosenbrock"]),
     (["data.name=foo"], 2, ["data.name='foo'", "no such data; the options are bias_column, csv, doubling, "]),
     (["grad.name=x"], 2, ["grad.name='x'", "no such grad; the options are analytic, autograd, finite_difference"]),
     (["schedule.name=x"], 2, ["schedule.name='x'", "no such schedule; the options are constant, cosine, "]),
