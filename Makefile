@@ -13,8 +13,8 @@ PORT ?= 5000
 # The store the UI shows: STORE=..., else MLFLOW_TRACKING_URI (as every other command reads it), else mlruns/.
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 BENCH_OUT ?= bench-results/bench.json
-# make test's pytest workers: most slow tests wait on a subprocess, so more workers than cores pay
-TEST_WORKERS ?= 3
+# make test's pytest workers: most slow tests wait on a subprocess; more than the cores loads the fault tests past their timing
+TEST_WORKERS ?= 2
 # make cluster: its state (config, logs, database, artifacts, pid files) under one folder
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
@@ -54,7 +54,9 @@ reap: $(STAMP) ## mark runs whose process died hard (kill -9, power loss) as KIL
 
 test: $(STAMP) browser ## the whole test suite, slow tier included (what .ci/run calls); installs Chromium for the browser tests
 	@[ "$$(id -u)" = 0 ] || echo "make: not root: the cluster tests (tests/test_cluster.py: make cluster, as root) will be skipped"
-	$(BIN)/python -m pytest -m "slow or not slow" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow or not slow" -n $(TEST_WORKERS) --dist loadgroup --ignore tests/test_cluster.py $(PYTEST_ARGS)
+	@# the cluster tests alone, after: their tracking server went down mid-test beside the other workers' load
+	$(BIN)/python -m pytest -m "slow or not slow" tests/test_cluster.py $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tier only
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -59,7 +59,8 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
         if proc is not None:
             if proc.poll() is not None:
                 raise AssertionError(f"the process ended (exit status {proc.returncode}) before the wait was over")
-            if (now_used := session_cpu(proc.pid)) > used + 0.05:
+            # Progress is real work, 2% of a core at least: an idle process's threads tick too.
+            if (now_used := session_cpu(proc.pid)) > used + max(0.05, 0.02 * (time.monotonic() - (end - timeout))):
                 used, end = now_used, min(time.monotonic() + timeout, start + 900)
         time.sleep(every)
     raise AssertionError("timed out waiting")
@@ -109,7 +110,7 @@ class Started(subprocess.Popen):
             except subprocess.TimeoutExpired:
                 input = None  # given once
             now, now_used = time.monotonic(), session_cpu(self.pid)
-            if now_used > used + 0.05:
+            if now_used > used + max(0.05, 0.02 * (now - last_change)):  # 2% of a core at least: idle threads tick
                 used, last_change = now_used, now
             if now - last_change > quiet or now - start > limit:
                 raise AssertionError(f"{self.args[:6]}...: still running after {now - start:.0f} s, "
