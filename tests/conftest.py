@@ -66,28 +66,30 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
     raise AssertionError("timed out waiting")
 
 
+def _processes():
+    """(pid, fields of /proc/PID/stat after the name) of every live process."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            yield int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            continue
+
+
 def session_cpu(sid: int) -> float:
     """CPU seconds used so far by the live processes of session `sid` (a recorder forked out of
     its trainer's tree keeps the session)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(f[11]) + int(f[12]) for _, f in _processes() if int(f[3]) == sid)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def kill_session(sid: int) -> None:
     """SIGKILL every process of session `sid`: what a test started ends with it, passed or not."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-        except (OSError, IndexError, ValueError):
-            continue
+    for pid, f in _processes():
+        if int(f[3]) == sid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class Started(subprocess.Popen):

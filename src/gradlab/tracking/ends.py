@@ -23,14 +23,13 @@ import sys
 from gradlab.tracking.artifacts import files
 from gradlab.tracking.recorder.messages import START_TOKEN, RecorderGone
 from gradlab.tracking.spec import RunEnd
-from gradlab.tracking.store import TrackingError, is_store_error, write_error
+from gradlab.tracking.query import children
+from gradlab.tracking.store import Store, TrackingError, is_store_error, write_error
 
 
 def write_here(uri: str, runs: list[tuple[str | None, tuple[str, str] | None]], run_ends: list[RunEnd]) -> None:
     """Ends written from this process: each run by its id, or by (experiment, start token) where
     its recorder died before saying the id; a run never made, or no longer RUNNING, is left."""
-    from gradlab.tracking.store import Store
-
     store = None
     for (run_id, starting), end in zip(runs, run_ends):
         store = store or Store(uri)
@@ -53,11 +52,8 @@ def kill(store, run_id: str, reason: str) -> str | None:
 def kill_running_children(uri: str, parent_id: str, tag: str, values: set[str], reason: str) -> int:
     """The children of `parent_id` still RUNNING whose `tag` is one of `values`, KILLED with the
     reason; how many there were."""
-    from gradlab.tracking import query
-    from gradlab.tracking.store import Store
-
     store = Store(uri)
-    left = [c for c in query.children(store, parent_id) if c.status == "RUNNING" and c.tags.get(tag) in values]
+    left = [c for c in children(store, parent_id) if c.status == "RUNNING" and c.tags.get(tag) in values]
     for c in left:
         kill(store, c.id, reason)
     return len(left)
