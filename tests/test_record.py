@@ -865,6 +865,43 @@ def test_a_damaged_store_is_said_to_be_damaged_at_once(temp_store, where, said):
         "copy, then try `sqlite3 mlflow.db .recover`, restore it from a backup, or move it away (gradlab then makes a new one)"]
 
 
+def test_an_empty_store_file_is_said_at_once_and_one_being_made_is_waited_for(tmp_path):
+    """A 0-byte mlflow.db waited 60 s for a creation that never came; a store another program is
+    making in place (its files changing) is still waited for, however long that takes."""
+    import threading
+
+    empty = tmp_path / "empty" / "mlflow.db"
+    empty.parent.mkdir()
+    empty.touch()
+    began = time.monotonic()
+    with pytest.raises(tracking.TrackingError, match="is an empty file that nothing is writing"):
+        tracking.Store(f"sqlite:///{empty}")
+    assert time.monotonic() - began < 30
+
+    db = tmp_path / "made" / "mlflow.db"
+    db.parent.mkdir()
+    db.touch()
+
+    def another_program():  # busy for longer than the quiet spell, then makes its store in place, as mlflow ui does
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        journal = db.with_name("mlflow.db-journal")
+        for k in range(16):
+            journal.write_bytes(b"x" * (k + 1))
+            time.sleep(0.5)
+        journal.unlink()
+        SqlAlchemyStore(f"sqlite:///{db}", (tmp_path / "artifacts").as_uri()).engine.dispose()
+
+    writer = threading.Thread(target=another_program)
+    writer.start()
+    try:
+        store = tracking.Store(f"sqlite:///{db}")
+        assert not writer.is_alive()  # it waited for the other program to finish
+        assert store is not None
+    finally:
+        writer.join()
+
+
 def test_a_terminal_that_closed_stops_the_progress_line_not_the_run(monkeypatch):
     """After a hang-up every write to the terminal fails with EIO: the progress line raised it out
     of the run's end (the run then ended KILLED without its history)."""

@@ -322,17 +322,35 @@ def _quiet(name: str):
         logger.setLevel(level)
 
 
-def wait_ready(db: Path, timeout: float = 60.0) -> None:
-    """Until the store at `db` is complete (another program may still be creating it)."""
-    end = time.monotonic() + timeout
+def wait_ready(db: Path, quiet: float = 5.0) -> None:
+    """Until the store at `db` is complete, while another program (mlflow ui, a script) is still
+    creating it: as long as its files change. One that stays incomplete and untouched for `quiet`
+    seconds is nobody's creation (a 0-byte file, a creation that died half-way)."""
+    seen, since = None, time.monotonic()
     while (state := _state(db)) != "ready":
         if state != "incomplete":
             raise TrackingError(f"{db} is not a database SQLite can read ({state}): damaged, or not an MLflow store. "
                                 f"{DAMAGED}")
-        if time.monotonic() > end:
-            raise TrackingError(f"{db} is not a complete MLflow store after {timeout:.0f} s (a creation that "
-                                "stopped half-way?); move it away, and gradlab makes a new one")
+        now = _touched(db)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since > quiet:
+            what = "an empty file" if db.is_file() and db.stat().st_size == 0 else "an incomplete MLflow store"
+            raise TrackingError(f"{db} is {what} that nothing is writing (a creation that stopped half-way?); "
+                                "move it away, and gradlab makes a new one")
         time.sleep(0.1)
+
+
+def _touched(db: Path) -> tuple:
+    """The sizes and modification times of a store's files: they change while it is being made."""
+    def stat(path: Path):
+        try:
+            st = path.stat()
+            return st.st_size, st.st_mtime_ns
+        except OSError:
+            return None
+
+    return tuple(stat(db.with_name(db.name + suffix)) for suffix in ("", "-wal", "-journal"))
 
 
 # ------------------------------------------------------------------------------ writes
