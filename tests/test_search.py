@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -84,6 +85,95 @@ def test_resuming_an_exhausted_grid_with_trials_left_running_does_not_crash(tmp_
     assert sorted(t.system_attrs["fixed_params"]["a"] for t in waiting) == [1, 2]  # ...with their values
 
 
+def test_a_trial_running_under_another_live_search_is_left_to_it(tmp_path):
+    """Two searches on one study share it: the second neither fails nor asks again what the first
+    is training, nor counts it as left to run; once that process is gone its trial is asked again."""
+    study = optuna.create_study(storage=search.open_storage(str(tmp_path / "j.journal")), study_name="s")
+    other = Started([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        live, dead = study.ask({"a": FloatDistribution(0, 1)}), study.ask({"a": FloatDistribution(0, 1)})
+        from gradlab.tracking.processes import process_start
+        import socket
+        live.set_user_attr(search.OWNER, f"{socket.gethostname()}:{other.pid}:{process_start(other.pid)}")
+        dead.set_user_attr(search.OWNER, f"{socket.gethostname()}:{other.pid}:not-its-start-time")  # a reused pid
+        assert search.running_elsewhere(study) == 1
+        assert search.recover(study) == 1  # the dead one only
+        assert study.trials[live.number].state == TrialState.RUNNING
+        assert study.trials[dead.number].state == TrialState.FAIL
+    finally:
+        other.kill()
+        other.wait()
+    assert search.running_elsewhere(study) == 0 and search.recover(study) == 1  # now the live one's turn
+    assert study.trials[live.number].state == TrialState.FAIL
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x00\xff garbage\n"], ids=["torn", "garbage_line"])
+def test_a_journal_torn_at_its_end_is_mended_and_its_studies_go_on(cli, temp_store, damage):
+    args = ["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.n_trials=2",
+            "train.epochs=2", "tracking.plots=false"]
+    assert cli(*args)[0] == 0
+    journal = Path(temp_store.removeprefix("sqlite:///")).parent / "optuna.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-50] if not damage else whole + damage)  # a writer died mid-line, or junk
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "ended in a torn record" in out and "Traceback" not in err
+    kept = journal.with_name("optuna.journal.torn").read_bytes()
+    cut = whole[:-50]
+    assert kept == (cut[cut.rfind(b"\n") + 1:] + b"\n" if not damage else damage)  # the torn line, whole
+    parents, children = runs_of(temp_store, "default")
+    assert len(parents) == 2 and len(children) == 4 and all(p.info.status == "FINISHED" for p in parents)
+    for parent in parents:  # both studies read back, the first to its last whole record
+        assert len(study_of(parent).trials) == 2
+
+
+def test_a_damaged_record_inside_a_journal_is_one_line_before_any_run(cli, temp_store):
+    args = ["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.n_trials=2",
+            "train.epochs=2", "tracking.plots=false"]
+    assert cli(*args)[0] == 0
+    journal = Path(temp_store.removeprefix("sqlite:///")).parent / "optuna.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:2] + [b"{not json\n"] + lines[2:]))
+    code, _, err = cli(*args)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "has a damaged record" in err and "hydra.sweeper.storage=" in err
+    assert len(runs_of(temp_store, "default")[0]) == 1  # no second parent
+
+
+def test_a_sampled_string_that_hydra_would_read_otherwise_is_quoted():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for value in ["adam", "a,b", "1", "true", "null", "it's", "[1]", "a=b", "x y", "c:\\d\\"]:
+        text = search.override_value(value)
+        assert OverridesParser.create().parse_override(f"k={text}").value() == value, text
+    assert search.override_value(0.5) == "0.5" and search.override_value(3) == "3"
+
+
+@pytest.mark.slow
+def test_a_second_search_on_a_live_study_leaves_the_first_ones_trials_alone(temp_store, tmp_path):
+    """Before: the second search failed the first's running trials and asked them again."""
+    common = ["-cd", "sweeps", "-cn", "optuna_lr_momentum", "hydra.sweeper.study_name=shared",
+              "hydra.sweeper.n_jobs=2", "tracking.plots=false"]
+    first = Started([sys.executable, "-m", "gradlab", *common, "hydra.sweeper.n_trials=2", "train.epochs=100000000",
+                     "train.log_every=1000", f"hydra.sweep.dir={tmp_path}/a"], cwd=ROOT,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: store_made(temp_store) and len(runs_of(temp_store, "optuna_lr_momentum")[1]) >= 2,
+                 timeout=180, proc=first)  # its two trials training
+        second = subprocess.run([sys.executable, "-m", "gradlab", *common, "hydra.sweeper.n_trials=4", "train.epochs=5",
+                                 f"hydra.sweep.dir={tmp_path}/b"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "2 trials to run of 4" in second.stdout and "interrupted" not in second.stdout, second.stdout
+        study = optuna.load_study(study_name="shared", storage=search.open_storage(
+            str(Path(temp_store.removeprefix("sqlite:///")).parent / "optuna.journal")))
+        states = sorted(t.state.name for t in study.trials)
+        assert states == ["COMPLETE", "COMPLETE", "RUNNING", "RUNNING"]  # the first's still its own
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate()
+
+
 def test_the_grid_sampler_takes_every_value_and_caps_the_trials():
     plan = Plan.of({"sampler": {"name": "grid"}, "n_trials": 100,
                     "params": {"a": "choice(1, 2, 3)", "b": "range(0.0, 1.0, 0.5)"}}, [])
@@ -155,6 +245,7 @@ BAD_SEARCHES = [  # (the sweep's overrides, the words of its one line): each ref
     (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.storage=/proc/version"],
      ["hydra.sweeper.storage='/proc/version'", "cannot be opened"]),
     (["optimizer.lr=0.1"], ["nothing to search"]),
+    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.n_jobs=200000"], ["hydra.sweeper.n_jobs=200000", "at most 10,000"]),
 ]
 
 

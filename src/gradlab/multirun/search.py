@@ -16,7 +16,10 @@ The study lives in `storage` (default: an Optuna journal beside the MLflow store
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,11 @@ PRUNERS = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPrun
 # A FAIL trial without this user attr was interrupted (a signal, a dead process): it runs again.
 FAILED = "gradlab.job_failed"
 REQUEUED = "gradlab.requeued"  # study attr: the interrupted trials already asked again
+# A trial's asking process, "host:pid:start": its RUNNING trials are another live search's, not
+# interrupted ones, while that process lives (two searches on one study share it, as Optuna's do).
+OWNER = "gradlab.owner"
+# Trials asked at once are asked before any of them trains: beyond this a batch only waits.
+MAX_JOBS = 10_000
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # gradlab prints a line per trial instead
 
@@ -162,6 +170,10 @@ class Plan:
                               "(the final validation loss, else the final training loss); leave direction out")
         n_trials, n_jobs, reports = (int(settings.get(k, d)) for k, d in (("n_trials", 20), ("n_jobs", 1), ("reports", 50)))
         rate = float(settings.get("max_failure_rate", 0.0))
+        if n_jobs > MAX_JOBS:
+            raise SearchError(f"hydra.sweeper.n_jobs={n_jobs} asks more trials at once than a search can use: each batch "
+                              f"is asked before any of it trains; at most {MAX_JOBS:,} (a dense map is a grid sweep: "
+                              "gradlab -m key=a,b,c)")
         for key, v, ok in (("n_trials", n_trials, n_trials >= 1), ("n_jobs", n_jobs, n_jobs >= 1),
                            ("reports", reports, reports >= 1), ("max_failure_rate", rate, 0.0 <= rate <= 1.0)):
             if not ok:
@@ -222,11 +234,79 @@ def check_storage(where: str) -> None:
                 pass
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.check-"):
                 pass  # the journal's lock is a file made beside it
+            mend_journal(path)
+            _replay(path)
+    except SearchError:
+        raise
     except Exception as e:  # noqa: BLE001 - a driver, a server, a file system: said in one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SearchError(f"hydra.sweeper.storage={safe.uri(where)!r} cannot be opened: {safe.message(first)}; "
                           "leave it out for a journal beside the MLflow store, or give a writable file or an RDB URL "
                           "whose driver is installed") from None
+
+
+def mend_journal(path: Path) -> None:
+    """Cut a journal's last line where it is not a whole record: a process that died while
+    appending tears it. Optuna skips such a line when it reads, but appends the next record onto
+    it, and then no read gets past it. Done under the journal's own lock; the cut bytes are kept
+    in a `.torn` file beside it."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if _last_line_start(path) is None:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        start = _last_line_start(path)  # again, now that no search appends
+        if start is None:
+            return
+        with open(path, "rb+") as f:
+            f.seek(start)
+            torn = f.read()
+            f.truncate(start)
+        with open(f"{path}.torn", "ab") as kept:
+            kept.write(torn + (b"" if torn.endswith(b"\n") else b"\n"))
+    finally:
+        lock.release()
+    print(f"gradlab: {safe.uri(str(path))} ended in a torn record ({len(torn)} bytes: a process died while writing "
+          f"it); cut, and kept in {safe.uri(str(path))}.torn", flush=True)
+
+
+def _last_line_start(path: Path, chunk: int = 1 << 16) -> int | None:
+    """Where a journal's last line starts when that line is not a whole JSON record, else None."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return None
+        tail, start = b"", end
+        while start > 0:  # back to the newline before the last line (records are short)
+            start = max(0, start - chunk)
+            f.seek(start)
+            tail = f.read(end - start)
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)
+            if cut >= 0:
+                start, tail = start + cut + 1, tail[cut + 1:]
+                break
+    if tail.endswith(b"\n"):
+        try:
+            json.loads(tail)
+            return None
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+            pass
+    return start
+
+
+def _replay(path: Path) -> None:
+    """Read the journal as Optuna will; a damaged record inside it is one line with the fix."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        JournalStorage(JournalFileBackend(str(path)))
+    except (ValueError, KeyError, AssertionError) as e:
+        raise SearchError(f"hydra.sweeper.storage: the Optuna journal {safe.uri(str(path))} has a damaged record "
+                          f"({safe.message(str(e) or type(e).__name__)}); move it aside (a search then starts a new one) "
+                          "or name another: hydra.sweeper.storage=FILE") from None
 
 
 def open_storage(where: str):
@@ -240,11 +320,35 @@ def open_storage(where: str):
     return JournalStorage(JournalFileBackend(where))
 
 
+def owner() -> str:
+    """This process, as a trial's OWNER attr reads it."""
+    from gradlab.tracking.processes import process_start
+
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+
+
+def _another_live_search(trial) -> bool:
+    """The trial is running under another search that lives (on this machine: elsewhere a
+    process cannot be told alive, and a search resumed there asks its trials again)."""
+    from gradlab.tracking.processes import alive
+
+    host, _, rest = str(trial.user_attrs.get(OWNER, "")).partition(":")
+    pid, _, start = rest.partition(":")
+    return (host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
+            and alive(int(pid), start))
+
+
+def running_elsewhere(study: optuna.Study) -> int:
+    """Trials another live search on this study is running now."""
+    return sum(_another_live_search(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def recover(study: optuna.Study) -> int:
     """Ask again, once each, the trials that a signal stopped and those a dead process left
-    running (one search per study at a time); returns how many."""
+    running (another live search's are left to it); returns how many."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        _told(study, t.number, state=TrialState.FAIL)
+        if not _another_live_search(t):
+            _told(study, t.number, state=TrialState.FAIL)
     requeued = set(study.user_attrs.get(REQUEUED, []))
     again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
              if not t.user_attrs.get(FAILED) and t.number not in requeued]
@@ -311,20 +415,23 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
     study.sampler = plan.sampler_after(len(study.trials))
     again = recover(study)
     done = len(finished(study))
-    to_go = max(0, plan.n_trials - done)
+    to_go = max(0, plan.n_trials - done - running_elsewhere(study))
     print(f"gradlab: search {name!r} ({type(plan.sampler).__name__}, {type(plan.pruner).__name__}) in {safe.uri(storage)}: "
           f"{to_go} trials to run of {plan.n_trials}, {plan.n_jobs} at a time"
           + (f"; {done} already done" if done else "") + (f", {again} interrupted ones again" if again else ""), flush=True)
     stride = max(1, int(config.train.epochs) // plan.reports)
-    job = 0
+    job, me = 0, owner()
     while to_go > 0:
-        batch = [study.ask(plan.searched) for _ in range(min(plan.n_jobs, to_go))]
-        overrides = [[*(f"{k}={v}" for k, v in t.params.items()), *(f"{k}={v}" for k, v in plan.fixed.items())]
-                     for t in batch]
-        watches = [Watch(t, stride) for t in batch]
-        for t, o, w in zip(batch, overrides, watches):
-            offered.offer(o, Claim({"gradlab.trial": str(t.number), "gradlab.study": name}, w))
+        batch = []
         try:
+            for _ in range(min(plan.n_jobs, to_go)):
+                batch.append(study.ask(plan.searched))
+                batch[-1].set_user_attr(OWNER, me)
+            overrides = [[*(f"{k}={override_value(v)}" for k, v in t.params.items()),
+                          *(f"{k}={v}" for k, v in plan.fixed.items())] for t in batch]
+            watches = [Watch(t, stride) for t in batch]
+            for t, o, w in zip(batch, overrides, watches):
+                offered.offer(o, Claim({"gradlab.trial": str(t.number), "gradlab.study": name}, w))
             returns = launcher.launch(overrides, initial_job_idx=job)
         except BaseException:  # a signal: these trials run again when the sweep is resumed
             for t in batch:
@@ -333,13 +440,28 @@ def run(config, launcher, settings: dict, arguments: list[str], default_name: st
         finally:
             offered.withdraw()
         job += len(batch)
-        to_go -= len(batch)
         _tell(study, batch, overrides, watches, returns)
+        # another search on this study counts too: together they run n_trials, not each
+        to_go = plan.n_trials - len(finished(study)) - running_elsewhere(study)
         stop = _too_many_failures(study, plan.max_failure_rate)
         if stop:
             print(f"gradlab: error: {stop}", file=sys.stderr)
             return {**summary(study, name, storage, list(plan.searched)), "gradlab.error.message": stop}
     return summary(study, name, storage, list(plan.searched))
+
+
+def override_value(value) -> str:
+    """A sampled value as Hydra reads it back: a string that would parse as something else
+    (a space, a comma, a quote, `1`, `true`) quoted, with its quotes escaped."""
+    if not isinstance(value, str):
+        return str(value)
+    try:
+        parsed = OverridesParser.create().parse_override(f"k={value}")
+        if not parsed.is_sweep_override() and parsed.value() == value:
+            return value
+    except Exception:  # noqa: BLE001 - Hydra's grammar refused it: quoted below
+        pass
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _tell(study, batch, overrides, watches, returns) -> None:
