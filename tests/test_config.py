@@ -209,6 +209,7 @@ def test_bad_input_is_refused_clearly_and_records_nothing(cli, runs, args, code,
     ('a,b,y\n1,2,3\n"4\n5",3,5\n', ["line 4", "column 'a'", "not a number"]),  # a quoted cell across lines is one cell
     (",\n1,2\n3,4\n", ["the header (line 1) names no column", "name each column"]),
     ("x,\n1,2\n3,4\n", ["column 2 of the header has no name", "name each column"]),
+    ("x,y\n1,2\n" + "9" * 200_000 + ",3\n", ["line 3", "field larger than field limit", "is this the right file?"]),
 ])
 def test_bad_csv_names_the_row_and_column(cli, runs, csv_file, content, words):
     code, _, err = cli("data=csv", f"data.path={csv_file(content)}", "data.val_fraction=null", "train.epochs=2")

@@ -95,8 +95,8 @@ def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | No
     # The csv module reads a quoted cell across lines as one cell; each record keeps the line it ends
     # on. Records are parsed as they are read, into one array of doubles: a million rows held as
     # lists of strings took half a gigabyte.
-    reader = csv.reader(io.StringIO(text, newline=""))
-    first = next(reader, None)
+    reader = _checked(where, csv.reader(io.StringIO(text, newline="")))
+    _, first = next(reader, (0, None))
     if first is None or (not any(cell.strip() for cell in first) and len(first) <= 1):
         raise DataError(f"{where}: the file is empty; expected a header row naming the columns, then data rows")
     header = [c.strip() for c in first]
@@ -107,13 +107,27 @@ def load_csv(path: str | Path, inputs: list[str] | None = None, target: str | No
     inputs, target = _columns(where, header, inputs, target)
     cols = [header.index(c) for c in [*inputs, target]]
     values = array("d")
-    for row in reader:
+    for line, row in reader:
         if any(c.strip() for c in row):
-            values.extend(_parsed(where, reader.line_num, row, header, cols))
+            values.extend(_parsed(where, line, row, header, cols))
     if not values:
         raise DataError(f"{where}: the file has a header ({', '.join(header)}) but no data rows")
     t = torch.frombuffer(values, dtype=torch.float64).reshape(-1, len(cols)).clone()
     return Dataset(t[:, :-1], t[:, -1], inputs, target, source=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _checked(where: str, reader):
+    """(line, row) of a csv reader, its own refusals (a cell past its size limit: not a numeric
+    file) said as a DataError naming the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"{where}: line {reader.line_num}: {e}; a numeric CSV's cells are short numbers: "
+                            "is this the right file?") from None
+        yield reader.line_num, row
 
 
 def _columns(where: str, header: list[str], inputs: list[str] | None, target: str | None) -> tuple[list[str], str]:
