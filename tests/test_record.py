@@ -922,3 +922,27 @@ def test_a_terminal_that_closed_stops_the_progress_line_not_the_run(monkeypatch)
     progress(1, [0], [[0.5]])  # would raise
     progress.close()
     assert progress.enabled is False
+
+
+def test_a_job_skipped_for_a_pruned_twin_is_pruned_for_its_search_too(temp_store):
+    """A resumed search's trial whose configuration a pruner already stopped was told COMPLETE,
+    with the pruned run's loss as its result."""
+    from gradlab.record import record_group
+
+    class Watch:  # a search's eye on a run: stops it at its first report from epoch 40 on
+        def __init__(self):
+            self.pruned_at = None
+
+        def __call__(self, epoch, value):
+            if epoch >= 40 and self.pruned_at is None:
+                self.pruned_at = epoch
+                return True
+            return False
+
+    cfg = compose("train.epochs=200", "tracking.plots=false", "tracking.skip_finished=true")
+    first, again = Watch(), Watch()
+    (pruned,) = record_group([Job(cfg, watch=first)], Origin("resume"), quiet=True)
+    assert pruned.outcome == "pruned" and first.pruned_at is not None
+    (skipped,) = record_group([Job(cfg, watch=again)], Origin("resume"), quiet=True)
+    assert skipped.run_id == pruned.run_id and skipped.result is None  # not trained again
+    assert again.pruned_at == first.pruned_at  # what the search then tells Optuna: pruned there

@@ -40,7 +40,8 @@ class Job:
     cfg: Config
     overrides: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
-    # A search's eye on the run: given each logged (epoch, objective), True stops it as pruned.
+    # A search's eye on the run: given each logged (epoch, objective), True stops it as pruned; its
+    # pruned_at says where (set here too for a job skipped for a twin a pruner stopped).
     watch: Callable[[int, float], bool] | None = None
 
 
@@ -50,6 +51,7 @@ class Recorded:
     outcome: str
     objective: float
     result: object  # training.Result, or None if skipped (an identical run already has a result)
+    pruned_at: int | None = None  # a skipped job's twin was pruned by a search: at this epoch
 
 
 def record(job: Job, origin: Origin, quiet: bool = False) -> Recorded:
@@ -74,6 +76,9 @@ def record_group(jobs: list[Job], origin: Origin, quiet: bool = False, recorder=
     out = dict(done)
     if todo:
         out.update(zip(todo, _train(recorder, [jobs[i] for i in todo], [logged[i] for i in todo], origin, quiet, wait)))
+    for i, rec in done.items():  # a search's trial of a pruned twin is pruned too, not a completed result
+        if rec.pruned_at is not None and jobs[i].watch is not None:
+            jobs[i].watch.pruned_at = rec.pruned_at
     if not quiet:
         for i, rec in done.items():
             print(f"gradlab: skipped {describe.run_name(jobs[i].cfg, jobs[i].overrides, origin.varied)}: "
@@ -185,7 +190,8 @@ def _finished(recorder: Recorder, experiment: str, logged: list[Config]) -> dict
     """The jobs whose identical config already has a result in `experiment`, by position."""
     hashes = [config_hash(flatten(container(cfg))) for cfg in logged]
     found = recorder.ask("finished", experiment, hashes)
-    return {i: Recorded(r.id, r.outcome, ranking.score(r.outcome, r.metrics, cfg.tracking.objective.value, cfg.train.epochs), None)
+    return {i: Recorded(r.id, r.outcome, ranking.score(r.outcome, r.metrics, cfg.tracking.objective.value, cfg.train.epochs),
+                        None, int(r.metrics.get("epochs_run", 0)) if r.outcome == "pruned" else None)
             for i, (h, cfg) in enumerate(zip(hashes, logged)) if (r := found.get(h)) is not None}
 
 
