@@ -84,6 +84,21 @@ def test_a_sweep_returns_the_tidy_frame_of_its_children(temp_store):
     assert len(gradlab.runs(sweep=s.parent_id)) == 4 and len(gradlab.runs(experiment="thermometer_sgd_split")) == 4
 
 
+@pytest.mark.slow
+def test_two_joblib_sweeps_in_one_process_each_keep_their_children(temp_store):
+    """joblib's loky kept its workers for the next call, with the first sweep's context in their
+    environment: the second sweep's children nested under the first's parent, its own FAILED."""
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.epochs=5", "tracking.plots=false"]
+    first = gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, *joblib, "tracking.experiment=first")
+    second = gradlab.sweep({"optimizer.lr": [0.03, 0.04]}, *joblib, "tracking.experiment=second")
+    c = mlflow.MlflowClient(temp_store)
+    for s, lrs in ((first, {"0.01", "0.02"}), (second, {"0.03", "0.04"})):
+        kids = c.search_runs([c.get_experiment_by_name(s.experiment).experiment_id],
+                             filter_string=f"tags.mlflow.parentRunId = '{s.parent_id}'")
+        assert {k.data.params["optimizer.lr"] for k in kids} == lrs and len(kids) == 2
+        assert c.get_run(s.parent_id).info.status == "FINISHED"
+
+
 def test_history_is_the_whole_history_not_the_thinned_metrics(temp_store):
     r = gradlab.run(*SMALL[:1], "train.epochs=1000")
     h = gradlab.history(r.run_id)

@@ -36,6 +36,16 @@ def current() -> "Sweep | None":
     return _current.get()
 
 
+def end_workers(kill: bool = False) -> None:
+    """The worker processes started for a sweep end with it: joblib's loky keeps its workers for
+    the next call, with the environment (the SweepContext) they were started with, so the next
+    sweep of this process (a notebook's) had its jobs nest under this one."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=kill)
+
+
 @contextlib.contextmanager
 def running(sweep: "Sweep"):
     token = _current.set(sweep)
@@ -153,6 +163,7 @@ class Sweep:
             return self.outcome
         ctx = self.context
         os.environ.pop(VARIABLE, None)
+        end_workers()
         # A resumed sweep holds a job twice (an old FAILED try, its re-run): the latest counts. A job is
         # its config and its name: two jobs may share a config hash (differing in run name only).
         latest = {}
@@ -206,6 +217,7 @@ class Sweep:
         if self.context is None or self.outcome is not None:
             return
         os.environ.pop(VARIABLE, None)
+        end_workers(kill=True)
         ctx = self.context
         self.outcome = SweepOutcome(ctx.parent_id, ctx.name, ctx.experiment, {}, 1, f"stopped by signal {signum}")
         with signals.deferred():  # a second Ctrl-C here would lose what is being written
