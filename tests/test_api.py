@@ -99,6 +99,30 @@ def test_two_joblib_sweeps_in_one_process_each_keep_their_children(temp_store):
         assert c.get_run(s.parent_id).info.status == "FINISHED"
 
 
+def test_calls_from_two_threads_at_once_take_turns(temp_store):
+    """The second thread's call raised Hydra's "GlobalHydra is already initialized"."""
+    import threading
+
+    results, errors = {}, []
+
+    def call(lr):
+        try:
+            results[lr] = gradlab.run("train.epochs=20", f"optimizer.lr={lr}", "tracking.plots=false")
+        except Exception as e:  # noqa: BLE001 - what the test reports
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(lr,)) for lr in (0.01, 0.02)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and set(results) == {0.01, 0.02}
+    c = mlflow.MlflowClient(temp_store)
+    for lr, r in results.items():
+        stored = c.get_run(r.run_id)
+        assert stored.info.status == "FINISHED" and float(stored.data.params["optimizer.lr"]) == lr
+
+
 def test_history_is_the_whole_history_not_the_thinned_metrics(temp_store):
     r = gradlab.run(*SMALL[:1], "train.epochs=1000")
     h = gradlab.history(r.run_id)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,16 @@ from gradlab.options import ArgumentTypeError, OverrideError
 SWEEP_FILES = Path(__file__).resolve().parents[2] / "sweeps"
 # Optuna imports tqdm.auto, which warns in Jupyter without ipywidgets; gradlab shows no tqdm bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
+# Hydra's composition state and the signal handlers are the process's: calls from threads take turns.
+_TURN = threading.Lock()
+
+
+def _in_turn(call):
+    @functools.wraps(call)
+    def wrapped(*args, **kwargs):
+        with _TURN:
+            return call(*args, **kwargs)
+    return wrapped
 
 
 # -------------------------------------------------------------------------------- runs
@@ -71,6 +83,7 @@ class RunResult:
                 f"(run {self.run_id} in {self.experiment!r})<table>{metrics}</table>{images}")
 
 
+@_in_turn
 def run(*overrides: str, **settings) -> RunResult:
     """Compose conf/ with these overrides (and settings: optimizer__lr=0.1 is optimizer.lr=0.1),
     train and record one run; its result."""
@@ -167,6 +180,7 @@ class SweepResult:
         return f"<b>sweep {self.parent_id}</b> in {self.experiment!r}: {len(self.runs)} runs, {self.failed} failed{table}"
 
 
+@_in_turn
 def sweep(grid: dict | str | list[str], *overrides: str, launcher: str = "batched") -> SweepResult:
     """A multirun: `grid` as {key: [values]}, Hydra sweep strings ("optimizer=gd,adam"), or the
     name of a file in sweeps/; recorded as a parent run with a child per job, as `make sweep`.
