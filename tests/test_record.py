@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -946,3 +947,20 @@ def test_a_job_skipped_for_a_pruned_twin_is_pruned_for_its_search_too(temp_store
     (skipped,) = record_group([Job(cfg, watch=again)], Origin("resume"), quiet=True)
     assert skipped.run_id == pruned.run_id and skipped.result is None  # not trained again
     assert again.pruned_at == first.pruned_at  # what the search then tells Optuna: pruned there
+
+
+def test_a_job_reaching_a_worker_whose_launcher_is_gone_starts_no_run(monkeypatch):
+    """The orphan watcher saw the worker idle and left with os._exit; a job already queued to it
+    could start between that look and the exit, and leave its run RUNNING. Once the watcher has
+    decided, a job is refused before its run exists."""
+    from gradlab import signals
+
+    ran = []
+    with signals.ended_with(None, lambda: None):  # a job before: runs
+        ran.append("before")
+    monkeypatch.setattr(signals, "_orphaned", threading.Event())
+    signals._orphaned.set()  # what the watcher sets, under the same lock a job takes to start
+    with pytest.raises(signals.Killed):
+        with signals.ended_with(None, lambda: None):
+            ran.append("after")
+    assert ran == ["before"]

@@ -115,6 +115,10 @@ def die(signum: int) -> None:
 
 _idle = threading.Event()  # set while this worker process runs no job
 _watching: set[int] = set()
+# Held while a job starts and while the watcher decides its launcher is gone: a job queued to this
+# worker starts before that decision (and is stopped) or after it (and is refused), never between.
+_turn = threading.Lock()
+_orphaned = threading.Event()
 
 
 @contextmanager
@@ -127,7 +131,10 @@ def ended_with(launcher_pid: int | None, before_exit: Callable[[], None]):
     if worker and launcher_pid not in _watching:
         _watching.add(launcher_pid)
         threading.Thread(target=_watch, args=(launcher_pid, before_exit), daemon=True, name="gradlab-launcher").start()
-    _idle.clear()
+    with _turn:
+        if _orphaned.is_set():  # the launcher is gone and this worker is leaving: no run starts here
+            raise Killed(signal.SIGTERM)
+        _idle.clear()
     try:
         yield
     finally:
@@ -137,7 +144,10 @@ def ended_with(launcher_pid: int | None, before_exit: Callable[[], None]):
 def _watch(launcher_pid: int, before_exit: Callable[[], None]) -> None:
     while os.getppid() == launcher_pid:  # an orphan is adopted by another process
         time.sleep(WATCH_SECONDS)
-    if not _idle.is_set():
+    with _turn:
+        _orphaned.set()
+        busy = not _idle.is_set()
+    if busy:
         os.kill(os.getpid(), signal.SIGTERM)  # Killed in the job, at the end of its epoch
         _idle.wait(120)
     before_exit()  # what the job sent its recorder is delivered
