@@ -111,9 +111,45 @@ def preflight(uri: str, timeout: float = 5.0) -> None:
     if scheme in ("http", "https"):
         _answers(uri, "/health", timeout, "cannot reach the MLflow tracking server at {uri} ({reason})")
         # A server may answer /health while its API (its database behind it) stalls: MLflow's own
-        # retries would then take a minute per call. Ask the API itself, once, as briefly.
-        _answers(uri, "/api/2.0/mlflow/experiments/search?max_results=1", timeout,
-                 "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
+        # retries would then take a minute per call. Ask the API itself, once, as briefly, with
+        # the credentials MLflow's client will send: a server with basic auth refuses them here.
+        # Twice the time: such a server hashes the password of each request it has not cached
+        # (scrypt, 0.3 s of a core here), more on a loaded machine.
+        status = _answers(uri, "/api/2.0/mlflow/experiments/search?max_results=1", 2 * timeout,
+                          "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
+        if status in (401, 403):
+            raise TrackingError(refused(uri, status))
+
+
+def credentials(uri: str) -> tuple[str, str] | None:
+    """The (user, password) MLflow's client sends to a server: the URI's own (http://user:pw@host),
+    else MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. gradlab never takes them from a
+    config, and never records them: a run's params, tags and config.yaml hold neither."""
+    parts = urlparse(uri)
+    if parts.username is not None:
+        return parts.username, parts.password or ""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user or password:
+        return user or "", password or ""
+    return None
+
+
+def refused(uri: str, status: int) -> str:
+    """What a server with authentication said to gradlab's credentials (401, 403), in one line
+    that names the variables to fix and never the password."""
+    from gradlab import safe
+
+    who = credentials(uri)
+    if who is None:
+        return (f"the MLflow tracking server at {masked(uri)} asks for credentials ({status}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it (gradlab takes them "
+                "from the environment only, never from a config)")
+    user = safe.text(who[0])
+    if status == 401:
+        return (f"the MLflow tracking server at {masked(uri)} refused the credentials of user {user!r} (401 "
+                "Unauthorized): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return (f"the MLflow tracking server at {masked(uri)} denies user {user!r} permission (403): ask its "
+            "admin for EDIT on the experiment, or record into an experiment of your own (tracking.experiment=NAME)")
 
 
 def folder_name(name: str, longest: int = 120) -> str:
@@ -138,26 +174,27 @@ def masked(uri: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
-def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
+def _answers(uri: str, path: str, timeout: float, problem: str) -> int:
     """Ask `path` of the server, all of its reply within `timeout`: a socket timeout alone counts
-    each read, and a server that drips a byte a second never trips it. Credentials in the URI
-    (MLflow's client accepts them) go as HTTP basic auth, as MLflow sends them."""
+    each read, and a server that drips a byte a second never trips it. Credentials (`credentials`)
+    go as HTTP basic auth, as MLflow sends them. Returns the HTTP status it answered with."""
     import base64
     import threading
 
     parts = urlparse(uri)
     request = urllib.request.Request(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl().rstrip("/") + path)
-    if parts.username is not None:
-        pair = f"{parts.username}:{parts.password or ''}".encode()
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    if (who := credentials(uri)) is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode())
     failed: list[BaseException] = []
+    status: list[int] = []
 
     def ask() -> None:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as r:
                 r.read()
-        except urllib.error.HTTPError:
-            pass  # it answered (an API that needs other parameters or credentials still answers)
+                status.append(r.status)
+        except urllib.error.HTTPError as e:
+            status.append(e.code)  # it answered (an API that needs other parameters still answers)
         except (urllib.error.URLError, OSError, ValueError) as e:
             failed.append(e)
 
@@ -172,6 +209,7 @@ def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
             "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
             "or unset it to use gradlab's embedded store."
         ) from None
+    return status[0] if status else 0
 
 
 # ---------------------------------------------------------------------------- creation
@@ -209,7 +247,18 @@ def creation_lock(db: Path, blocking: bool = True):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _status(e: BaseException) -> int | None:
+    """The HTTP status of a tracking server's refusal (MLflow's RestException), else None."""
+    code = getattr(e, "get_http_status_code", None)
+    try:
+        return code() if callable(code) else None
+    except Exception:  # noqa: BLE001 - an MlflowException without a REST reply
+        return None
+
+
 def _translate(e: Exception, uri: str) -> TrackingError:
+    if (status := _status(e)) in (401, 403):
+        return TrackingError(refused(uri, status))
     text = str(e)
     if "out-of-date database schema" in text or "db upgrade" in text:
         return TrackingError(
@@ -244,6 +293,8 @@ def _root_cause(e: BaseException) -> BaseException:
 def write_error(e: Exception, uri: str) -> TrackingError:
     """A store's failed write said in one line: its root cause, and the fix where one is known
     (MLflow's own message leads with SQLAlchemy's autoflush advice)."""
+    if (status := _status(e)) in (401, 403):  # a server with authentication: credentials, permissions
+        return TrackingError(refused(uri, status))
     root = _root_cause(e)
     text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
     for words, code, fix in WRITE_FAULTS:
