@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Started, start, wait_for
+from gradlab.tracking.spec import STATUS
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -146,3 +147,39 @@ def test_basic_auth_credentials_from_the_environment_refusals_in_one_line(auth_s
         if "mlflow.parentRunId" in r.data.tags:
             config = Path(auth_server.client().download_artifacts(r.info.run_id, "config.yaml", str(auth_server.folder)))
             assert "ann-pw-8015-secret" not in config.read_text() and "train:" in config.read_text()
+
+
+def test_a_tracking_server_killed_mid_sweep_and_started_again_loses_no_run(tmp_path):
+    """Issue 25's fault: a server killed and back 23 s later left 3 children RUNNING. The server
+    (SQLite behind it) is killed once some children are recorded, started again on its port once
+    the sweep has said it waits for it: every job's run is there once, FINISHED with its final
+    metrics and history (or FAILED where it diverged), the parent too, nothing RUNNING."""
+    server = Server(tmp_path).start()
+    err = tmp_path / "sweep.err"
+    with open(err, "w") as stderr:
+        sweep = start("-m", "hydra/launcher=batched", "optimizer=sgd,adam,rmsprop,adagrad", "optimizer.lr=0.001,0.01,0.1",
+                      "train.epochs=3000", "tracking.experiment=restarts", f"hydra.sweep.dir={tmp_path}/multirun",
+                      env={**server.env, "MLFLOW_TRACKING_URI": server.uri}, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+    def children_finished() -> int:
+        return sum(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in server.all_runs())
+
+    wait_for(lambda: children_finished() >= 3, timeout=120, proc=sweep)
+    server.stop()
+    wait_for(lambda: "does not answer" in err.read_text(), timeout=120, proc=sweep)  # its own retries gave up
+    server.start()
+    out, _ = sweep.communicate()
+    said = err.read_text()
+    assert sweep.returncode == 0, said
+    assert "answers again after" in said and "Traceback" not in said, said
+    runs = server.all_runs()
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 12 and len({r.info.run_name for r in children}) == 12  # each job once
+    client = server.client()
+    for r in children:  # each as the sweep trained it: completed (FINISHED) or diverged (FAILED), never left
+        outcome = r.data.tags["gradlab.outcome"]
+        assert outcome in ("completed", "diverged") and r.info.status == STATUS[outcome], (r.info.run_name, outcome)
+        assert r.data.metrics["epochs_run"] == 3000 or outcome == "diverged"
+        assert "history.csv" in {a.path for a in client.list_artifacts(r.info.run_id)}

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gradlab.tracking.spec import RunEnd, RunSpec
+from gradlab.tracking.spec import START_TOKEN, RunEnd, RunSpec
 
 # MLflow's own defaults retry an unreachable server for minutes; bound them unless the user chose.
 _ENV_DEFAULTS = {
@@ -403,6 +403,72 @@ def sanitize(values: dict, max_value: int) -> tuple[dict[str, str], dict[str, st
     return safe, changed
 
 
+# A tracking server that stops and starts again (a crash, an upgrade, its host rebooted) refuses
+# connections meanwhile, and MLflow's own retries (bounded above) give up within seconds: each
+# call is tried again until the server answers, SERVER_WAIT seconds at most from the first
+# failure of an outage. Once that is spent, calls fail at once until one succeeds again: a
+# server that is gone costs one wait, not one per write.
+SERVER_WAIT = 180.0
+# what MLflow's REST client (requests, urllib3) says when the server did not answer at all
+UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection aborted", "RemoteDisconnected",
+              "Connection reset", "NewConnectionError", "too many 502", "too many 503", "too many 504")
+
+
+def unanswered(e: BaseException) -> bool:
+    """True where the server did not answer (down, restarting), not where it refused the call."""
+    if _status(e) in (502, 503, 504) or isinstance(e, ConnectionError):
+        return True
+    while e is not None:
+        if any(w in str(e) for w in UNANSWERED) or type(e).__name__ in ("ConnectionError", "ChunkedEncodingError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class _Patient:
+    """An MlflowClient of a tracking server whose calls wait out the server's restarts (see
+    SERVER_WAIT), saying so on stderr once an outage starts and once it ends. A call retried after
+    the server went down mid-request may repeat a write it had made: a batch's metrics or tags
+    again (the same values), at worst one run made twice."""
+
+    def __init__(self, client, uri: str, wait: float = SERVER_WAIT):
+        self._client, self._uri, self._wait = client, uri, wait
+        self._down_since: float | None = None
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: self.call(lambda: attr(*args, **kwargs))
+
+    def call(self, first, again=None):
+        """first(), tried again (as again(), where given) while the server does not answer."""
+        import sys
+
+        delay, attempt = 0.5, first
+        while True:
+            try:
+                value = attempt()
+            except Exception as e:
+                if not unanswered(e):
+                    raise
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
+                    print(f"gradlab: the tracking server at {masked(self._uri)} does not answer; trying again "
+                          f"for up to {self._wait:.0f} s", file=sys.stderr, flush=True)
+                if now - self._down_since >= self._wait:
+                    raise
+                time.sleep(min(delay, self._wait - (now - self._down_since)))
+                delay, attempt = min(2 * delay, 5.0), again or first
+                continue
+            if self._down_since is not None:
+                print(f"gradlab: the tracking server at {masked(self._uri)} answers again after "
+                      f"{time.monotonic() - self._down_since:.0f} s", file=sys.stderr, flush=True)
+                self._down_since = None
+            return value
+
+
 class Store:
     """An opened tracking store: every write gradlab makes, through one MlflowClient."""
 
@@ -414,6 +480,8 @@ class Store:
         preflight(self.uri)
         self.db = sqlite_path(self.uri)
         self.client = open_client(self.uri, self.db)
+        if urlparse(self.uri).scheme in ("http", "https"):
+            self.client = _Patient(self.client, self.uri)
         self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
         self._inode = self.db.stat().st_ino if self.db is not None else None
 
@@ -463,8 +531,7 @@ class Store:
         if spec.parent_id:
             tags["mlflow.parentRunId"] = spec.parent_id
         safe_tags, full_tags = sanitize(tags, MAX_TAG_VALUE)
-        run_id = self.client.create_run(self.experiment_id(spec.experiment), run_name=spec.name,
-                                        tags=safe_tags).info.run_id
+        run_id = self._create_run(self.experiment_id(spec.experiment), spec.name, safe_tags)
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
         self._log_batch(run_id, params=safe_params)
         if spec.inputs:
@@ -478,6 +545,23 @@ class Store:
         if files:
             self.log_artifacts(run_id, files)
         return run_id
+
+    def _create_run(self, experiment_id: str, name: str, tags: dict) -> str:
+        """A new run's id. Through a server that went down mid-request, the run may have been made
+        all the same: a retry first looks for it by its start token."""
+        def create() -> str:
+            return raw.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+        def again() -> str:
+            found = raw.search_runs([experiment_id], filter_string=f"tags.`{START_TOKEN}` = '{token}'", max_results=1)
+            return found[0].info.run_id if found else create()
+
+        token = tags.get(START_TOKEN)
+        if not isinstance(self.client, _Patient):
+            raw = self.client
+            return create()
+        raw = self.client._client
+        return self.client.call(create, again if token else None)
 
     def _log_batch(self, run_id: str, params: dict | None = None, tags: dict | None = None, metrics: list | None = None):
         """Params and tags together, in MLflow's batch limits (100 of them, 1000 metrics)."""
