@@ -69,3 +69,24 @@ def test_the_cluster_bench_without_a_cluster_says_what_to_start_in_one_line(monk
         bench.main(["--cluster", "--out", str(tmp_path / "b.json")])
     assert str(stop.value).startswith("bench: --cluster needs a cluster up") and "\n" not in str(stop.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_user_module_benchs_torch_func_loop_trains_as_gradlab_does(tmp_path):
+    """Section 8 compares gradlab's fit with a torch.func loop by hand: the same work, so the same
+    final parameters for every learning rate (float32: to its rounding)."""
+    import numpy as np
+    import torch
+
+    from gradlab import training
+    from gradlab.bench import usermodule
+
+    z = usermodule.sizes(quick=True)
+    csv = usermodule.dataset(tmp_path, z["rows"])
+    s = training.setup(*usermodule._configs(csv, z))
+    finals = training.fit(s, training.new_histories(s))
+    x, y = usermodule._data(csv)
+    _, by_hand = usermodule.hand(x, y, torch.tensor(usermodule.learning_rates(z["configs"])), z, z["epochs"])
+    assert len(finals) == z["configs"] and set(finals[0]) == set(by_hand)
+    for i, final in enumerate(finals):
+        for name, value in by_hand.items():
+            np.testing.assert_allclose(np.asarray(final[name]), value[i].numpy(), rtol=1e-4, atol=1e-5)

@@ -110,7 +110,7 @@ def inner(csv: Path, z: dict, reps: int) -> dict:
     ours(), hand(x, y, lrs, z, 5)  # warm up: first calls pay one-off costs
     mine, theirs = [], []
     for rep in range(reps):
-        pair = [(mine, ours), (theirs, lambda: hand(x, y, lrs, z, z["epochs"]))]
+        pair = [(mine, ours), (theirs, lambda: hand(x, y, lrs, z, z["epochs"])[0])]
         for samples, fn in (pair if rep % 2 == 0 else pair[::-1]):
             samples.append(fn())
     a, b = statistics.median(mine), statistics.median(theirs)
@@ -139,11 +139,12 @@ def _data(csv: Path):
     return torch.tensor(table[:, :2], dtype=torch.float32), torch.tensor(table[:, 2], dtype=torch.float32)
 
 
-def hand(x, y, lrs, z: dict, epochs: int) -> float:
+def hand(x, y, lrs, z: dict, epochs: int) -> tuple[float, dict]:
     """The loop a torch.func user writes: the module made under torch.manual_seed (as gradlab
     makes it), its parameters stacked once per configuration, vmap(grad_and_value) of the MSE of
     functional_call, torch.optim.Adam's update (defaults: betas 0.9, 0.999, eps 1e-8) with a
-    learning rate per configuration, the loss kept each epoch. Returns its seconds."""
+    learning rate per configuration, the loss kept each epoch. Returns its seconds and the final
+    parameters (configuration axis first)."""
     import torch
     from torch.func import functional_call, grad_and_value, vmap
 
@@ -175,7 +176,7 @@ def hand(x, y, lrs, z: dict, epochs: int) -> float:
             v2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
             p.sub_(shaped[k] / c1 * m[k] / (v2[k].sqrt() / c2 ** 0.5 + eps))
     torch.stack(losses)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, params
 
 
 def run(tmp: Path, quick: bool, reps: int, timed) -> dict:
