@@ -429,7 +429,7 @@ class _Patient:
     """An MlflowClient of a tracking server whose calls wait out the server's restarts (see
     SERVER_WAIT), saying so on stderr once an outage starts and once it ends. A call retried after
     the server went down mid-request may repeat a write it had made: a batch's metrics or tags
-    again (the same values), at worst one run made twice."""
+    again (the same values); a run's making is not repeated (Store._create_run)."""
 
     def __init__(self, client, uri: str, wait: float = SERVER_WAIT):
         self._client, self._uri, self._wait = client, uri, wait
