@@ -35,7 +35,9 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
                                   "inner_loop_ratio <= 1.15 (every gradient method)", "peak_rss < 600 MiB",
                                   "headline sweep (60 jobs) <= 15 s", "dense grid (240 jobs) <= 0.25 s/job",
                                   "12-job grid <= 1.0x its bare loops", "dense grid peak memory < 1 GiB",
-                                  "2,000,000-epoch run < 600 MiB", "10^6-row CSV with all its plots < 1 GiB"}
+                                  "2,000,000-epoch run < 600 MiB", "10^6-row CSV with all its plots < 1 GiB",
+                                  "user module: batched >= 8x the basic launcher (64 configs)",
+                                  "user module: inner loop <= 1.5x torch.func by hand"}
     batched = r["batched"]
     assert (batched["headline"]["jobs"], batched["dense"]["jobs"]) == (5, 20)  # quick mode's subsets of the grids
     for value in (batched["headline"]["batched_seconds"], batched["dense"]["basic_seconds"], batched["grid12"]["ratio"],
@@ -46,7 +48,45 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     assert pruning["unpruned"]["epochs_run"] == 16 * 400  # quick mode: 16 trials x 400 epochs, none stopped early
     assert "1. single run" in proc.stdout and "3. inner loop" in proc.stdout and "5. batched sweeps" in proc.stdout
     assert "6. pruning" in proc.stdout and "7. memory that does not grow" in proc.stdout
+    user = r["usermodule"]  # quick mode: 4 configurations, every child recorded
+    assert user["launchers"]["jobs"] == user["launchers"]["children_finished"] == 4
+    for value in (user["launchers"]["speedup"], user["inner_loop"]["ratio"]):
+        assert isinstance(value, float) and math.isfinite(value) and value > 0
+    assert "8. a user's nn.Module" in proc.stdout
     large = r["large"]  # quick mode: 20,000 epochs and 10,000 rows, every figure made
     assert large["plots"] == {"long": ["fit.png", "loss_curves.png", "trajectory.png"],
                               "big_csv": ["fit.png", "loss_curves.png", "trajectory.png"]}
     assert large["long_run_mib"]["processes"] >= 2  # the recorder, which leaves the trainer's tree, is counted
+
+
+def test_the_cluster_bench_without_a_cluster_says_what_to_start_in_one_line(monkeypatch, tmp_path):
+    """`--cluster` is opt in (CI's bench starts no cluster): without the cluster's exports it says
+    what to run, before anything starts."""
+    from gradlab.bench import __main__ as bench
+
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--cluster", "--out", str(tmp_path / "b.json")])
+    assert str(stop.value).startswith("bench: --cluster needs a cluster up") and "\n" not in str(stop.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_user_module_benchs_torch_func_loop_trains_as_gradlab_does(tmp_path):
+    """Section 8 compares gradlab's fit with a torch.func loop by hand: the same work, so the same
+    final parameters for every learning rate (float32: to its rounding)."""
+    import numpy as np
+    import torch
+
+    from gradlab import training
+    from gradlab.bench import usermodule
+
+    z = usermodule.sizes(quick=True)
+    csv = usermodule.dataset(tmp_path, z["rows"])
+    s = training.setup(*usermodule._configs(csv, z))
+    finals = training.fit(s, training.new_histories(s))
+    x, y = usermodule._data(csv)
+    _, by_hand = usermodule.hand(x, y, torch.tensor(usermodule.learning_rates(z["configs"])), z, z["epochs"])
+    assert len(finals) == z["configs"] and set(finals[0]) == set(by_hand)
+    for i, final in enumerate(finals):
+        for name, value in by_hand.items():
+            np.testing.assert_allclose(np.asarray(final[name]), value[i].numpy(), rtol=1e-4, atol=1e-5)

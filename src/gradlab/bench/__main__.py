@@ -16,7 +16,10 @@ rep by rep, and reported as medians:
 6. pruning: the search of sweeps/optuna_pruned_mlp.yaml with its median pruner against the same
    search without one: trials pruned, epochs run, wall time, and the best configuration each found;
 7. memory that does not grow with a run: a 2,000,000-epoch run and a 10^6-row CSV, with their
-   figures, each process tree sampled.
+   figures, each process tree sampled;
+8. a user's own nn.Module: a batch of 64 learning rates against the basic launcher, and its inner
+   loop against torch.func written by hand (gradlab.bench.usermodule).
+With --cluster, instead: the dense grid on a Slurm cluster that is up (gradlab.bench.cluster).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from gradlab.bench import cluster, usermodule
 
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ratio_max": 1.15, "peak_rss_mib_max": 600,
@@ -405,6 +410,7 @@ def table(r: dict) -> str:
               f"figures: {', '.join(lg['plots']['long'])})",
               f"   a {lg['rows']:,}-row CSV: resident {lg['big_csv_mib']['peak_rss_mib']:.0f} MiB  (target < 1024; "
               f"figures: {', '.join(lg['plots']['big_csv'])})", ""]
+    lines += usermodule.lines(r)
     if r["mode"] == "quick":
         lines += ["   (quick mode: a smoke run; the targets apply to the full benchmark)"]
     else:
@@ -418,7 +424,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=None, help="repetitions of each measurement (default 5; quick 1)")
     p.add_argument("--tutorial-repeat", type=int, default=1, help="repetitions of the slow tutorial sweep (default 1)")
     p.add_argument("--out", default=os.environ.get("BENCH_OUT", str(ROOT / "bench-results" / "bench.json")))
+    p.add_argument("--cluster", action="store_true", help="only the dense grid on the Slurm cluster of `make cluster` "
+                   "(its exports set: . .cluster/env)")
+    p.add_argument("--cluster-submitit-jobs", type=int, default=None, help="with --cluster: run this many of the grid's "
+                   "jobs through submitit_slurm, scaled to the 240 (default: all)")
     a = p.parse_args(argv)
+    if a.cluster:
+        return cluster_only(a)
     reps = a.repeat or (1 if a.quick else 5)
     epochs = 200 if a.quick else 5000
     import importlib.metadata
@@ -428,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"mode": "quick" if a.quick else "full",
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                           "mlflow": importlib.metadata.version("mlflow"), "platform": platform.platform()},
-              "targets": TARGETS}
+              "targets": dict(TARGETS)}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
         tmp = Path(tmp)
         print("bench: single run ...", file=sys.stderr, flush=True)
@@ -443,11 +455,28 @@ def main(argv: list[str] | None = None) -> None:
         result["pruning"] = pruning(tmp, a.quick)
         print("bench: a long run and a large CSV ...", file=sys.stderr, flush=True)
         result["large"] = large(tmp, a.quick)
-    result["verdicts"] = verdicts(result)
+        print("bench: a user's module, batched and by hand ...", file=sys.stderr, flush=True)
+        result["usermodule"] = usermodule.run(tmp, a.quick, reps, timed)
+    result["targets"].update(usermodule.TARGETS)
+    result["verdicts"] = {**verdicts(result), **usermodule.verdicts(result)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(table(result))
+    print(f"\nbench: results in {out}")
+
+
+def cluster_only(a) -> None:
+    cluster.needs()
+    result = {"mode": "quick" if a.quick else "full", "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
+              "targets": cluster.TARGETS}
+    with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:  # this machine is the node: it reads /tmp
+        result["cluster"] = cluster.run(Path(tmp), a.quick, a.repeat or 1, timed, a.cluster_submitit_jobs)
+    result["verdicts"] = cluster.verdicts(result)
+    out = Path(a.out).with_name("bench-cluster.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print("\n".join(cluster.lines(result) + [f"   {'PASS' if ok else 'MISS'}  {k}" for k, ok in result["verdicts"].items()]))
     print(f"\nbench: results in {out}")
 
 

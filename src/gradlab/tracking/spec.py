@@ -11,6 +11,9 @@ STATUS = {"completed": "FINISHED", "reached_stop_loss": "FINISHED", "pruned": "F
           "failed": "FAILED", "killed": "KILLED"}
 # Outcomes a resumed sweep need not redo ("converged": stores written before it was renamed reached_stop_loss).
 RESULTS = ("completed", "reached_stop_loss", "converged", "diverged", "pruned")
+# The tag that finds a run whose making was not answered: its Started reply never read (a dead
+# recorder), or the server's reply lost (a restart mid-request).
+START_TOKEN = "gradlab.start_token"
 
 
 @dataclass

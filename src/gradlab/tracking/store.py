@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gradlab.tracking.spec import RunEnd, RunSpec
+from gradlab.tracking.spec import START_TOKEN, RunEnd, RunSpec
 
 # MLflow's own defaults retry an unreachable server for minutes; bound them unless the user chose.
 _ENV_DEFAULTS = {
@@ -111,9 +111,45 @@ def preflight(uri: str, timeout: float = 5.0) -> None:
     if scheme in ("http", "https"):
         _answers(uri, "/health", timeout, "cannot reach the MLflow tracking server at {uri} ({reason})")
         # A server may answer /health while its API (its database behind it) stalls: MLflow's own
-        # retries would then take a minute per call. Ask the API itself, once, as briefly.
-        _answers(uri, "/api/2.0/mlflow/experiments/search?max_results=1", timeout,
-                 "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
+        # retries would then take a minute per call. Ask the API itself, once, as briefly, with
+        # the credentials MLflow's client will send: a server with basic auth refuses them here.
+        # Twice the time: such a server hashes the password of each request it has not cached
+        # (scrypt, 0.3 s of a core here), more on a loaded machine.
+        status = _answers(uri, "/api/2.0/mlflow/experiments/search?max_results=1", 2 * timeout,
+                          "the MLflow tracking server at {uri} answers /health but not its API ({reason})")
+        if status in (401, 403):
+            raise TrackingError(refused(uri, status))
+
+
+def credentials(uri: str) -> tuple[str, str] | None:
+    """The (user, password) MLflow's client sends to a server: the URI's own (http://user:pw@host),
+    else MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. gradlab never takes them from a
+    config, and never records them: a run's params, tags and config.yaml hold neither."""
+    parts = urlparse(uri)
+    if parts.username is not None:
+        return parts.username, parts.password or ""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user or password:
+        return user or "", password or ""
+    return None
+
+
+def refused(uri: str, status: int) -> str:
+    """What a server with authentication said to gradlab's credentials (401, 403), in one line
+    that names the variables to fix and never the password."""
+    from gradlab import safe
+
+    who = credentials(uri)
+    if who is None:
+        return (f"the MLflow tracking server at {masked(uri)} asks for credentials ({status}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it (gradlab takes them "
+                "from the environment only, never from a config)")
+    user = safe.text(who[0])
+    if status == 401:
+        return (f"the MLflow tracking server at {masked(uri)} refused the credentials of user {user!r} (401 "
+                "Unauthorized): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return (f"the MLflow tracking server at {masked(uri)} denies user {user!r} permission (403): ask its "
+            "admin for EDIT on the experiment, or record into an experiment of your own (tracking.experiment=NAME)")
 
 
 def folder_name(name: str, longest: int = 120) -> str:
@@ -138,26 +174,27 @@ def masked(uri: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
-def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
+def _answers(uri: str, path: str, timeout: float, problem: str) -> int:
     """Ask `path` of the server, all of its reply within `timeout`: a socket timeout alone counts
-    each read, and a server that drips a byte a second never trips it. Credentials in the URI
-    (MLflow's client accepts them) go as HTTP basic auth, as MLflow sends them."""
+    each read, and a server that drips a byte a second never trips it. Credentials (`credentials`)
+    go as HTTP basic auth, as MLflow sends them. Returns the HTTP status it answered with."""
     import base64
     import threading
 
     parts = urlparse(uri)
     request = urllib.request.Request(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl().rstrip("/") + path)
-    if parts.username is not None:
-        pair = f"{parts.username}:{parts.password or ''}".encode()
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    if (who := credentials(uri)) is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode())
     failed: list[BaseException] = []
+    status: list[int] = []
 
     def ask() -> None:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as r:
                 r.read()
-        except urllib.error.HTTPError:
-            pass  # it answered (an API that needs other parameters or credentials still answers)
+                status.append(r.status)
+        except urllib.error.HTTPError as e:
+            status.append(e.code)  # it answered (an API that needs other parameters still answers)
         except (urllib.error.URLError, OSError, ValueError) as e:
             failed.append(e)
 
@@ -172,6 +209,7 @@ def _answers(uri: str, path: str, timeout: float, problem: str) -> None:
             "(mlflow server --host 127.0.0.1 --port 5000 ...), fix MLFLOW_TRACKING_URI, "
             "or unset it to use gradlab's embedded store."
         ) from None
+    return status[0] if status else 0
 
 
 # ---------------------------------------------------------------------------- creation
@@ -209,7 +247,18 @@ def creation_lock(db: Path, blocking: bool = True):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _status(e: BaseException) -> int | None:
+    """The HTTP status of a tracking server's refusal (MLflow's RestException), else None."""
+    code = getattr(e, "get_http_status_code", None)
+    try:
+        return code() if callable(code) else None
+    except Exception:  # noqa: BLE001 - an MlflowException without a REST reply
+        return None
+
+
 def _translate(e: Exception, uri: str) -> TrackingError:
+    if (status := _status(e)) in (401, 403):
+        return TrackingError(refused(uri, status))
     text = str(e)
     if "out-of-date database schema" in text or "db upgrade" in text:
         return TrackingError(
@@ -244,6 +293,8 @@ def _root_cause(e: BaseException) -> BaseException:
 def write_error(e: Exception, uri: str) -> TrackingError:
     """A store's failed write said in one line: its root cause, and the fix where one is known
     (MLflow's own message leads with SQLAlchemy's autoflush advice)."""
+    if (status := _status(e)) in (401, 403):  # a server with authentication: credentials, permissions
+        return TrackingError(refused(uri, status))
     root = _root_cause(e)
     text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
     for words, code, fix in WRITE_FAULTS:
@@ -370,6 +421,72 @@ def sanitize(values: dict, max_value: int) -> tuple[dict[str, str], dict[str, st
     return safe, changed
 
 
+# A tracking server that stops and starts again (a crash, an upgrade, its host rebooted) refuses
+# connections meanwhile, and MLflow's own retries (bounded above) give up within seconds: each
+# call is tried again until the server answers, SERVER_WAIT seconds at most from the first
+# failure of an outage. Once that is spent, calls fail at once until one succeeds again: a
+# server that is gone costs one wait, not one per write.
+SERVER_WAIT = 180.0
+# what MLflow's REST client (requests, urllib3) says when the server did not answer at all
+UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection aborted", "RemoteDisconnected",
+              "Connection reset", "NewConnectionError", "too many 502", "too many 503", "too many 504")
+
+
+def unanswered(e: BaseException) -> bool:
+    """True where the server did not answer (down, restarting), not where it refused the call."""
+    if _status(e) in (502, 503, 504) or isinstance(e, ConnectionError):
+        return True
+    while e is not None:
+        if any(w in str(e) for w in UNANSWERED) or type(e).__name__ in ("ConnectionError", "ChunkedEncodingError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class _Patient:
+    """An MlflowClient of a tracking server whose calls wait out the server's restarts (see
+    SERVER_WAIT), saying so on stderr once an outage starts and once it ends. A call retried after
+    the server went down mid-request may repeat a write it had made: a batch's metrics or tags
+    again (the same values); a run's making is not repeated (Store._create_run)."""
+
+    def __init__(self, client, uri: str, wait: float = SERVER_WAIT):
+        self._client, self._uri, self._wait = client, uri, wait
+        self._down_since: float | None = None
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *args, **kwargs: self.call(lambda: attr(*args, **kwargs))
+
+    def call(self, first, again=None):
+        """first(), tried again (as again(), where given) while the server does not answer."""
+        import sys
+
+        delay, attempt = 0.5, first
+        while True:
+            try:
+                value = attempt()
+            except Exception as e:
+                if not unanswered(e):
+                    raise
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
+                    print(f"gradlab: the tracking server at {masked(self._uri)} does not answer; trying again "
+                          f"for up to {self._wait:.0f} s", file=sys.stderr, flush=True)
+                if now - self._down_since >= self._wait:
+                    raise
+                time.sleep(min(delay, self._wait - (now - self._down_since)))
+                delay, attempt = min(2 * delay, 5.0), again or first
+                continue
+            if self._down_since is not None:
+                print(f"gradlab: the tracking server at {masked(self._uri)} answers again after "
+                      f"{time.monotonic() - self._down_since:.0f} s", file=sys.stderr, flush=True)
+                self._down_since = None
+            return value
+
+
 class Store:
     """An opened tracking store: every write gradlab makes, through one MlflowClient."""
 
@@ -381,6 +498,8 @@ class Store:
         preflight(self.uri)
         self.db = sqlite_path(self.uri)
         self.client = open_client(self.uri, self.db)
+        if urlparse(self.uri).scheme in ("http", "https"):
+            self.client = _Patient(self.client, self.uri)
         self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
         self._inode = self.db.stat().st_ino if self.db is not None else None
 
@@ -430,8 +549,7 @@ class Store:
         if spec.parent_id:
             tags["mlflow.parentRunId"] = spec.parent_id
         safe_tags, full_tags = sanitize(tags, MAX_TAG_VALUE)
-        run_id = self.client.create_run(self.experiment_id(spec.experiment), run_name=spec.name,
-                                        tags=safe_tags).info.run_id
+        run_id = self._create_run(self.experiment_id(spec.experiment), spec.name, safe_tags)
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
         self._log_batch(run_id, params=safe_params)
         if spec.inputs:
@@ -445,6 +563,23 @@ class Store:
         if files:
             self.log_artifacts(run_id, files)
         return run_id
+
+    def _create_run(self, experiment_id: str, name: str, tags: dict) -> str:
+        """A new run's id. Through a server that went down mid-request, the run may have been made
+        all the same: a retry first looks for it by its start token."""
+        def create() -> str:
+            return raw.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+        def again() -> str:
+            found = raw.search_runs([experiment_id], filter_string=f"tags.`{START_TOKEN}` = '{token}'", max_results=1)
+            return found[0].info.run_id if found else create()
+
+        token = tags.get(START_TOKEN)
+        if not isinstance(self.client, _Patient):
+            raw = self.client
+            return create()
+        raw = self.client._client
+        return self.client.call(create, again if token else None)
 
     def _log_batch(self, run_id: str, params: dict | None = None, tags: dict | None = None, metrics: list | None = None):
         """Params and tags together, in MLflow's batch limits (100 of them, 1000 metrics)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradlab.tracking.spec import RunEnd, RunSpec
+from gradlab.tracking.spec import START_TOKEN, RunEnd, RunSpec  # noqa: F401 - START_TOKEN: read here too
 from gradlab.tracking.store import TrackingError
 from gradlab.tracking.stream import Points
 
@@ -66,7 +66,6 @@ class Ask:
 
 ANSWERED = (Sync, Ask)  # the sender waits for these
 QUERIES = ("finished", "children", "latest_sweep", "metric_history")  # what Ask may call
-START_TOKEN = "gradlab.start_token"  # the tag that finds a run whose Started reply was never read
 
 
 class RecorderGone(TrackingError):
