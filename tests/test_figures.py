@@ -1,0 +1,140 @@
+"""tracking.plots: which runs draw figures (all, none, auto: a single run and small sweeps all of
+them, a large sweep its best runs at its end), and `gradlab plots RUN_ID` drawing any recorded
+run's figures later, from its record: the files a run that drew them itself has."""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+import sys
+
+import mlflow
+import pytest
+from PIL import Image
+
+from conftest import compose
+from gradlab import plots, training
+from gradlab.config import Plots, from_container
+from gradlab.multirun.run import run_sweep
+from gradlab.options import ConfigError
+from gradlab.record import Origin, draws_figures
+
+SMALL = ["train.epochs=100", "hydra/launcher=batched"]
+
+
+def _children(client, parent_id: str) -> list:
+    exp = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def _plots(client, run_id: str) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id, "plots")}
+
+
+def _files(client, run_id: str) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_which_runs_draw_figures_as_they_end():
+    single, small, large, unknown = (Origin("e"), Origin("e", "p", "s", [], 100), Origin("e", "p", "s", [], 101),
+                                     Origin("e", "p", "s", []))
+    assert [draws_figures(Plots.auto, 100, o) for o in (single, small, large, unknown)] == [True, True, False, False]
+    assert all(draws_figures(Plots.all, 0, o) for o in (single, large))
+    assert not any(draws_figures(Plots.none, 100, o) for o in (single, small))
+
+
+def test_tracking_plots_takes_its_three_values_and_says_so_otherwise():
+    assert compose().tracking.plots is Plots.auto and compose().tracking.plots_max_children == 100
+    from gradlab.api import compose as api_compose
+    from gradlab.options import OverrideError
+
+    with pytest.raises(OverrideError, match=r"^tracking.plots: Invalid value 'sometimes', expected one of \[all, none, auto\]$"):
+        api_compose(["tracking.plots=sometimes"])
+    from gradlab.config import validate
+
+    with pytest.raises(ConfigError, match=r"tracking.plots_max_children=-1 is not allowed"):
+        validate(compose("tracking.plots_max_children=-1"))
+    # A config recorded when tracking.plots was a flag still reads (gradlab rerun, gradlab plots).
+    base = {g: {"name": n} for g, n in (("data", "thermometer"), ("model", "linear"), ("grad", "autograd"),
+                                        ("optimizer", "sgd"), ("device", "cpu"))}
+    assert from_container({**base, "tracking": {"plots": True}}).tracking.plots is Plots.all
+    assert from_container({**base, "tracking": {"plots": False}}).tracking.plots is Plots.none
+
+
+def _reference_choice(children: list, limit: int) -> set[str]:
+    """The documented rule written out for a sweep of one problem whose runs are not at the
+    optimum: configurations (optimizer, lr) by their seeds' mean excess loss, diverged ones last;
+    each one's best seed (least excess); the first `limit`."""
+    configs: dict[tuple, list] = {}
+    for r in children:
+        configs.setdefault((r.data.params["optimizer.name"], r.data.params["optimizer.lr"]), []).append(r)
+
+    def excess(r) -> float:
+        return r.data.metrics.get("excess_loss", math.inf)
+
+    ranked = sorted(configs.values(), key=lambda runs: statistics.fmean(excess(r) for r in runs))
+    return {min(runs, key=excess).info.run_id for runs in ranked[:limit]}
+
+
+def test_a_sweep_above_the_threshold_draws_its_best_runs_and_plots_draws_any_other(temp_store, tmp_path, monkeypatch):
+    outcome = run_sweep(["optimizer=gd,adam", "optimizer.lr=0.01,0.1", "train.seed=0,1", *SMALL,
+                         "tracking.plots_max_children=3", "tracking.experiment=figs", f"hydra.sweep.dir={tmp_path}"])
+    client = mlflow.MlflowClient(temp_store)
+    children = _children(client, outcome.parent_id)
+    assert len(children) == 8 and outcome.failed == 0
+    assert not any(r.data.metrics.get("at_optimum") == 1.0 for r in children)  # the reference's premise
+    drawn = {r.info.run_id for r in children if _plots(client, r.info.run_id)}
+    assert drawn == _reference_choice(children, 3)
+    for r in children:  # every child's record is whole: params, final metrics, history.csv, params.json
+        assert r.data.params["optimizer.lr"] in ("0.01", "0.1") and "epochs_run" in r.data.metrics
+        assert ("final_train_loss" in r.data.metrics) != ("diverged_step" in r.data.metrics)
+        assert {"history.csv", "params.json", "config.yaml"} <= _files(client, r.info.run_id)
+    tag = client.get_run(outcome.parent_id).data.tags
+    assert tag["gradlab.figures"].startswith("Figures drawn for 3 of 8 children")
+    assert "gradlab plots RUN_ID" in tag["gradlab.figures"] and tag["gradlab.figures"] in tag["mlflow.note.content"]
+
+    # `gradlab plots` on a child that has none: the figures a run of that config draws itself.
+    other = next(r for r in children if r.info.run_id not in drawn and r.data.tags["gradlab.outcome"] == "completed")
+    code = _main(monkeypatch, "plots", other.info.run_id)
+    assert code == 0
+    p = other.data.params
+    alone = training.train(compose("train.epochs=100", f"optimizer={'gd' if p['optimizer.name'] == 'gd' else 'adam'}",
+                                   f"optimizer.lr={p['optimizer.lr']}", f"train.seed={p['train.seed']}"))
+    expected = set(plots.figures(training.plot_data(alone[0], 0, alone[1], "a title")))
+    assert _plots(client, other.info.run_id) == expected == {"plots/loss_curves.png", "plots/fit.png", "plots/trajectory.png"}
+    png = client.download_artifacts(other.info.run_id, "plots/loss_curves.png", str(tmp_path))
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (640, 420)  # 6.4 × 4.2 inches at 100 dpi, as a run draws it
+        assert len(image.getcolors(1 << 16)) > 10  # something is drawn on it
+
+
+def test_plots_of_a_run_that_does_not_exist_is_one_line_and_exit_2(monkeypatch, capsys):
+    code = _main(monkeypatch, "plots", "0123456789abcdef")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("gradlab: error: no run 0123456789abcdef")
+
+
+@pytest.mark.parametrize("setting", ["none", "all"])
+def test_none_draws_no_child_figures_and_all_draws_every_one(setting, temp_store, tmp_path):
+    outcome = run_sweep(["optimizer.lr=0.01,0.02,0.03", *SMALL, f"tracking.plots={setting}", "tracking.plots_max_children=1",
+                         f"tracking.experiment=figs_{setting}", f"hydra.sweep.dir={tmp_path}"])
+    client = mlflow.MlflowClient(temp_store)
+    children = _children(client, outcome.parent_id)
+    assert len(children) == 3
+    for r in children:
+        assert "history.csv" in _files(client, r.info.run_id)
+        assert _plots(client, r.info.run_id) == (set() if setting == "none" else
+                                                 {"plots/loss_curves.png", "plots/fit.png", "plots/trajectory.png"})
+    assert f"tracking.plots={setting}" in client.get_run(outcome.parent_id).data.tags["gradlab.figures"]
+
+
+def _main(monkeypatch, *args: str) -> int:
+    import gradlab.cli
+
+    monkeypatch.setattr(sys, "argv", ["gradlab", *args])
+    try:
+        gradlab.cli.main()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return 0
