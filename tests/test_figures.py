@@ -138,3 +138,22 @@ def _main(monkeypatch, *args: str) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     return 0
+
+
+def test_draw_plots_reads_a_data_file_a_stored_config_names_only_when_trusted(temp_store, tmp_path):
+    import gradlab
+    from gradlab.options import DataError
+    from gradlab.record import Job, record
+
+    data = tmp_path / "line.csv"
+    data.write_text("x,y\n" + "".join(f"{x},{2 * x + 1}\n" for x in range(8)))
+    run_id = record(Job(compose("data=csv", f"data.path={data}", "train.epochs=20", "tracking.plots=none")), Origin("csv"),
+                    quiet=True).run_id
+    client = mlflow.MlflowClient(temp_store)
+    assert _plots(client, run_id) == set() and "history.csv" in _files(client, run_id)
+    with pytest.raises(DataError, match=f"^run {run_id}'s config reads data.path='{data}' as you; .*--trust-data") as refused:
+        gradlab.draw_plots(run_id)
+    assert "\n" not in str(refused.value) and _plots(client, run_id) == set()
+    drawn = gradlab.draw_plots(run_id, trust_data=True)
+    assert drawn == {run_id: ["plots/fit.png", "plots/loss_curves.png", "plots/trajectory.png"]}
+    assert _plots(client, run_id) == set(drawn[run_id])

@@ -37,7 +37,7 @@ def at_end(plots: Plots, limit: int, origin: Origin, children: list, uri: str) -
     the children have, in a line for the parent run (its tag gradlab.figures and its description)."""
     setting = f"tracking.plots={plots.value}"
     if draws_figures(plots, limit, origin):
-        return f"Figures: every child's ({setting})."
+        return f"Figures: every child's that has a result ({setting})."
     if plots is Plots.none:
         return f"Figures: none drawn ({setting}); {AGAIN}."
     entries = [ranking.entry(c.id, c.name, c.outcome, c.params, c.metrics, origin.varied, c.tag("overrides"))

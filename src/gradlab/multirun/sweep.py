@@ -185,7 +185,9 @@ class Sweep:
         try:
             tags["gradlab.figures"] = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)
             if "mlflow.note.content" in tags and not tags["gradlab.figures"].startswith("Figures: every"):
-                tags["mlflow.note.content"] += "\n\n" + tags["gradlab.figures"]
+                # After the description's first paragraph: MLflow keeps 8000 characters of it.
+                first, _, rest = tags["mlflow.note.content"].partition("\n\n")
+                tags["mlflow.note.content"] = f"{first}\n\n{tags['gradlab.figures']}\n\n{rest}".rstrip()
         except Exception as e:  # noqa: BLE001 - the children's figures are a courtesy; their records are whole
             print(f"gradlab: the sweep's figures could not be drawn: {type(e).__name__}: {e}", file=sys.stderr)
         stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
