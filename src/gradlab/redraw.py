@@ -6,6 +6,7 @@ sweep's best runs (tracking.plots=auto, multirun/figures.py)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from gradlab.config import Config, ConfigError, CsvDataConfig, DataError, MAX_STORED_CONFIG, from_container, stored_yaml
 from gradlab.engine import History
@@ -72,6 +73,8 @@ def figures(store: Store, run_id: str, trust_code: bool = False, trust_data: boo
     step = run.tags.get(f"gradlab.{run.outcome}_step")
     h.stop_step = int(step) if step else None
     saved = json.loads(query.artifact_text(store, run_id, "params.json"))
+    if cfg.device.name != "numpy":  # figures are drawn from float64 CPU copies: a GPU run's draw where there is none
+        cfg = replace(cfg, device=replace(cfg.device, name="cpu"))
     s = training.setup(cfg)
     result = training.Result(h, dict(run.metrics), saved["params"], saved["optimum"])
     return plots.files(training.plot_data(s, 0, result, describe.title(cfg)))
