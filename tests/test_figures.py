@@ -157,3 +157,21 @@ def test_draw_plots_reads_a_data_file_a_stored_config_names_only_when_trusted(te
     drawn = gradlab.draw_plots(run_id, trust_data=True)
     assert drawn == {run_id: ["plots/fit.png", "plots/loss_curves.png", "plots/trajectory.png"]}
     assert _plots(client, run_id) == set(drawn[run_id])
+
+
+def test_a_large_sweep_chooses_each_problems_best_configurations_best_seeds_in_turn():
+    from gradlab import ranking
+    from gradlab.multirun.figures import chosen
+
+    # Two problems; each configuration (lr) has two seeds; the loss of each run, set by hand.
+    losses = {("aaa", 0.1): (5.0, 6.0), ("aaa", 0.2): (2.0, 1.0), ("aaa", 0.3): (3.0, 4.0),
+              ("bbb", 0.1): (8.0, 7.0), ("bbb", 0.2): (9.0, 9.5)}
+    entries = [ranking.entry(f"{data}-{lr}-{seed}", f"lr={lr} seed={seed}", "completed",
+                             {"data.name": data, "model.name": "linear", "train.loss": "mse", "optimizer.lr": lr,
+                              "train.seed": seed}, {"final_train_loss": loss}, ["optimizer.lr", "train.seed"])
+               for (data, lr), pair in losses.items() for seed, loss in enumerate(pair)]
+    # Best configurations by mean loss: aaa 0.2 (1.5), then 0.3 (3.5), then 0.1; bbb 0.1 (7.5), then 0.2.
+    assert chosen(entries, 3) == ["aaa-0.2-1", "bbb-0.1-1", "aaa-0.3-0"]
+    assert chosen(entries, 5) == ["aaa-0.2-1", "bbb-0.1-1", "aaa-0.3-0", "bbb-0.2-0", "aaa-0.1-0"]
+    assert sorted(chosen(entries, 10)) == sorted(e.run_id for e in entries)  # a sweep that small: every run
+    assert chosen(entries, 0) == []

@@ -32,21 +32,22 @@ def chosen(entries: list[ranking.Entry], limit: int) -> list[str]:
     return list(itertools.islice(best_seeds, limit))
 
 
-def at_end(plots: Plots, limit: int, origin: Origin, children: list, uri: str) -> str:
+def at_end(plots: Plots, limit: int, origin: Origin, children: list, uri: str) -> tuple[str, bool]:
     """Draws the figures a sweep's children did not draw as they ended and should have; says what
-    the children have, in a line for the parent run (its tag gradlab.figures and its description)."""
+    the children have, in a line for the parent run (its tag gradlab.figures), and whether some
+    have none (then its description says it too)."""
     setting = f"tracking.plots={plots.value}"
     if draws_figures(plots, limit, origin):
-        return f"Figures: every child's that has a result ({setting})."
+        return f"Figures: every child's that has a result ({setting}).", False
     if plots is Plots.none:
-        return f"Figures: none drawn ({setting}); {AGAIN}."
+        return f"Figures: none drawn ({setting}); {AGAIN}.", True
     entries = [ranking.entry(c.id, c.name, c.outcome, c.params, c.metrics, origin.varied, c.tag("overrides"))
                for c in children]
     ids = chosen(entries, limit)
     drawn = _draw(ids, uri)
     which = "every child's" if len(children) <= limit else "the best seed of each of the best configurations"
     return (f"Figures drawn for {drawn} of {len(children)} children, {which} ({setting}, "
-            f"tracking.plots_max_children={limit}); {AGAIN}.")
+            f"tracking.plots_max_children={limit}); {AGAIN}."), True
 
 
 def _draw(run_ids: list[str], uri: str) -> int:

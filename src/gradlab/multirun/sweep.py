@@ -183,8 +183,8 @@ class Sweep:
         found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search, self.recorder.ask)
         tags.update(found_answer.tags)
         try:
-            tags["gradlab.figures"] = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)
-            if "mlflow.note.content" in tags and not tags["gradlab.figures"].startswith("Figures: every"):
+            tags["gradlab.figures"], some_without = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)
+            if "mlflow.note.content" in tags and some_without:
                 # After the description's first paragraph: MLflow keeps 8000 characters of it.
                 first, _, rest = tags["mlflow.note.content"].partition("\n\n")
                 tags["mlflow.note.content"] = f"{first}\n\n{tags['gradlab.figures']}\n\n{rest}".rstrip()
