@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-import statistics
 import sys
 
 import mlflow
@@ -62,19 +61,18 @@ def test_tracking_plots_takes_its_three_values_and_says_so_otherwise():
     assert from_container({**base, "tracking": {"plots": False}}).tracking.plots is Plots.none
 
 
-def _reference_choice(children: list, limit: int) -> set[str]:
-    """The documented rule written out for a sweep of one problem whose runs are not at the
-    optimum: configurations (optimizer, lr) by their seeds' mean excess loss, diverged ones last;
-    each one's best seed (least excess); the first `limit`."""
+def _check_choice(children: list, drawn: set[str]) -> None:
+    """The documented rule written out for a sweep of one problem and four configurations (all of
+    them in its description): one seed of each configuration has figures, the one with the least
+    excess loss where its seeds finished (either seed of one whose seeds both diverged)."""
     configs: dict[tuple, list] = {}
     for r in children:
         configs.setdefault((r.data.params["optimizer.name"], r.data.params["optimizer.lr"]), []).append(r)
-
-    def excess(r) -> float:
-        return r.data.metrics.get("excess_loss", math.inf)
-
-    ranked = sorted(configs.values(), key=lambda runs: statistics.fmean(excess(r) for r in runs))
-    return {min(runs, key=excess).info.run_id for runs in ranked[:limit]}
+    assert len(configs) == 4
+    for runs in configs.values():
+        (one,) = drawn & {r.info.run_id for r in runs}
+        if all("excess_loss" in r.data.metrics for r in runs):
+            assert one == min(runs, key=lambda r: r.data.metrics["excess_loss"]).info.run_id
 
 
 def test_a_sweep_above_the_threshold_draws_its_best_runs_and_plots_draws_any_other(temp_store, tmp_path, monkeypatch):
@@ -85,13 +83,13 @@ def test_a_sweep_above_the_threshold_draws_its_best_runs_and_plots_draws_any_oth
     assert len(children) == 8 and outcome.failed == 0
     assert not any(r.data.metrics.get("at_optimum") == 1.0 for r in children)  # the reference's premise
     drawn = {r.info.run_id for r in children if _plots(client, r.info.run_id)}
-    assert drawn == _reference_choice(children, 3)
+    _check_choice(children, drawn)
     for r in children:  # every child's record is whole: params, final metrics, history.csv, params.json
         assert r.data.params["optimizer.lr"] in ("0.01", "0.1") and "epochs_run" in r.data.metrics
         assert ("final_train_loss" in r.data.metrics) != ("diverged_step" in r.data.metrics)
         assert {"history.csv", "params.json", "config.yaml"} <= _files(client, r.info.run_id)
     tag = client.get_run(outcome.parent_id).data.tags
-    assert tag["gradlab.figures"].startswith("Figures drawn for 3 of 8 children")
+    assert tag["gradlab.figures"].startswith("Figures drawn for 4 of 8 children")
     assert "gradlab plots RUN_ID" in tag["gradlab.figures"] and tag["gradlab.figures"] in tag["mlflow.note.content"]
 
     # `gradlab plots` on a child that has none: the figures a run of that config draws itself.
@@ -159,19 +157,25 @@ def test_draw_plots_reads_a_data_file_a_stored_config_names_only_when_trusted(te
     assert _plots(client, run_id) == set(drawn[run_id])
 
 
-def test_a_large_sweep_chooses_each_problems_best_configurations_best_seeds_in_turn():
+def test_a_large_sweep_chooses_the_best_seed_of_each_configuration_its_description_lists():
     from gradlab import ranking
     from gradlab.multirun.figures import chosen
 
-    # Two problems; each configuration (lr) has two seeds; the loss of each run, set by hand.
-    losses = {("aaa", 0.1): (5.0, 6.0), ("aaa", 0.2): (2.0, 1.0), ("aaa", 0.3): (3.0, 4.0),
-              ("bbb", 0.1): (8.0, 7.0), ("bbb", 0.2): (9.0, 9.5)}
-    entries = [ranking.entry(f"{data}-{lr}-{seed}", f"lr={lr} seed={seed}", "completed",
+    def entry(data: str, lr: float, seed: int, loss: float, outcome: str = "completed"):
+        return ranking.entry(f"{data}-{lr:g}-{seed}", f"lr={lr:g} seed={seed}", outcome,
                              {"data.name": data, "model.name": "linear", "train.loss": "mse", "optimizer.lr": lr,
                               "train.seed": seed}, {"final_train_loss": loss}, ["optimizer.lr", "train.seed"])
-               for (data, lr), pair in losses.items() for seed, loss in enumerate(pair)]
-    # Best configurations by mean loss: aaa 0.2 (1.5), then 0.3 (3.5), then 0.1; bbb 0.1 (7.5), then 0.2.
-    assert chosen(entries, 3) == ["aaa-0.2-1", "bbb-0.1-1", "aaa-0.3-0"]
-    assert chosen(entries, 5) == ["aaa-0.2-1", "bbb-0.1-1", "aaa-0.3-0", "bbb-0.2-0", "aaa-0.1-0"]
-    assert sorted(chosen(entries, 10)) == sorted(e.run_id for e in entries)  # a sweep that small: every run
-    assert chosen(entries, 0) == []
+
+    # One problem, 45 configurations (lr k/100) of two seeds; configuration k's losses k + 0.5 and k
+    # (seed 1 the better), except k = 7, whose seeds both diverge: it ranks last.
+    one = [entry("aaa", k / 100, seed, k + 0.5 * (1 - seed)) for k in range(1, 46) for seed in (0, 1) if k != 7]
+    one += [entry("aaa", 0.07, seed, math.nan, "diverged") for seed in (0, 1)]
+    # The description lists a problem's best 40 configurations: here k = 1..41 but 7.
+    assert chosen(one, 10) == [f"aaa-{k / 100:g}-1" for k in range(1, 42) if k != 7]
+    assert sorted(chosen(one, 90)) == sorted(e.run_id for e in one)  # a sweep that small: every run
+    # Two problems: 20 rows each, so each one's 3 configurations are listed, the best seed of each.
+    two = [entry(d, lr, seed, loss) for (d, lr), pair in {("aaa", 0.1): (5.0, 6.0), ("aaa", 0.2): (2.0, 1.0),
+                                                          ("bbb", 0.1): (8.0, 7.0), ("bbb", 0.2): (9.0, 9.5),
+                                                          ("bbb", 0.3): (1.0, 3.0)}.items()
+           for seed, loss in enumerate(pair)]
+    assert chosen(two, 3) == ["aaa-0.2-1", "aaa-0.1-0", "bbb-0.3-0", "bbb-0.1-1", "bbb-0.2-0"]

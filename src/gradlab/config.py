@@ -346,7 +346,7 @@ class TrackingConfig:
     max_points: int = 300  # per step metric sent to MLflow (about what the UI's charts draw); history.csv keeps every epoch
     # Which runs draw their figures (plots/*.png); every run keeps history.csv, from which
     # `gradlab plots RUN_ID` draws them later. auto: a single run, and every child of a sweep of at
-    # most plots_max_children jobs; a larger sweep's best runs, chosen at its end (multirun/figures.py).
+    # most plots_max_children jobs; a larger sweep's best runs, at its end (multirun/figures.py).
     plots: Plots = Plots.auto
     plots_max_children: int = 100
     skip_finished: bool = False  # skip a job whose identical config already FINISHED

@@ -3,13 +3,12 @@
 Figures are a third of a small sweep's time and nobody opens a thousand of them. With `auto`, a
 sweep of at most tracking.plots_max_children jobs draws every child's as it ends; a larger one
 draws none then, and at its end, once the ranking is known, draws those of the runs a person
-looks at: the best seed of each of its best configurations, every problem's best first, at most
-plots_max_children runs (redraw.py: from their records, the figures they would have drawn).
+looks at: the best seed of each configuration its parent's description lists (each problem's
+best, 40 in all: ranking.note_rows), from their records (redraw.py: the figures they would have drawn).
 """
 
 from __future__ import annotations
 
-import itertools
 import sys
 
 from gradlab import ranking
@@ -21,15 +20,14 @@ AGAIN = "`gradlab plots RUN_ID` draws any other child's from its history.csv"
 
 
 def chosen(entries: list[ranking.Entry], limit: int) -> list[str]:
-    """The runs to draw: every one of at most `limit`; else the best seed of each configuration,
-    the best configurations of every problem first (each problem's k-th before any's k+1-th),
-    `limit` runs in all."""
+    """The runs to draw: every one of at most `limit`; else the best seed of each configuration
+    the parent's description lists (each problem's best ranking.note_rows)."""
     drawable = [e for e in entries if e.outcome in DRAWABLE]
     if len(entries) <= limit:
         return [e.run_id for e in drawable]
-    groups = ranking.configurations(drawable).values()
-    best_seeds = (c.runs[0].run_id for rank in itertools.zip_longest(*groups) for c in rank if c is not None)
-    return list(itertools.islice(best_seeds, limit))
+    groups = ranking.configurations(entries)
+    rows = ranking.note_rows(len(groups))
+    return [c.runs[0].run_id for group in groups.values() for c in group[:rows] if c.runs[0].outcome in DRAWABLE]
 
 
 def at_end(plots: Plots, limit: int, origin: Origin, children: list, uri: str) -> tuple[str, bool]:
@@ -45,7 +43,7 @@ def at_end(plots: Plots, limit: int, origin: Origin, children: list, uri: str) -
                for c in children]
     ids = chosen(entries, limit)
     drawn = _draw(ids, uri)
-    which = "every child's" if len(children) <= limit else "the best seed of each of the best configurations"
+    which = "every child's" if len(children) <= limit else "the best seed of each configuration the description lists"
     return (f"Figures drawn for {drawn} of {len(children)} children, {which} ({setting}, "
             f"tracking.plots_max_children={limit}); {AGAIN}."), True
 
