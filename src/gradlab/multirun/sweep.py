@@ -185,9 +185,7 @@ class Sweep:
         try:
             tags["gradlab.figures"], some_without = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)
             if "mlflow.note.content" in tags and some_without:
-                # After the description's first paragraph: MLflow keeps 8000 characters of it.
-                first, _, rest = tags["mlflow.note.content"].partition("\n\n")
-                tags["mlflow.note.content"] = f"{first}\n\n{tags['gradlab.figures']}\n\n{rest}".rstrip()
+                tags["mlflow.note.content"] = _with_line(tags["mlflow.note.content"], tags["gradlab.figures"])
         except Exception as e:  # noqa: BLE001 - the children's figures are a courtesy; their records are whole
             print(f"gradlab: the sweep's figures could not be drawn: {type(e).__name__}: {e}", file=sys.stderr)
         stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
@@ -293,6 +291,14 @@ def _children(recorder, parent_id: str, parent_key: int) -> tuple[list, list[str
         return recorder.ask("children", parent_id), failures
     except RecorderGone:
         return query.children(Store(recorder.uri), parent_id), failures
+
+
+def _with_line(note: str, line: str) -> str:
+    """The parent's description with a paragraph near its start, after the convergence map where
+    there is one (the page shows a description's start; MLflow keeps 8000 characters of it)."""
+    parts = note.split("\n\n")
+    at = 2 if len(parts) > 1 and parts[1].startswith("![") else 1
+    return "\n\n".join([*parts[:at], line, *parts[at:]])
 
 
 def _value(v) -> str:
