@@ -64,7 +64,7 @@ def plain_loop(optimizer: str, lr: float, epochs: int) -> dict:
 
 
 GRID = ["optimizer=gd,sgd_momentum", "optimizer.lr=0.001,0.01,0.1", "data.scaling=factor", "data.val_fraction=null",
-        "train.dtype=float64", "model.start.w=1", "model.start.b=0", "train.epochs=3000", "tracking.plots=false",
+        "train.dtype=float64", "model.start.w=1", "model.start.b=0", "train.epochs=3000", "tracking.plots=none",
         "hydra/launcher=batched", "tracking.experiment=answer"]
 
 
@@ -113,7 +113,7 @@ def test_rank_one_the_best_run_and_the_reports_best_row_are_one_run_at_the_optim
 
 def test_a_sweep_over_two_problems_names_a_best_run_for_each_and_never_compares_them(cli, temp_store):
     code, _, err = cli("-m", "model=linear,quadratic", "optimizer=adam", "optimizer.lr=0.01,0.1", "data.val_fraction=null",
-                       "train.epochs=300", "tracking.plots=false", "hydra/launcher=batched", "tracking.experiment=two")
+                       "train.epochs=300", "tracking.plots=none", "hydra/launcher=batched", "tracking.experiment=two")
     assert code == 0, err
     (parent,), children = runs_of(temp_store, "two")
     assert "gradlab.best_run" not in parent.data.tags  # no one best across problems
@@ -231,7 +231,7 @@ def test_a_ranking_file_never_carries_a_live_spreadsheet_formula():
 # ------------------------------------------------------------------------------ seeds
 def test_the_seeds_sweeps_tables_have_a_row_per_configuration_with_its_spread(cli, temp_store, tmp_path):
     code, _, err = cli("-cd", str(ROOT / "sweeps"), "-cn", "seeds", "train.seed=0,1,2,3,4,5", "optimizer.lr=0.01,0.02",
-                       "train.epochs=150", "tracking.plots=false")
+                       "train.epochs=150", "tracking.plots=none")
     assert code == 0, err
     (parent,), children = runs_of(temp_store, "seeds")
     folder = compare.report(Store(), parent=parent.info.run_id, out=tmp_path / "report")

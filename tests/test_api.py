@@ -60,8 +60,8 @@ def test_repeated_calls_in_one_process_reuse_the_recorder(temp_store):
     a = gradlab.run(*SMALL)
     first = REGISTRY.first
     b = gradlab.run(*SMALL, optimizer__lr=0.005)
-    s1 = gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, *SMALL, "tracking.plots=false")
-    s2 = gradlab.sweep(["optimizer.lr=0.01,0.02,0.03"], *SMALL, "tracking.plots=false")
+    s1 = gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, *SMALL, "tracking.plots=none")
+    s2 = gradlab.sweep(["optimizer.lr=0.01,0.02,0.03"], *SMALL, "tracking.plots=none")
     assert REGISTRY.first is first and first.alive()  # one recorder process for every call
     assert len({a.run_id, b.run_id}) == 2 and s1.parent_id != s2.parent_id
     assert (len(s1.runs), len(s2.runs)) == (2, 3)
@@ -69,7 +69,7 @@ def test_repeated_calls_in_one_process_reuse_the_recorder(temp_store):
 
 
 def test_a_sweep_returns_the_tidy_frame_of_its_children(temp_store):
-    s = gradlab.sweep({"optimizer": ["gd", "adam"], "optimizer.lr": [1e-3, 1e-2]}, *SMALL, "tracking.plots=false")
+    s = gradlab.sweep({"optimizer": ["gd", "adam"], "optimizer.lr": [1e-3, 1e-2]}, *SMALL, "tracking.plots=none")
     c = mlflow.MlflowClient(temp_store)
     kids = c.search_runs([c.get_experiment_by_name("thermometer_sgd_split").experiment_id],
                          filter_string=f"tags.mlflow.parentRunId = '{s.parent_id}'")
@@ -223,7 +223,7 @@ def test_an_interrupted_call_leaves_its_run_killed_and_the_process_usable(temp_s
 def test_an_interrupted_sweep_leaves_its_parent_and_children_killed(temp_store):
     interrupt_once_training(temp_store)
     with pytest.raises(KeyboardInterrupt):
-        gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, SMALL[0], "train.epochs=100000000", "tracking.plots=false")
+        gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, SMALL[0], "train.epochs=100000000", "tracking.plots=none")
     found = only(temp_store, "thermometer_sgd_split")
     assert len(found) == 3 and {(r.info.status, r.data.tags["gradlab.outcome"]) for r in found} == {("KILLED", "killed")}
     assert len(gradlab.sweep({"optimizer.lr": [0.01]}, *SMALL).runs) == 1  # and the next sweep runs

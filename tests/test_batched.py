@@ -181,7 +181,7 @@ def test_a_sweep_of_several_groups_records_every_job_as_the_basic_launcher_does(
     code, _, err = cli(*grid, "hydra/launcher=basic", "tracking.experiment=basic")
     assert code == 0, err
     code, out, err = cli("-m", "optimizer=sgd,lbfgs", "optimizer.lr=0.01,0.5", "train.epochs=5", "hydra/launcher=batched",
-                         "tracking.experiment=lbfgs", "tracking.plots=false")
+                         "tracking.experiment=lbfgs", "tracking.plots=none")
     assert code == 0, err
     assert "4 jobs in 3 batches (sizes 2, 1, 1)" in out
     by = {}
@@ -209,7 +209,7 @@ def test_a_sweep_of_several_groups_records_every_job_as_the_basic_launcher_does(
 
 
 def test_resume_skips_the_finished_jobs_and_batches_the_rest(cli, temp_store):
-    base = ["-m", "hydra/launcher=batched", "train.epochs=30", "tracking.plots=false", "tracking.experiment=resume"]
+    base = ["-m", "hydra/launcher=batched", "train.epochs=30", "tracking.plots=none", "tracking.experiment=resume"]
     assert cli(*base, "optimizer.lr=0.01,0.02")[0] == 0
     code, out, err = cli(*base, "optimizer.lr=0.01,0.02,0.03,0.04,0.05", "tracking.skip_finished=true")
     assert code == 0, err
@@ -222,7 +222,7 @@ def test_resume_skips_the_finished_jobs_and_batches_the_rest(cli, temp_store):
 @pytest.mark.slow
 def test_ctrl_c_in_a_batched_sweep_leaves_its_runs_killed_with_their_history(temp_store, tmp_path):
     proc = Started([sys.executable, "-m", "gradlab", "-m", "-cd", "sweeps", "-cn", "lr_scale_optimizer",
-                             "train.epochs=100000000", "tracking.plots=false", f"hydra.sweep.dir={tmp_path}/ms"],
+                             "train.epochs=100000000", "tracking.plots=none", f"hydra.sweep.dir={tmp_path}/ms"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def training():

@@ -25,7 +25,7 @@ from conftest import ROOT, start, wait_for
 STATE = (ROOT / ".cluster-test" if all(os.stat(p).st_mode & 0o001 for p in [ROOT, *ROOT.parents])
          else Path("/var/tmp/gradlab-cluster-test"))
 GRID = ["optimizer=sgd,adam", "optimizer.lr=1e-3,3e-3,1e-2", "data.scaling=factor,standardize", "train.epochs=300",
-        "train.dtype=float64", "tracking.plots=false"]
+        "train.dtype=float64", "tracking.plots=none"]
 
 
 def _unable() -> str | None:
@@ -160,7 +160,7 @@ def test_scancel_of_a_task_mid_training_leaves_its_runs_killed_and_the_sweep_say
     env = {**os.environ, **cluster}
     # two batches (their epochs differ), a task each: the long one is cancelled while it trains
     with start("-m", "hydra/launcher=batched_slurm", "hydra.launcher.tasks=2", "optimizer=sgd", "optimizer.lr=1e-3,1e-2",
-               "train.epochs=200,20000000", "tracking.plots=false", f"tracking.experiment={name}",
+               "train.epochs=200,20000000", "tracking.plots=none", f"tracking.experiment={name}",
                f"hydra.sweep.dir={tmp_path}/slurm", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
         c = _client(uri)
 
@@ -241,7 +241,7 @@ def test_eight_writers_logging_one_dataset_at_once_on_postgres_lose_nothing(clus
 def test_a_job_slurm_refuses_is_one_line(cluster, tmp_path):
     env = {**os.environ, **cluster}
     with start("-m", "hydra/launcher=batched_slurm", "hydra.launcher.partition=nope", "optimizer.lr=1e-3,1e-2",
-               "train.epochs=10", "tracking.plots=false", f"tracking.experiment=cluster_refused_{uuid.uuid4().hex[:8]}",
+               "train.epochs=10", "tracking.plots=none", f"tracking.experiment=cluster_refused_{uuid.uuid4().hex[:8]}",
                f"hydra.sweep.dir={tmp_path}/slurm", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
         out, err = p.communicate()
     assert p.returncode == 1, out + err

@@ -79,7 +79,7 @@ def test_headline_sweep_children_are_named_by_what_varies():
     assert names[("gd", "1", "standardize")].startswith("gd lr=1 standardize · ")
     assert len(set(names.values())) == len(names)
     # a single run leads with its command line's choices (not the experiment's name, nor tracking's)
-    job = ["experiment=rosenbrock_gd", "optimizer.lr=0.002", "tracking.plots=false", "train.seed=3"]
+    job = ["experiment=rosenbrock_gd", "optimizer.lr=0.002", "tracking.plots=none", "train.seed=3"]
     assert run_name(compose(*job), job) == "lr=0.002 seed=3 · rosenbrock-analytic-gd-lr0.002-seed3"
 
 
@@ -263,7 +263,7 @@ def test_good_csv_trains_and_records_its_digest(cli, runs, csv_file):
 
     path = csv_file(GOOD_CSV)
     code, out, err = cli("data=csv", f"data.path={path}", "data.target=y", "data.val_fraction=0.4",
-                         "data.scaling=standardize", "train.epochs=5", "tracking.plots=false")
+                         "data.scaling=standardize", "train.epochs=5", "tracking.plots=none")
     assert code == 0, err
     (run,) = runs()
     assert run.data.tags["gradlab.data.sha256"] == hashlib.sha256(GOOD_CSV.encode()).hexdigest()
@@ -278,7 +278,7 @@ def test_good_csv_trains_and_records_its_digest(cli, runs, csv_file):
     ["data=line", "model=quadratic", "optimizer=adam"],
 ])
 def test_other_datasets_do_not_inherit_the_thermometers_settings(cli, runs, args):
-    code, _, err = cli(*args, "train.epochs=3", "tracking.plots=false")
+    code, _, err = cli(*args, "train.epochs=3", "tracking.plots=none")
     assert code == 0, err
     (run,) = runs()
     if "data=line" in args:

@@ -37,7 +37,7 @@ def test_run_sweep_refuses_in_typed_errors_before_any_run(temp_store, runs, tmp_
 
 
 def test_run_sweep_returns_how_the_sweep_ended(temp_store, tmp_path):
-    outcome = run_sweep(["optimizer.lr=0.01,0.02", "train.epochs=5", "tracking.plots=false", "hydra/launcher=batched",
+    outcome = run_sweep(["optimizer.lr=0.01,0.02", "train.epochs=5", "tracking.plots=none", "hydra/launcher=batched",
                          f"hydra.sweep.dir={tmp_path}"])
     assert (outcome.name, outcome.experiment, outcome.failed, outcome.counts["jobs"]) == ("multirun", "default", 0, 2)
     parent = mlflow.MlflowClient(temp_store).get_run(outcome.parent_id)
@@ -80,7 +80,7 @@ def test_a_sweep_says_how_far_it_has_got_off_a_terminal_and_on_its_parent(temp_s
     from gradlab.multirun import sweep
 
     monkeypatch.setattr(sweep, "PROGRESS_SECONDS", 0.0)  # every batch, for the test
-    outcome = run_sweep(["optimizer=gd,adam", "optimizer.lr=0.01,10", "train.epochs=30", "tracking.plots=false",
+    outcome = run_sweep(["optimizer=gd,adam", "optimizer.lr=0.01,10", "train.epochs=30", "tracking.plots=none",
                          "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}"])
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "jobs done" in ln]
     # two batches (gd, adam) of two; gd at lr 10 diverges on the thermometer

@@ -100,7 +100,7 @@ def test_a_signal_mid_epoch_stops_at_its_end_with_every_history_whole(temp_store
         original(self, epoch, row)
 
     monkeypatch.setattr(History, "append", append)
-    jobs = [Job(compose("train.epochs=100", f"optimizer.lr={lr}", "tracking.plots=false")) for lr in (1e-4, 2e-4)]
+    jobs = [Job(compose("train.epochs=100", f"optimizer.lr={lr}", "tracking.plots=none")) for lr in (1e-4, 2e-4)]
     with pytest.raises(Killed):
         record_group(jobs, Origin("default"), quiet=True)
     c = client(temp_store)
@@ -127,7 +127,7 @@ def test_a_second_signal_while_one_is_held_stops_at_once():
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed
 def test_signal_marks_the_run_killed_and_exits_as_killed(temp_store, sig):
-    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=false"],
+    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000000", "tracking.plots=none"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def logging_started():
@@ -322,7 +322,7 @@ def test_another_program_opening_a_new_store_while_gradlab_creates_it_breaks_nei
     for attempt in range(3):  # the window is the second or so of MLflow's migrations: try it a few times
         db = tmp_path / f"new{attempt}" / "mlflow.db"
         uri = f"sqlite:///{db}"
-        proc = Started([sys.executable, "-m", "gradlab", "train.epochs=200", "tracking.plots=false"], cwd=ROOT,
+        proc = Started([sys.executable, "-m", "gradlab", "train.epochs=200", "tracking.plots=none"], cwd=ROOT,
                                 env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         wait_for(lambda: db.with_name("mlflow.db.lock").exists(), timeout=60, every=0.001, proc=proc)
@@ -472,7 +472,7 @@ def test_an_in_memory_store_is_refused_it_would_keep_nothing(uri):
 def test_relative_sqlite_uri_is_read_against_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlflow.db")
-    rec = record(Job(compose("train.epochs=3", "tracking.plots=false")), Origin("rel"), quiet=True)
+    rec = record(Job(compose("train.epochs=3", "tracking.plots=none")), Origin("rel"), quiet=True)
     assert (tmp_path / "rel" / "mlflow.db").is_file()
     assert client(f"sqlite:///{tmp_path}/rel/mlflow.db").get_run(rec.run_id).info.status == "FINISHED"
     assert (tmp_path / "rel" / "artifacts" / "rel").is_dir()  # artifacts beside the database
@@ -580,7 +580,7 @@ def test_a_csv_with_many_columns_keeps_the_full_input_list(temp_store, tmp_path)
     path = tmp_path / "wide.csv"
     path.write_text(",".join([*names, "y"]) + "\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in values) + "\n")
     rec = record(Job(compose("data=csv", f"data.path={path}", f"data.inputs=[{','.join(names)}]", "data.val_fraction=null",
-                         "train.epochs=3", "tracking.plots=false")), Origin("wide"), quiet=True)
+                         "train.epochs=3", "tracking.plots=none")), Origin("wide"), quiet=True)
     r = client(temp_store).get_run(rec.run_id)
     assert len(r.data.params["data.inputs"]) <= tracking.store.MAX_PARAM_VALUE
     assert json.loads(json.loads(artifact(rec.run_id, "params_full.json", temp_store))["data.inputs"]) == names
@@ -620,7 +620,7 @@ def test_provenance_outside_git_says_unknown(monkeypatch, tmp_path):
 
 
 def test_history_csv_equals_the_in_memory_history_and_metrics_are_thinned(temp_store):
-    rec = record(Job(compose("train.epochs=5000", "tracking.max_points=100", "tracking.plots=false")), Origin("thin"), quiet=True)
+    rec = record(Job(compose("train.epochs=5000", "tracking.max_points=100", "tracking.plots=none")), Origin("thin"), quiet=True)
     h = rec.result.history
     rows = history_rows(artifact(rec.run_id, "history.csv", temp_store))
     assert list(rows[0]) == h.columns
@@ -723,7 +723,7 @@ def test_every_plot_is_produced_where_it_applies(overrides, expected):
 @pytest.mark.slow
 def test_a_store_deleted_mid_run_is_an_error_not_a_success(temp_store):
     db = Path(temp_store.removeprefix("sqlite:///"))
-    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000", "tracking.plots=false"], cwd=ROOT,
+    proc = Started([sys.executable, "-m", "gradlab", "train.epochs=100000", "tracking.plots=none"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     def started():
         try:
@@ -772,7 +772,7 @@ def test_a_disk_that_fills_mid_run_fails_the_run_with_the_disk_error(small_disk)
     """It ended KILLED "the training process ended before recording its end", under 90 lines of
     MLflow's logged tracebacks."""
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
-    proc = gradlab("train.epochs=2000000", "tracking.max_points=100000", "tracking.plots=false",
+    proc = gradlab("train.epochs=2000000", "tracking.max_points=100000", "tracking.plots=none",
                    env={"MLFLOW_TRACKING_URI": uri})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
@@ -787,7 +787,7 @@ def test_reap_on_a_full_disk_says_what_it_could_not_mark_in_one_line_each(small_
     """gradlab reap printed "marked ... KILLED" for runs it could not write, under MLflow's logged
     tracebacks, and exited 0."""
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
-    proc = start("train.epochs=100000000", "tracking.plots=false", env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    proc = start("train.epochs=100000000", "tracking.plots=none", env={**os.environ, "MLFLOW_TRACKING_URI": uri},
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: store_made(uri) and _outcomes(small_disk / "mlflow.db"), timeout=90, proc=proc)
     kill_session(proc.pid)  # the trainer and its recorder at once: the run stays RUNNING
@@ -811,7 +811,7 @@ def test_a_read_only_store_is_refused_in_one_line_naming_the_fix(small_disk):
     """It got "start_run: (raised as a result of Query-invoked autoflush…)" and 89 lines of
     MLflow's logging. (A read-only file cannot be made for root; a read-only mount can.)"""
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
-    assert gradlab("train.epochs=5", "tracking.plots=false", env={"MLFLOW_TRACKING_URI": uri}).returncode == 0
+    assert gradlab("train.epochs=5", "tracking.plots=none", env={"MLFLOW_TRACKING_URI": uri}).returncode == 0
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     try:
         proc = gradlab("train.epochs=5", env={"MLFLOW_TRACKING_URI": uri})
@@ -848,7 +848,7 @@ def test_a_failed_write_is_said_by_its_root_cause_under_mlflows_wrappers():
 def test_a_damaged_store_is_said_to_be_damaged_at_once(temp_store, where, said):
     """A store holding runs, damaged (its header, its schema page): it was blamed on a creation
     that stopped half-way, after a 60 s wait."""
-    assert gradlab("train.epochs=5", "tracking.plots=false").returncode == 0
+    assert gradlab("train.epochs=5", "tracking.plots=none").returncode == 0
     db = Path(temp_store.removeprefix("sqlite:///"))
     with sqlite3.connect(db) as con:
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file, none in the log
@@ -859,7 +859,7 @@ def test_a_damaged_store_is_said_to_be_damaged_at_once(temp_store, where, said):
     with pytest.raises(tracking.TrackingError, match="is not a database SQLite can read"):
         tracking.Store(temp_store)
     assert time.monotonic() - began < 30  # no wait on a creation that never comes (the CLI adds torch's import)
-    proc = gradlab("train.epochs=5", "tracking.plots=false")
+    proc = gradlab("train.epochs=5", "tracking.plots=none")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"gradlab: error: {db} is not a database SQLite can read ({said}): damaged, or not an MLflow store. Keep a "

@@ -19,7 +19,7 @@ from gradlab.config import AnnealStrategy, ThresholdMode, validate
 from gradlab.record import Job
 
 EPOCHS = 40
-BASE = ["train.dtype=float64", f"train.epochs={EPOCHS}", "model.start.w=1", "model.start.b=0", "tracking.plots=false"]
+BASE = ["train.dtype=float64", f"train.epochs={EPOCHS}", "model.start.w=1", "model.start.b=0", "tracking.plots=none"]
 
 SCHEDULES = {  # every option, with values that reach each of its branches within EPOCHS
     "constant": [],
@@ -269,7 +269,7 @@ def test_a_scheduled_run_records_its_lr_and_its_schedule(temp_store):
     from gradlab.tracking import Store, query
 
     cfg = compose("train.epochs=500", "schedule=step", "schedule.step_size=100", "schedule.gamma=0.5", "tracking.max_points=50",
-                  "tracking.plots=false")
+                  "tracking.plots=none")
     record(Job(cfg, ["schedule=step"]), Origin("sched"), quiet=True)
     client = mlflow.MlflowClient(temp_store)
     (step,) = client.search_runs([client.get_experiment_by_name("sched").experiment_id])

@@ -273,7 +273,7 @@ def test_the_hint_of_nothing_to_search_is_an_override_that_works(cli, temp_store
 
 def test_a_seeded_search_is_reproducible(cli, temp_store):
     args = ["-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
-            "train.epochs=200", "tracking.plots=false"]
+            "train.epochs=200", "tracking.plots=none"]
     for _ in range(2):
         code, _, err = cli(*args)
         assert code == 0, err
@@ -292,7 +292,7 @@ def test_a_seeded_search_is_reproducible(cli, temp_store):
 
 def test_a_diverging_trial_is_a_result_and_the_study_goes_on(cli, temp_store):
     code, out, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid",
-                         "optimizer.lr=choice(0.001,50.0)", "optimizer.momentum=0.5", "train.epochs=300", "tracking.plots=false")
+                         "optimizer.lr=choice(0.001,50.0)", "optimizer.momentum=0.5", "train.epochs=300", "tracking.plots=none")
     assert code == 0, err
     (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
     fate = {c.data.params["optimizer.lr"]: (c.info.status, c.data.tags["gradlab.outcome"]) for c in children}
@@ -315,7 +315,7 @@ def test_a_search_stops_once_more_trials_fail_than_it_tolerates(cli, temp_store,
 
     monkeypatch.setattr(training, "fit", crashing)
     code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_jobs=1",
-                       "optimizer.lr=choice(0.01,0.02)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=false")
+                       "optimizer.lr=choice(0.01,0.02)", "optimizer.momentum=0.5", "train.epochs=50", "tracking.plots=none")
     assert code == 1, err
     assert "injected" in err and "more than hydra.sweeper.max_failure_rate=0" in err
     (parent,), _ = runs_of(temp_store, "optuna_lr_momentum")
@@ -329,7 +329,7 @@ def test_a_sweeper_that_crashes_before_any_trial_fails_its_parent(cli, temp_stor
         raise RuntimeError("the study's storage is locked")
 
     monkeypatch.setattr(search, "run", broken)
-    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "train.epochs=20", "tracking.plots=false")
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "train.epochs=20", "tracking.plots=none")
     assert code == 1 and "the study's storage is locked" in err
     (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
     assert children == [] and parent.info.status == "FAILED"  # not FINISHED with nothing in it
@@ -340,7 +340,7 @@ def test_a_sweeper_that_crashes_before_any_trial_fails_its_parent(cli, temp_stor
 def test_a_stored_study_made_to_maximise_is_not_resumed_as_one(cli, temp_store, tmp_path):
     journal = str(tmp_path / "old.journal")
     optuna.create_study(storage=search.open_storage(journal), study_name="old", direction="maximize")
-    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "train.epochs=20", "tracking.plots=false",
+    code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "train.epochs=20", "tracking.plots=none",
                        f"hydra.sweeper.storage={journal}", "hydra.sweeper.study_name=old")
     assert code == 1 and "the study 'old'" in err and "maximises" in err
     (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
@@ -388,7 +388,7 @@ def test_the_pruner_stops_trials_inside_their_batch_and_their_runs_say_pruned(cl
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_without_repeating_its_finished_trials(temp_store, tmp_path):
     args = [sys.executable, "-m", "gradlab", "-cd", "sweeps", "-cn", "optuna_lr_momentum", "hydra.sweeper.n_trials=6",
-            "hydra.sweeper.n_jobs=2", "train.epochs=100000", "train.log_every=100", "tracking.plots=false",
+            "hydra.sweeper.n_jobs=2", "train.epochs=100000", "train.log_every=100", "tracking.plots=none",
             f"hydra.sweep.dir={tmp_path}/ms"]
     proc = Started(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -425,7 +425,7 @@ def test_an_interrupted_search_resumes_without_repeating_its_finished_trials(tem
 def test_a_search_minimises_the_sweeps_objective_and_its_best_trial_is_the_parents_best_run(cli, temp_store, objective):
     code, _, err = cli("-cd", SWEEPS, "-cn", "optuna_lr_momentum", "hydra.sweeper.sampler.name=grid",
                        "optimizer.lr=choice(0.001,0.01,0.1)", "optimizer.momentum=0.9", "train.epochs=1500",
-                       "tracking.plots=false", f"tracking.objective={objective}")
+                       "tracking.plots=none", f"tracking.objective={objective}")
     assert code == 0, err
     (parent,), children = runs_of(temp_store, "optuna_lr_momentum")
     run_of = {int(c.data.tags["gradlab.trial"]): c for c in children}

@@ -64,7 +64,7 @@ def test_headline_sweep_covers_the_promised_grid():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
-    out = gradlab("-cd", "sweeps", "-cn", name, f"train.epochs={EPOCHS.get(name, 3)}", "tracking.plots=false", *FAST.get(name, []),
+    out = gradlab("-cd", "sweeps", "-cn", name, f"train.epochs={EPOCHS.get(name, 3)}", "tracking.plots=none", *FAST.get(name, []),
                   f"hydra.sweep.dir={tmp_path}/multirun", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     parents, children = store_runs(temp_store, name)
@@ -79,7 +79,7 @@ def test_every_sweep_file_runs_as_a_real_multirun(temp_store, tmp_path, name):
 
 # ------------------------------------------------------------------- parent and children
 def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
-    code, out, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.001,0.01", "train.epochs=30", "tracking.plots=false")
+    code, out, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.001,0.01", "train.epochs=30", "tracking.plots=none")
     assert code == 0, err
     parents, children = store_runs(temp_store, "default")
     (parent,) = parents
@@ -119,7 +119,7 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
 
 
 def test_named_sweep_lands_in_its_own_experiment(cli, temp_store):
-    code, _, err = cli("-cd", str(ROOT / "sweeps"), "-cn", "seeds", "train.seed=0,1", "train.epochs=5", "tracking.plots=false")
+    code, _, err = cli("-cd", str(ROOT / "sweeps"), "-cn", "seeds", "train.seed=0,1", "train.epochs=5", "tracking.plots=none")
     assert code == 0, err
     parents, children = store_runs(temp_store, "seeds")
     assert len(parents) == 1 and parents[0].info.run_name.startswith("seeds ") and len(children) == 2
@@ -158,7 +158,7 @@ def crash_at(monkeypatch, lr: float, message: str) -> None:
 
 def test_crashing_and_diverging_jobs(cli, temp_store, monkeypatch):
     crash_at(monkeypatch, 0.02, "optimizer state corrupted")
-    code, out, err = cli("-m", "optimizer.lr=0.01,0.02,1.0", "train.epochs=200", "tracking.plots=false")
+    code, out, err = cli("-m", "optimizer.lr=0.01,0.02,1.0", "train.epochs=200", "tracking.plots=none")
     assert code == 1  # a crash makes the sweep fail, after every other job ran
     parents, children = store_runs(temp_store, "default")
     by_lr = {c.data.params["optimizer.lr"]: c for c in children}
@@ -173,7 +173,7 @@ def test_crashing_and_diverging_jobs(cli, temp_store, monkeypatch):
 
 
 def test_diverged_jobs_alone_do_not_fail_the_sweep(cli, temp_store):
-    code, out, _ = cli("-m", "optimizer.lr=0.01,1.0", "train.epochs=200", "tracking.plots=false")
+    code, out, _ = cli("-m", "optimizer.lr=0.01,1.0", "train.epochs=200", "tracking.plots=none")
     assert code == 0
     assert "2 jobs: 1 finished, 1 diverged, 0 failed" in out
 
@@ -181,7 +181,7 @@ def test_diverged_jobs_alone_do_not_fail_the_sweep(cli, temp_store):
 def test_resume_skips_finished_jobs_into_the_same_parent(cli, temp_store, monkeypatch):
     real = optim.build
     crash_at(monkeypatch, 0.02, "interrupted")
-    args = ["-m", "optimizer.lr=0.01,0.02,0.03", "train.epochs=20", "tracking.plots=false"]
+    args = ["-m", "optimizer.lr=0.01,0.02,0.03", "train.epochs=20", "tracking.plots=none"]
     assert cli(*args)[0] == 1
     monkeypatch.setattr(optim, "build", real)
     code, out, err = cli(*args, "tracking.skip_finished=true")
@@ -199,7 +199,7 @@ def test_resume_skips_finished_jobs_into_the_same_parent(cli, temp_store, monkey
 
 @pytest.mark.slow
 def test_parallel_jobs_lose_nothing_and_match_sequential(temp_store, tmp_path):
-    grid = ["-m", "optimizer=sgd,adam,rmsprop", "optimizer.lr=0.001,0.01", "train.epochs=300", "tracking.plots=false"]
+    grid = ["-m", "optimizer=sgd,adam,rmsprop", "optimizer.lr=0.001,0.01", "train.epochs=300", "tracking.plots=none"]
     seq = gradlab(*grid, "tracking.experiment=sequential", f"hydra.sweep.dir={tmp_path}/a")
     par = gradlab(*grid, "tracking.experiment=parallel", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                   f"hydra.sweep.dir={tmp_path}/b")
@@ -220,7 +220,7 @@ def test_parallel_jobs_lose_nothing_and_match_sequential(temp_store, tmp_path):
 @pytest.mark.slow
 def test_submitit_local_launcher(temp_store, tmp_path):
     out = gradlab("-m", "hydra/launcher=submitit_local", "optimizer.lr=0.001,0.01", "train.epochs=20",
-                  "tracking.plots=false", "tracking.experiment=submitit", f"hydra.sweep.dir={tmp_path}/multirun", timeout=600)
+                  "tracking.plots=none", "tracking.experiment=submitit", f"hydra.sweep.dir={tmp_path}/multirun", timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     parents, children = store_runs(temp_store, "submitit")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -231,7 +231,7 @@ def test_submitit_local_launcher(temp_store, tmp_path):
 # ------------------------------------------------------------------------------ report
 def _sweep_for_report(cli):
     code, _, err = cli("-m", "optimizer=gd,adam", "optimizer.lr=0.001,0.01,1.0", "data.scaling=none,factor",
-                       "train.epochs=100", "tracking.plots=false", "tracking.experiment=rep")
+                       "train.epochs=100", "tracking.plots=none", "tracking.experiment=rep")
     assert code == 0, err
 
 
@@ -278,12 +278,12 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
     from gradlab.record import Job, Origin, record
 
     for lr in ("0.001", "0.002"):
-        record(Job(compose(f"optimizer.lr={lr}", "train.epochs=20", "tracking.plots=false")), Origin("rep"), quiet=True)
+        record(Job(compose(f"optimizer.lr={lr}", "train.epochs=20", "tracking.plots=none")), Origin("rep"), quiet=True)
     everything = pd.read_csv(compare.report(store, experiment="rep", everything=True, out=tmp_path / "all") / "summary.csv")
     assert len(everything) == 12 + 2
     assert len(pd.read_csv(compare.report(store, experiment="rep", out=tmp_path / "latest") / "summary.csv")) == 12
     # an experiment without any sweep: its runs
-    record(Job(compose("optimizer.lr=0.003", "train.epochs=20", "tracking.plots=false")), Origin("solo"), quiet=True)
+    record(Job(compose("optimizer.lr=0.003", "train.epochs=20", "tracking.plots=none")), Origin("solo"), quiet=True)
     assert len(pd.read_csv(compare.report(store, experiment="solo", out=tmp_path / "solo") / "summary.csv")) == 1
 
 
@@ -404,7 +404,7 @@ def test_make_ui_serves_the_store_on_loopback_only(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_store, tmp_path):
     proc = Started([sys.executable, "-m", "gradlab", "-m", "optimizer.lr=0.001,0.01", "train.epochs=100000000",
-                             "tracking.plots=false", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
+                             "tracking.plots=none", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     def first_job_logging():
         _, children = store_runs(temp_store, "default") if store_made(temp_store) else ([], [])
@@ -425,7 +425,7 @@ def test_ctrl_c_during_a_sweep_marks_the_parent_and_the_running_job_killed(temp_
 def _joblib_sweep(tmp_path, env: dict | None = None) -> Started:
     """Four long jobs on two joblib workers, in a session of their own."""
     return Started([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", "train.epochs=100000000",
-                             "tracking.plots=false", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             "tracking.plots=none", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                              f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
@@ -548,7 +548,7 @@ def test_a_sweep_whose_recorders_are_killed_leaves_no_run_running(temp_store, tm
     # joblib: the jobs go on after the kill, so short ones (all four run); batched: the batch must still be training
     epochs = 60000 if launcher == "joblib" else 300000
     proc = Started([sys.executable, "-m", "gradlab", "-m", "train.seed=range(0,4)", f"train.epochs={epochs}",
-                             "tracking.plots=false", *how, f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "tracking.plots=none", *how, f"hydra.sweep.dir={tmp_path}/multirun"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _both_jobs_logging(temp_store) if launcher == "joblib" else len(store_runs(temp_store, "default")[1]) == 4,
                  timeout=120, every=0.5, proc=proc)
@@ -577,7 +577,7 @@ def test_a_recorder_that_dies_with_a_batchs_ends_unwritten_leaves_no_run_running
     """The batched launcher trains its next batch while the last one's ends are written. A
     recorder stopped (SIGSTOP) holding an end it has not written, then killed, left that run RUNNING."""
     proc = Started([sys.executable, "-m", "gradlab", "-m", "train.epochs=150000,150001", "train.seed=0,1",
-                             "tracking.plots=false", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}/multirun"],
+                             "tracking.plots=none", "hydra/launcher=batched", f"hydra.sweep.dir={tmp_path}/multirun"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(store_runs(temp_store, "default")[1]) == 2, timeout=120, every=0.2, proc=proc)  # the first batch
@@ -606,7 +606,7 @@ def test_a_report_stays_in_reports_whatever_the_experiment_is_called(cli, temp_s
     left its runs RUNNING: its artifact folder and its report folder are named from it."""
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
-    code, _, err = cli("-m", "optimizer.lr=0.01,0.02", "train.epochs=20", "tracking.plots=false", f"tracking.experiment='{name}'")
+    code, _, err = cli("-m", "optimizer.lr=0.01,0.02", "train.epochs=20", "tracking.plots=none", f"tracking.experiment='{name}'")
     assert code == 0, err
     folder = compare.report(tracking.Store(), experiment=name).resolve()
     assert folder.parent == (tmp_path / "work" / "reports").resolve() and (folder / "summary.md").exists()
@@ -725,7 +725,7 @@ def test_three_recorders_record_a_sweep(cli, temp_store):
     """Every recorder but the first died with EBADF as it started (each closed pipes its parent had
     closed already): no job ran."""
     code, _, err = cli("-m", "hydra/launcher=batched", "hydra.launcher.recorders=3", "optimizer.lr=0.01,0.02,0.03",
-                       "train.epochs=20", "tracking.plots=false", "tracking.experiment=three")
+                       "train.epochs=20", "tracking.plots=none", "tracking.experiment=three")
     assert code == 0, err
     parents, children = store_runs(temp_store, "three")
     assert parents[0].info.status == "FINISHED" and sorted(c.info.status for c in children) == ["FINISHED"] * 3
@@ -734,7 +734,7 @@ def test_three_recorders_record_a_sweep(cli, temp_store):
 def test_jobs_that_differ_only_in_their_run_names_are_each_counted(cli, temp_store):
     """Both children were recorded FINISHED, but the sweep kept one per config hash (the run name
     is not part of it), said "1 job(s) ended before their run existed" and failed the parent."""
-    code, out, err = cli("-m", 'tracking.run_name="a=b","plain"', "train.epochs=5", "tracking.plots=false",
+    code, out, err = cli("-m", 'tracking.run_name="a=b","plain"', "train.epochs=5", "tracking.plots=none",
                          "tracking.experiment=names")
     assert code == 0, err
     assert "2 jobs: 2 finished" in out and "before their run existed" not in out

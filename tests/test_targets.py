@@ -445,7 +445,7 @@ def test_a_sweep_draws_the_optimizers_racing_on_each_function(cli, temp_store, c
 
     got, out, err = cli("-m", "hydra/launcher=batched", "model=objective", "data=none", f"model.target={code}/fns.py:bowl",
                         "model.start=[3,-2]", "model.optimum=[1,1]", "optimizer=gd,sgd_momentum,adam",
-                        "optimizer.lr=0.01,0.1", "train.epochs=60", "tracking.plots=false", "train.dtype=float64")
+                        "optimizer.lr=0.01,0.1", "train.epochs=60", "tracking.plots=none", "train.dtype=float64")
     assert got == 0, err
     client = mlflow.MlflowClient(temp_store)
     (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("default").experiment_id])

@@ -1,9 +1,9 @@
 """gradlab: composable, recorded, comparable gradient-descent experiments.
 
-From Python (a notebook): gradlab.run, gradlab.sweep, gradlab.runs, gradlab.history (gradlab.api).
+From Python (a notebook): gradlab.run, gradlab.sweep, gradlab.runs, gradlab.history, gradlab.draw_plots (gradlab.api).
 """
 
-API = ("run", "sweep", "runs", "history", "RunResult", "SweepResult")
+API = ("run", "sweep", "runs", "history", "draw_plots", "RunResult", "SweepResult")
 
 
 def __getattr__(name: str):

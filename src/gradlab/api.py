@@ -9,6 +9,7 @@
     s.runs                                     # the tidy DataFrame the comparison report uses
     s.figures()                                # the report's figures
     gradlab.runs(experiment="default"), gradlab.history(r.run_id)
+    gradlab.draw_plots(run_id)                 # a run's figures drawn into its record later (gradlab plots)
 
 The same conf/, the same validation and the same store as the CLI (MLFLOW_TRACKING_URI, else
 mlruns/). User mistakes raise ConfigError (OverrideError for what Hydra cannot compose), DataError
@@ -247,6 +248,18 @@ def runs(experiment: str | None = None, sweep: str | None = None) -> pd.DataFram
 
     _, _, frame = compare.select(Store(), experiment, sweep, everything=experiment is not None and sweep is None)
     return frame
+
+
+def draw_plots(*run_ids: str, trust_code: bool = False, trust_data: bool = False) -> dict[str, list[str]]:
+    """Draw recorded runs' figures into their records, from their history (`gradlab plots`: a
+    large sweep's runs other than its best, runs recorded with tracking.plots=none); run id -> the
+    artifact paths drawn. trust_code / trust_data as for `gradlab rerun`."""
+    from gradlab import redraw
+    from gradlab.tracking import Store
+
+    _strings("gradlab.draw_plots", run_ids, "gradlab.draw_plots('5a38007be932456eac8e46e58202e7e1')")
+    store = Store()
+    return {run_id: redraw.draw(store, run_id, trust_code, trust_data) for run_id in run_ids}
 
 
 def history(run_id: str) -> pd.DataFrame:

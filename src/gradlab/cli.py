@@ -2,6 +2,7 @@
 
     gradlab [overrides...]            one run (Hydra overrides; -m for a multirun; --cfg job prints)
     gradlab rerun RUN_ID [--trust-code] [--trust-data]  run a logged run's exact config again (code or a file it names: trusted)
+    gradlab plots RUN_ID...           draw recorded runs' figures into their records, from their history
     gradlab reap [--dry-run]          mark runs whose process died hard (SIGKILL) as KILLED
     gradlab ui [--port N]             the MLflow UI on the store, with the URLs of its runs views
 
@@ -19,10 +20,9 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from gradlab import safe, signals, timings
-from gradlab.config import ConfigError, DataError, from_container, register_configs, to_typed
+from gradlab.config import ConfigError, DataError, register_configs, to_typed
 from gradlab.record import record
 from gradlab.tracking import REGISTRY, TrackingError, project_root
 
@@ -131,28 +131,20 @@ def rerun(args: list[str]) -> int:
         _fail("usage: gradlab rerun RUN_ID [--trust-code] [--trust-data]   (the run id is on the run's page in the UI, "
               "or in the summary; --trust-code: import the code its config names; --trust-data: read the data file "
               "it names)")
-    from gradlab.config import MAX_STORED_CONFIG, CsvDataConfig, stored_yaml
+    from gradlab.redraw import data_file, stored_config, user_code
     from gradlab.tracking import Store, query
 
     run_id = ids[0]
     store = Store()
-    raw = query.artifact_bytes(store, run_id, "config.yaml", limit=MAX_STORED_CONFIG)
-    try:
-        cfg = from_container(stored_yaml(raw, f"the config.yaml of run {run_id}"))
-    except (OmegaConfBaseException, KeyError, TypeError, ValueError, AttributeError) as e:
-        if isinstance(e, (ConfigError, DataError)):
-            raise
-        _fail(f"the config.yaml of run {run_id} does not fit this version of gradlab ({e}); "
-              "check out the commit in its gradlab.git.commit tag and rerun from there")
-    code = {k: v for k, v in (("model.target", getattr(cfg.model, "target", None)),
-                              ("train.loss_target", cfg.train.loss_target)) if v}
+    cfg = stored_config(store, run_id)
+    code = user_code(cfg)
     if code and "--trust-code" not in args:
         named = ", ".join(f"{k}={v!r}" for k, v in code.items())
         _fail(f"run {run_id} imports code, {named}; rerun it with --trust-code if you trust "
               "that code (a stored config is data, and gradlab imports nothing it names unasked)")
     if code:
         _say_if_changed(query.run(store, run_id))
-    if isinstance(cfg.data, CsvDataConfig) and cfg.data.path:
+    if data_file(cfg):
         if "--trust-data" not in args:
             _fail(f"run {run_id}'s config reads data.path={cfg.data.path!r} as you, and what it reads lands "
                   f"in the store (its inputs, its figures); a stored config names that file, so rerun reads it only "
@@ -174,6 +166,25 @@ def _say_if_changed(run) -> None:
         if recorded and path and Path(path).is_file() and hashlib.sha256(Path(path).read_bytes()).hexdigest() != recorded:
             print(f"gradlab: note: {path} has changed since run {run.id} recorded it (its source is the run's "
                   f"artifact {name}/{Path(path).name}); rerunning with the file as it is now", file=sys.stderr)
+
+
+def plots(args: list[str]) -> int:
+    """Draw recorded runs' figures into their records, from their history.csv (a run of a large
+    sweep, or one recorded with tracking.plots=none). The same trust as rerun: a stored config's
+    code is imported only with --trust-code, its data file read only with --trust-data."""
+    flags = {"--trust-code", "--trust-data"}
+    ids = [a for a in args if a not in flags]
+    if not ids or any(i.startswith("-") for i in ids):
+        _fail("usage: gradlab plots RUN_ID... [--trust-code] [--trust-data]   (draws each run's figures into its "
+              "record from its history.csv; the run id is on the run's page in the UI)")
+    from gradlab.redraw import draw
+    from gradlab.tracking import Store
+
+    store = Store()
+    for run_id in ids:
+        drawn = draw(store, run_id, "--trust-code" in args, "--trust-data" in args)
+        print(f"gradlab: run {run_id}: drew {', '.join(drawn)}")
+    return 0
 
 
 def reap(args: list[str]) -> int:
@@ -201,7 +212,7 @@ def ui(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"rerun": rerun, "reap": reap, "ui": ui}
+COMMANDS = {"rerun": rerun, "plots": plots, "reap": reap, "ui": ui}
 
 
 def help_text() -> str:
@@ -226,6 +237,8 @@ Commands
   gradlab -m -cd sweeps -cn NAME   a sweep file from sweeps/ (make sweep SWEEP=NAME)
   gradlab rerun RUN_ID             run a logged run's exact config again (--trust-code: its model.target or
                                    train.loss_target imported; --trust-data: its data.path read)
+  gradlab plots RUN_ID...          draw recorded runs' figures into their records, from their history.csv
+                                   (a large sweep draws its best runs' only; --trust-code, --trust-data as rerun)
   gradlab reap [--dry-run]         mark runs whose process died hard as KILLED
   gradlab ui [--port N]            the MLflow UI on the store, with the URLs of its runs views
   gradlab --cfg job                print the composed config

@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import MISSING, OmegaConf
 
 from gradlab.options import (  # noqa: F401 - re-exported
-    Activation, AnnealStrategy, ConfigError, DataError, DType, Init, Loss, Objective, Scaling, ThresholdMode,
+    Activation, AnnealStrategy, ConfigError, DataError, DType, Init, Loss, Objective, Plots, Scaling, ThresholdMode,
 )
 
 
@@ -344,7 +344,11 @@ class TrackingConfig:
     experiment: Optional[str] = None  # null: the experiment recipe's name, else "default"
     run_name: Optional[str] = None  # null: made from the choices
     max_points: int = 300  # per step metric sent to MLflow (about what the UI's charts draw); history.csv keeps every epoch
-    plots: bool = True
+    # Which runs draw their figures (plots/*.png); every run keeps history.csv, from which
+    # `gradlab plots RUN_ID` draws them later. auto: a single run, and every child of a sweep of at
+    # most plots_max_children jobs; a larger sweep's best runs, at its end (multirun/figures.py).
+    plots: Plots = Plots.auto
+    plots_max_children: int = 100
     skip_finished: bool = False  # skip a job whose identical config already FINISHED
     # What "best" means in a sweep's ranking, its best run and a search (gradlab.ranking); auto:
     # at the optimum first and the fewest epochs there where an optimum is known, else val_loss.
@@ -534,6 +538,7 @@ def _validate_train(t: TrainConfig, tracking: TrackingConfig) -> None:
     _seed("train.seed", t.seed)
     _at_least("train.log_every", t.log_every, 1)
     _at_least("tracking.max_points", tracking.max_points, 2)
+    _at_least("tracking.plots_max_children", tracking.plots_max_children, 0)
     if tracking.experiment is not None and len(tracking.experiment) > MAX_EXPERIMENT_NAME:
         raise ConfigError("tracking.experiment", tracking.experiment[:40] + "…",
                           f"must be at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit); "
@@ -784,6 +789,9 @@ def from_container(d: dict) -> Config:
     is refused by name."""
     _refuse_interpolations(d)
     d = {"schedule": {"name": "constant"}, **d}  # recorded before schedules existed
+    tracking = d.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("plots"), bool):  # recorded when it was a flag
+        d = {**d, "tracking": {**tracking, "plots": "all" if tracking["plots"] else "none"}}
     base = Config(**{g: SCHEMAS[g][d[g]["name"]](name=d[g]["name"]) for g in SCHEMAS})
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), d))
 

@@ -79,6 +79,14 @@ class Objective(Enum):
     best_val_loss = "best_val_loss"  # the lowest validation loss seen (early stopping's pick)
 
 
+class Plots(Enum):
+    """Which runs draw their figures (tracking.plots); history.csv is recorded whatever it says."""
+
+    all = "all"  # every run
+    none = "none"  # no run: `gradlab plots RUN_ID` draws them later
+    auto = "auto"  # a single run, and sweeps of at most tracking.plots_max_children jobs; a larger sweep's best runs
+
+
 class SweepRefused(OverrideError):
     """A sweep refused before any job ran: jobs with bad values, a search that cannot work. The
     message lists what is wrong, a line each."""

@@ -427,6 +427,12 @@ def counts(entries: list[Entry]) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
+def note_rows(problems: int) -> int:
+    """How many configurations of each problem the parent's description lists (MLflow keeps 8000
+    characters of a tag)."""
+    return max(3, NOTE_ROWS // max(1, problems))
+
+
 def note(sweep: str, varied: list[str], jobs: int, entries: list[Entry], comparisons: list[Comparison] | None = None,
          map_path: str | None = None) -> str:
     """The parent run's description: what the sweep varied, how its runs ended, the convergence
@@ -440,7 +446,7 @@ def note(sweep: str, varied: list[str], jobs: int, entries: list[Entry], compari
         parts.append(f"![convergence map: each configuration's verdict]({map_path})")
     parts.append(describe_objective(entries))
     groups = configurations(entries)
-    rows = max(3, NOTE_ROWS // max(1, len(groups)))  # MLflow keeps 8000 characters of a tag
+    rows = note_rows(len(groups))
     for name, group in groups.items():
         parts.append(f"**{name or 'runs'}**, best first:\n\n{table(group, rows)}")
     for comparison in comparisons or []:

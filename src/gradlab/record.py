@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from gradlab import describe, ranking, signals, timings
-from gradlab.config import Config, config_hash, container, flatten, to_yaml, validate
+from gradlab.config import Config, Plots, config_hash, container, flatten, to_yaml, validate
 from gradlab.progress import Progress
 from gradlab.tracking import REGISTRY, MetricStream, Recorder, RecorderGone, RunEnd, RunSpec, masked
 
@@ -31,6 +31,7 @@ class Origin:
     parent_id: str | None = None
     sweep: str | None = None
     varied: list[str] | None = None
+    jobs: int | None = None  # a sweep's size, where known: whether its children draw figures (tracking.plots=auto)
 
 
 @dataclass
@@ -106,7 +107,9 @@ def _train(recorder, jobs: list[Job], logged: list[Config], origin: Origin, quie
         timings.stamp("trained")
         results = training.evaluate(s, histories, finals, first.tracking.threshold)
         for i, (job, result) in enumerate(zip(jobs, results)):  # each end made as it is sent: memory stays flat
-            group.complete(i, functools.partial(_ending, s, i, job.cfg, result))
+            t = job.cfg.tracking
+            figures = draws_figures(t.plots, t.plots_max_children, origin)
+            group.complete(i, functools.partial(_ending, s, i, job.cfg, result, figures))
     # Run ids come back as the recorder gets to them; a sweep that does not wait has no use for them.
     recorded = [Recorded(recorder.run_id(k) if wait else None, r.history.outcome,
                          ranking.score(r.history.outcome, r.metrics, j.cfg.tracking.objective.value, j.cfg.train.epochs), r)
@@ -147,10 +150,19 @@ def describe_run(job: Job, cfg: Config, s, i: int, origin: Origin) -> RunSpec:
                    inputs, files)
 
 
-def _ending(s, i: int, cfg: Config, result) -> RunEnd:
+def draws_figures(plots: Plots, max_children: int, origin: Origin) -> bool:
+    """Whether a run draws its figures as it ends (tracking.plots). auto: a single run does, and
+    every child of a sweep known to have at most max_children jobs; a larger sweep's best runs get
+    theirs at its end (multirun/figures.py)."""
+    if plots is Plots.auto:
+        return origin.parent_id is None or (origin.jobs is not None and origin.jobs <= max_children)
+    return plots is Plots.all
+
+
+def _ending(s, i: int, cfg: Config, result, figures: bool) -> RunEnd:
     from gradlab import training
 
-    return ending(result, training.plot_data(s, i, result, describe.title(cfg)) if cfg.tracking.plots else None,
+    return ending(result, training.plot_data(s, i, result, describe.title(cfg)) if figures else None,
                   cfg.tracking.objective.value, cfg.train.epochs)
 
 

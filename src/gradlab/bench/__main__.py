@@ -303,7 +303,7 @@ def pruning(tmp: Path, quick: bool) -> dict:
         d = tmp / f"search-{label}"
         uri = f"sqlite:///{d / 'mlflow.db'}"
         seconds = timed([py, "-m", "gradlab", "-cd", "sweeps", "-cn", "optuna_pruned_mlp", f"hydra.sweeper.pruner.name={pruner}",
-                         "tracking.plots=false", *small, f"hydra.sweep.dir={d}/ms"], {"MLFLOW_TRACKING_URI": uri})[0]
+                         "tracking.plots=none", *small, f"hydra.sweep.dir={d}/ms"], {"MLFLOW_TRACKING_URI": uri})[0]
         store = Store(uri)
         parent = query.latest_sweep(store, "optuna_pruned_mlp")
         kids = query.children(store, parent.id)

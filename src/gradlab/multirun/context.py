@@ -21,6 +21,13 @@ class SweepContext:
     uri: str  # the tracking store
     varied: list[str] = field(default_factory=list)  # they lead the children's names
     launcher_pid: int | None = None  # a worker whose launcher is gone stops its job
+    jobs: int | None = None  # how many jobs the sweep has (a search: its trials); None: not known
+
+    def origin(self):
+        """Where this sweep's jobs are recorded."""
+        from gradlab.record import Origin
+
+        return Origin(self.experiment, self.parent_id or None, self.name or None, self.varied, self.jobs)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

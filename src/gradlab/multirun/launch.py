@@ -111,8 +111,7 @@ def prepare(hydra_context, config, job_overrides, sweep, max_batch: int, watches
                             claim.watch if claim and watches else None))
             where.append(i)
     ctx = sweep.context
-    origin = (Origin(ctx.experiment, ctx.parent_id, ctx.name, ctx.varied) if ctx else
-              Origin(config.tracking.experiment or "default"))
+    origin = ctx.origin() if ctx else Origin(config.tracking.experiment or "default")
     return Prepared(name, list(job_overrides), jobs, where, results, groups(jobs, max_batch), origin)
 
 

@@ -96,8 +96,7 @@ def job(cfg) -> float:
     here = current()
     ctx: SweepContext | None = here.context if here else inherited()
     typed = to_typed(cfg)
-    origin = (Origin(ctx.experiment, ctx.parent_id, ctx.name, ctx.varied) if ctx else
-              Origin(typed.tracking.experiment or "default"))
+    origin = ctx.origin() if ctx else Origin(typed.tracking.experiment or "default")
     claim = here.trials.claim(hc.overrides.task) if here else None  # a search's trial, when this job is one
     with signals.ended_with(ctx.launcher_pid if ctx else None, _before_orphan_exit):
         rec = record(Job(typed, list(hc.overrides.task), claim.tags if claim else {}, claim.watch if claim else None),

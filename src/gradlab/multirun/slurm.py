@@ -323,13 +323,13 @@ def run_task(context: SweepContext, batches: list, n_recorders: int) -> tuple[li
     it has no result); and what its recorders said failed. SIGTERM (scancel, the time limit)
     stops it: the runs in training end KILLED."""
     from gradlab import signals
-    from gradlab.record import Origin, record_group
+    from gradlab.record import record_group
     from gradlab.tracking import REGISTRY
 
     os.environ.pop(VARIABLE, None)  # the sweep is `context`, whatever the submitting shell held
     os.environ["MLFLOW_TRACKING_URI"] = context.uri
     task = _task_id()
-    origin = Origin(context.experiment, context.parent_id or None, context.name or None, context.varied)
+    origin = context.origin()
     results: list[list[tuple[object, str | None]]] = []
     failures: list[str] = []
     print(f"gradlab: Slurm task {task}: {sum(len(b) for b in batches)} jobs in {len(batches)} batches", flush=True)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from gradlab import ranking
-from gradlab.multirun import answer, grid
+from gradlab.config import Plots
+from gradlab.multirun import answer, figures, grid
 from gradlab.multirun.context import VARIABLE, SweepContext
 from gradlab.multirun.trials import Trials
 from gradlab.tracking import ends
@@ -77,6 +78,7 @@ class Sweep:
     key: int | None = None  # the parent run's key there
     expected: int | None = None  # children the sweep should leave
     pool: object = None  # the recorders of its batched launcher
+    plots: tuple = (Plots.auto, 100)  # tracking.plots and tracking.plots_max_children: which children get figures
     outcome: SweepOutcome | None = None
     _progress: dict = field(default_factory=dict)  # when it started, last said, last tagged
 
@@ -114,7 +116,10 @@ class Sweep:
         parent_id = self.recorder.run_id(self.key)
         # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
         self.expected = len(jobs) if jobs and not config.tracking.skip_finished else None
-        self.context = SweepContext(parent_id, name, experiment, uri, varied, os.getpid())
+        size = len(jobs) if jobs is not None else config.hydra.sweeper.get("n_trials")
+        self.plots = (Plots(_value(config.tracking.plots)), int(config.tracking.plots_max_children))
+        self.context = SweepContext(parent_id, name, experiment, uri, varied, os.getpid(),
+                                    int(size) if isinstance(size, int) else None)
         os.environ[VARIABLE] = self.context.to_json()  # what a worker process inherits
 
     def annotate(self, tags: dict[str, str]) -> None:
@@ -188,6 +193,12 @@ class Sweep:
         tags = {**self.tags, **{f"gradlab.jobs_{k}" if k != "jobs" else "gradlab.jobs": str(v) for k, v in counts.items()}}
         found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search, self.recorder.ask)
         tags.update(found_answer.tags)
+        try:
+            tags["gradlab.figures"], some_without = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)
+            if "mlflow.note.content" in tags and some_without:
+                tags["mlflow.note.content"] = _with_line(tags["mlflow.note.content"], tags["gradlab.figures"])
+        except Exception as e:  # noqa: BLE001 - the children's figures are a courtesy; their records are whole
+            print(f"gradlab: the sweep's figures could not be drawn: {type(e).__name__}: {e}", file=sys.stderr)
         stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
         ends.end_parent(self.recorder, self.key, RunEnd("failed" if failed or missing or stopped else "completed", {}, tags,
                                              files=found_answer.files, plot_data=found_answer.plot_data))
@@ -292,6 +303,19 @@ def _children(recorder, parent_id: str, parent_key: int) -> tuple[list, list[str
         return recorder.ask("children", parent_id), failures
     except RecorderGone:
         return query.children(Store(recorder.uri), parent_id), failures
+
+
+def _with_line(note: str, line: str) -> str:
+    """The parent's description with a paragraph near its start, after the convergence map where
+    there is one (the page shows a description's start; MLflow keeps 8000 characters of it)."""
+    parts = note.split("\n\n")
+    at = 2 if len(parts) > 1 and parts[1].startswith("![") else 1
+    return "\n\n".join([*parts[:at], line, *parts[at:]])
+
+
+def _value(v) -> str:
+    """An enum node's value as read from a DictConfig (its member), or a plain string."""
+    return getattr(v, "value", v)
 
 
 def _duration(seconds: float) -> str:
