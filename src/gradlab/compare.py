@@ -102,9 +102,10 @@ def swept(df: pd.DataFrame) -> list[str]:
 
 
 def curves(store: Store, df: pd.DataFrame, keys=("train_loss", "val_loss")) -> pd.DataFrame:
-    """Long frame of logged loss curves: run_id, step, metric, value."""
-    rows = [(rid, step, key, value) for rid in df["run_id"] for key in keys
-            for step, value in query.metric_history(store, rid, key)]
+    """Long frame of logged loss curves: run_id, step, metric, value (read in bulk)."""
+    ids = list(df["run_id"])
+    found = {key: query.metric_histories(store, ids, key) for key in keys}
+    rows = [(rid, step, key, value) for rid in ids for key in keys for step, value in found[key][rid]]
     return pd.DataFrame(rows, columns=["run_id", "step", "metric", "value"])
 
 
