@@ -11,6 +11,9 @@ STATUS = {"completed": "FINISHED", "reached_stop_loss": "FINISHED", "pruned": "F
           "failed": "FAILED", "killed": "KILLED"}
 # Outcomes a resumed sweep need not redo ("converged": stores written before it was renamed reached_stop_loss).
 RESULTS = ("completed", "reached_stop_loss", "converged", "diverged", "pruned")
+# A sweep's table of results (tracking.results), and the parent's tag that says it is current:
+# TABLE once its end wrote it, "" while the sweep runs again (resumed).
+TABLE, TABLE_TAG = "results.parquet", "gradlab.results"
 
 
 @dataclass
