@@ -16,7 +16,9 @@ rep by rep, and reported as medians:
 6. pruning: the search of sweeps/optuna_pruned_mlp.yaml with its median pruner against the same
    search without one: trials pruned, epochs run, wall time, and the best configuration each found;
 7. memory that does not grow with a run: a 2,000,000-epoch run and a 10^6-row CSV, with their
-   figures, each process tree sampled.
+   figures, each process tree sampled;
+8. scale (gradlab.bench.scale): a 1,000-job sweep, a 10,000-job grid check, gradlab-compare on
+   the 1,000 runs, against MLflow's floor for a run (--ten-thousand: the 10,000-job sweep too).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from gradlab.bench import scale
 
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ratio_max": 1.15, "peak_rss_mib_max": 600,
@@ -404,7 +408,7 @@ def table(r: dict) -> str:
               f"   {lg['epochs']:,} epochs: resident {lg['long_run_mib']['peak_rss_mib']:.0f} MiB  (target < 600; "
               f"figures: {', '.join(lg['plots']['long'])})",
               f"   a {lg['rows']:,}-row CSV: resident {lg['big_csv_mib']['peak_rss_mib']:.0f} MiB  (target < 1024; "
-              f"figures: {', '.join(lg['plots']['big_csv'])})", ""]
+              f"figures: {', '.join(lg['plots']['big_csv'])})", "", *scale.lines(r["scale"], r["mode"] == "quick"), ""]
     if r["mode"] == "quick":
         lines += ["   (quick mode: a smoke run; the targets apply to the full benchmark)"]
     else:
@@ -417,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="a reduced run (a smoke test): few epochs, one repetition")
     p.add_argument("--repeat", type=int, default=None, help="repetitions of each measurement (default 5; quick 1)")
     p.add_argument("--tutorial-repeat", type=int, default=1, help="repetitions of the slow tutorial sweep (default 1)")
+    p.add_argument("--ten-thousand", action="store_true", help="the 10,000-job sweep too (about 10 minutes more)")
     p.add_argument("--out", default=os.environ.get("BENCH_OUT", str(ROOT / "bench-results" / "bench.json")))
     a = p.parse_args(argv)
     reps = a.repeat or (1 if a.quick else 5)
@@ -443,6 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         result["pruning"] = pruning(tmp, a.quick)
         print("bench: a long run and a large CSV ...", file=sys.stderr, flush=True)
         result["large"] = large(tmp, a.quick)
+        print("bench: scale (a 1,000-job sweep, a 10,000-job grid check) ...", file=sys.stderr, flush=True)
+        result["scale"] = scale.measure(tmp, a.quick, a.ten_thousand, sampled_memory)
     result["verdicts"] = verdicts(result)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
