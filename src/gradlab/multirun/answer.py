@@ -1,7 +1,7 @@
 """What a sweep found, said on its parent run at the sweep's end: its best run per problem, the
 description (the convergence map first, then the ranking), the whole ranking as a file, the table
-of every child's results (tracking.results: what the report and notebooks read), and the data of the map and the ranking page that the recorder draws (gradlab.ranking is the one source
-of "best")."""
+of every child's results (tracking.results: what the report and notebooks read), and the data of
+the map and the ranking page that the recorder draws (gradlab.ranking is the one source of "best")."""
 
 from __future__ import annotations
 
