@@ -248,3 +248,25 @@ def test_the_seeds_sweeps_tables_have_a_row_per_configuration_with_its_spread(cl
     df = compare.tidy(query.children(Store(), parent.info.run_id))
     figure = compare.figures(df, compare.curves(Store(), df), compare.swept(df), math.nan)["final_loss_vs_lr.png"]
     assert "seeds: geometric mean, band ±1 sd in log10" in figure._suptitle.get_text()
+
+
+def test_the_convergence_maps_column_labels_clear_its_legend_at_25_learning_rates():
+    """A dense grid's map (4 optimizers × 25 learning rates × 2 seeds): its rotated column labels,
+    the axis title and the legend below them do not overlap (extents from matplotlib's renderer)."""
+    lrs = [f"{v:.3g}" for v in np.logspace(-4, 1, 25)]
+    varied = ["optimizer.name", "optimizer.lr", "train.seed"]
+    entries = [ranking.entry(f"{o}{lr}{s}", f"{o} {lr} {s}", "diverged" if float(lr) > 1 else "completed",
+                             {"optimizer.name": o, "optimizer.lr": float(lr), "train.seed": s, "train.epochs": 100},
+                             {"final_train_loss": 2.0, "optimal_train_loss": 1.0, "excess_loss": 1.0}, varied,
+                             f"optimizer={o} optimizer.lr={lr} train.seed={s}")
+               for o in ("gd", "sgd_momentum", "adam", "rmsprop") for lr in lrs for s in (0, 1)]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = convergence.figure(convergence.cells(entries))
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    legend = fig.legends[0].get_window_extent(renderer)
+    below_cells = [t.get_window_extent(renderer) for t in ax.get_xticklabels()] + [ax.xaxis.label.get_window_extent(renderer)]
+    assert all(not box.overlaps(legend) for box in below_cells)
+    assert min(box.y0 for box in below_cells) > legend.y1  # the legend sits below them all

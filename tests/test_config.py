@@ -318,3 +318,28 @@ def test_a_command_with_a_flag_it_does_not_take_says_its_usage(cli, runs, args):
     got, _, err = cli(*args)
     assert got == 2 and err.startswith(f"gradlab: error: usage: gradlab {args[0]}") and err.count("\n") == 1
     assert runs() == []
+
+
+@pytest.mark.parametrize("overrides", [("optimizer=adam", "optimizer.lr=0.1", "schedule=cosine"),
+                                       ("experiment=mlp_sigmoid",), ("data=teacher", "model=mlp")])
+def test_to_typed_reads_a_config_with_its_hydra_node_as_omegaconf_reads_it_without(overrides):
+    """A sweep's jobs are typed without copying their configs (the hydra node left in place): the
+    same Config as OmegaConf.to_object of the config with the node deleted, and the same error for
+    a key the schema lacks."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from gradlab.config import ConfigError, register_configs, to_typed
+
+    register_configs()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+        bad = hydra_compose("config", overrides=[*overrides, "+extra=1"], return_hydra_config=True)
+    bare = cfg.copy()
+    with open_dict(bare):
+        del bare["hydra"]
+    assert to_typed(cfg) == OmegaConf.to_object(bare) == compose(*overrides)
+    assert "hydra" in cfg  # read, not changed
+    with pytest.raises(ConfigError, match="extra"):
+        to_typed(bad)

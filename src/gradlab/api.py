@@ -231,10 +231,10 @@ def _sweep_args(grid) -> tuple[str | None, str, list[str]]:
 
 def _sweep_result(parent_id: str, experiment: str) -> SweepResult:
     from gradlab import compare
-    from gradlab.tracking import Store, query
+    from gradlab.tracking import Store, query, results
 
     store = Store()
-    frame = compare.tidy(query.children(store, parent_id))
+    frame = compare.tidy(results.children(store, query.run(store, parent_id)))
     failed = int(frame["outcome"].isin(["failed", "killed", "running"]).sum()) if len(frame) else 0
     return SweepResult(parent_id, experiment, frame, failed)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab import convergence, ranking, report_search, safe
-from gradlab.tracking import Store, TrackingError, masked, query
+from gradlab.tracking import Store, TrackingError, masked, query, results
 from gradlab.tracking.store import folder_name
 from gradlab.tracking.query import RunRecord
 
@@ -102,9 +102,10 @@ def swept(df: pd.DataFrame) -> list[str]:
 
 
 def curves(store: Store, df: pd.DataFrame, keys=("train_loss", "val_loss")) -> pd.DataFrame:
-    """Long frame of logged loss curves: run_id, step, metric, value."""
-    rows = [(rid, step, key, value) for rid in df["run_id"] for key in keys
-            for step, value in query.metric_history(store, rid, key)]
+    """Long frame of logged loss curves: run_id, step, metric, value (read in bulk)."""
+    ids = list(df["run_id"])
+    found = {key: query.metric_histories(store, ids, key) for key in keys}
+    rows = [(rid, step, key, value) for rid in ids for key in keys for step, value in found[key][rid]]
     return pd.DataFrame(rows, columns=["run_id", "step", "metric", "value"])
 
 
@@ -122,7 +123,7 @@ def select(store: Store, experiment: str | None, parent: str | None, everything:
             raise CompareError(f"no sweep in {masked(store.uri)} yet: run one first, e.g. make sweep SWEEP=lr_scale_optimizer")
         exp_id = prun.experiment_id if prun else query.experiment_id(store, experiment)
     name = query.experiment_name(store, exp_id)
-    records = query.experiment_runs(store, exp_id) if everything or prun is None else query.children(store, prun.id)
+    records = query.experiment_runs(store, exp_id) if everything or prun is None else results.children(store, prun)
     df = tidy(records)
     if df.empty:
         what = f"sweep run {prun.id}" if prun is not None and not everything else f"experiment {name!r}"

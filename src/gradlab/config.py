@@ -457,25 +457,29 @@ def _unknown_keys(node, prefix: str = "") -> None:
 
     schema = OmegaConf.get_type(node)
     if dataclasses.is_dataclass(schema):
-        known = {f.name for f in dataclasses.fields(schema)}
+        known = {f.name for f in dataclasses.fields(schema)} | ({"hydra"} if not prefix else set())
         for key in node.keys():
             if key not in known:
                 option = f" of {prefix.rstrip('.')}={node.name}" if "name" in known and prefix else ""
                 raise ConfigError(f"{prefix}{key}", node[key], f"not a key{option}; the keys are {sorted(known)}")
     for key in node.keys():
         child = node._get_node(key)
+        if key == "hydra" and not prefix:  # Hydra's own node of a composed config: not gradlab's
+            continue
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
             _unknown_keys(child, f"{prefix}{key}.")
 
 
 def to_typed(cfg) -> "Config":
-    """A composed DictConfig (without its `hydra` node) as plain dataclasses; ConfigError if it can't be."""
+    """A composed DictConfig as plain dataclasses, its `hydra` node (if any) left out; ConfigError
+    if it can't be. It only reads `cfg`: a sweep's jobs are checked without copying their configs
+    (the hydra node is most of a composed config; copying it was most of what a job's check cost)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _unknown_keys(cfg)
     try:
-        return OmegaConf.to_object(cfg)
+        return Config(**{k: OmegaConf.to_object(cfg[k]) for k in cfg if k != "hydra"})
     except OmegaConfBaseException as e:
         raise ConfigError(getattr(e, "full_key", None) or "config", getattr(e, "value", None), str(e).splitlines()[0]) from None
 

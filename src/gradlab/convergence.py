@@ -132,7 +132,7 @@ def figure(data: dict):
     lines = math.ceil(len(panels) / per_row)
     width = max(6.0, left + per_row * cells_w + (per_row - 1) * gap + 0.2)
     line_h = cell_h * max(1, len(rows))
-    ticks = 0.9 if len(cols) > 6 else 0.5  # room for the column labels, rotated where they are many
+    ticks = 0.9 if len(cols) > 6 else 0.5  # room for the column labels, rotated where they are many (the legend below them)
     height = 1.6 + lines * (line_h + ticks + 0.35)
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(lines, per_row, squeeze=False, sharey=True)
@@ -171,7 +171,7 @@ def figure(data: dict):
         numbers += "; +x: the excess loss of a run that did not"
     fig.suptitle(f"Convergence map: {NAMES.get(data['row_key'], data['row_key']) or 'configuration'} × "
                  f"{NAMES.get(data['col_key'], data['col_key'])}\n{numbers}", fontsize=10)
-    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, top=1 - 0.85 / height, bottom=0.75 / height,
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, top=1 - 0.85 / height, bottom=(0.55 + ticks) / height,
                         hspace=(ticks + 0.35) / line_h, wspace=gap / cells_w)
     return fig
 

@@ -18,7 +18,9 @@ rep by rep, and reported as medians:
 7. memory that does not grow with a run: a 2,000,000-epoch run and a 10^6-row CSV, with their
    figures, each process tree sampled;
 8. a user's own nn.Module: a batch of 64 learning rates against the basic launcher, and its inner
-   loop against torch.func written by hand (gradlab.bench.usermodule).
+   loop against torch.func written by hand (gradlab.bench.usermodule);
+9. scale (gradlab.bench.scale): a 1,000-job sweep, a 10,000-job grid check, gradlab-compare on
+   the 1,000 runs, against MLflow's floor for a run (--ten-thousand: the 10,000-job sweep too).
 With --cluster, instead: the dense grid on a Slurm cluster that is up (gradlab.bench.cluster).
 """
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab.bench import cluster, usermodule
+from gradlab.bench import cluster, scale, usermodule
 
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = {"single_run_ratio_max": 1.5, "sweep_speedup_min": 6.0, "inner_loop_ratio_max": 1.15, "peak_rss_mib_max": 600,
@@ -411,6 +413,7 @@ def table(r: dict) -> str:
               f"   a {lg['rows']:,}-row CSV: resident {lg['big_csv_mib']['peak_rss_mib']:.0f} MiB  (target < 1024; "
               f"figures: {', '.join(lg['plots']['big_csv'])})", ""]
     lines += usermodule.lines(r)
+    lines += [*scale.lines(r["scale"], r["mode"] == "quick"), ""]
     if r["mode"] == "quick":
         lines += ["   (quick mode: a smoke run; the targets apply to the full benchmark)"]
     else:
@@ -423,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="a reduced run (a smoke test): few epochs, one repetition")
     p.add_argument("--repeat", type=int, default=None, help="repetitions of each measurement (default 5; quick 1)")
     p.add_argument("--tutorial-repeat", type=int, default=1, help="repetitions of the slow tutorial sweep (default 1)")
+    p.add_argument("--ten-thousand", action="store_true", help="the 10,000-job sweep too (about 10 minutes more)")
     p.add_argument("--out", default=os.environ.get("BENCH_OUT", str(ROOT / "bench-results" / "bench.json")))
     p.add_argument("--cluster", action="store_true", help="only the dense grid on the Slurm cluster of `make cluster` "
                    "(its exports set: . .cluster/env)")
@@ -457,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         result["large"] = large(tmp, a.quick)
         print("bench: a user's module, batched and by hand ...", file=sys.stderr, flush=True)
         result["usermodule"] = usermodule.run(tmp, a.quick, reps, timed)
+        print("bench: scale (a 1,000-job sweep, a 10,000-job grid check) ...", file=sys.stderr, flush=True)
+        result["scale"] = scale.measure(tmp, a.quick, a.ten_thousand, sampled_memory)
     result["targets"].update(usermodule.TARGETS)
     result["verdicts"] = {**verdicts(result), **usermodule.verdicts(result)}
     out = Path(a.out)

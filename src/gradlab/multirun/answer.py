@@ -1,7 +1,7 @@
 """What a sweep found, said on its parent run at the sweep's end: its best run per problem, the
-description (the convergence map first, then the ranking), the whole ranking as a file, and the
-data of the map and the ranking page that the recorder draws (gradlab.ranking is the one source
-of "best")."""
+description (the convergence map first, then the ranking), the whole ranking as a file, the table
+of every child's results (tracking.results: what the report and notebooks read), and the data of
+the map and the ranking page that the recorder draws (gradlab.ranking is the one source of "best")."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 from gradlab import convergence, ranking
 from gradlab.multirun import race
+from gradlab.tracking import results
+from gradlab.tracking.spec import TABLE, TABLE_TAG
+
+# What the ranking adds to a sweep's table of results, a column each.
+TABLE_COLUMNS = ("outcome", "verdict", "problem", "rank", "config_rank", "configuration", "objective")
 
 
 @dataclass
@@ -19,9 +24,10 @@ class Answer:
     plot_data: dict | None
 
 
-def of(name: str, parent_id: str, varied: list[str], children: list, search: bool, ask=None) -> Answer:
+def of(name: str, parent_id: str, varied: list[str], children: list, search: bool, ask=None, every: list | None = None) -> Answer:
     """The answer of a sweep over `children` (tracking.query.RunRecord); `ask` reads the store
-    (a recorder's ask) for what the records of the children hold beyond their final values."""
+    (a recorder's ask) for what the records of the children hold beyond their final values;
+    `every` child run found (a resumed sweep's earlier tries too) makes its table of results."""
     entries = [ranking.entry(c.id, c.name, c.outcome, c.params, c.metrics, varied, c.tag("overrides")) for c in children]
     if not entries:
         return Answer({}, {}, None)
@@ -41,6 +47,11 @@ def of(name: str, parent_id: str, varied: list[str], children: list, search: boo
     rows = ranking.rows(entries)
     summary = ranking.describe_objective(entries) + "".join(" " + c.sentence(len(comparisons)) for c in comparisons)
     races = race.data(name, children, entries, ask) if ask is not None and not search else {}
-    return Answer(tags, {"ranking.csv": ranking.csv_text(rows)},
+    files = {"ranking.csv": ranking.csv_text(rows)}
+    if every:
+        placed = {r["run_id"]: {k: r[k] for k in TABLE_COLUMNS} for r in rows}
+        files[TABLE] = results.encode(every, placed)
+        tags[TABLE_TAG] = TABLE
+    return Answer(tags, files,
                   {"sweep": {"map": cells, "rows": rows, "title": f"Sweep {name}: the ranking", "summary": summary,
                              "race": races}})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from gradlab.options import SweepRefused
 
@@ -65,10 +65,7 @@ def check(config: DictConfig, loader, overrides: list[list[str]]) -> list[tuple[
     bad = []
     for job in overrides:
         try:
-            cfg = loader.load_sweep_config(config, job).copy()
-            with open_dict(cfg):
-                del cfg["hydra"]
-            typed = to_typed(cfg)
+            typed = to_typed(loader.load_sweep_config(config, job))
             validate(typed)
             training.setup(typed)
         except COMPOSITION_ERRORS as e:  # a key or option the job names that does not exist: said as the CLI says it

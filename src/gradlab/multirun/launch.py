@@ -46,13 +46,8 @@ def groups(jobs: list[Job], max_batch: int) -> list[list[int]]:
 
 def _compose(hydra_context, config, overrides: list[str]) -> Config | Exception:
     """The job's typed config, or the error that stops it."""
-    from omegaconf import open_dict
-
     try:
-        task = hydra_context.config_loader.load_sweep_config(config, overrides).copy()
-        with open_dict(task):
-            del task["hydra"]
-        return to_typed(task)
+        return to_typed(hydra_context.config_loader.load_sweep_config(config, overrides))
     except Exception as e:  # noqa: BLE001 - Hydra's composition errors and ConfigError alike: this job fails
         print(f"gradlab: job [{' '.join(overrides)}] cannot run: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return e

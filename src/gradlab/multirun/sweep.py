@@ -191,7 +191,7 @@ class Sweep:
                   "failed": len(failed) + missing}
         # Bookkeeping as tags, not metrics: the UI charts every metric of the experiment beside the children's.
         tags = {**self.tags, **{f"gradlab.jobs_{k}" if k != "jobs" else "gradlab.jobs": str(v) for k, v in counts.items()}}
-        found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search, self.recorder.ask)
+        found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search, self.recorder.ask, found)
         tags.update(found_answer.tags)
         try:
             tags["gradlab.figures"], some_without = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)

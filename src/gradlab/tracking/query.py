@@ -11,7 +11,8 @@ from pathlib import Path
 from gradlab.tracking.spec import RESULTS
 from gradlab.tracking.store import Store, TrackingError, masked
 
-MAX_RESULTS = 50000
+PAGE = 5000  # runs a search reads at a time (MLflow answers at most 50,000 a call)
+RUNS_PER_QUERY = 500  # runs whose step metrics one bulk query reads
 
 
 def typed(value: str):
@@ -63,12 +64,22 @@ def _record(run) -> RunRecord:
                      {k: typed(v) for k, v in data.params.items()}, dict(data.metrics), dict(data.tags))
 
 
-def _search(store: Store, experiment_ids: list[str], where: str = "", newest_first: bool = False, limit: int = MAX_RESULTS):
+def _search(store: Store, experiment_ids: list[str], where: str = "", newest_first: bool = False,
+            limit: int | None = None, page: int = PAGE) -> list[RunRecord]:
+    """Every run that matches (or the first `limit`), read `page` runs a call with MLflow's page tokens."""
     if not experiment_ids:
         return []
     order = ["attributes.start_time DESC"] if newest_first else None
-    return [_record(r) for r in store.client.search_runs(experiment_ids, filter_string=where, order_by=order,
-                                                          max_results=limit)]
+    out: list[RunRecord] = []
+    token = None
+    while limit is None or len(out) < limit:
+        got = store.client.search_runs(experiment_ids, filter_string=where, order_by=order, page_token=token,
+                                       max_results=page if limit is None else min(page, limit - len(out)))
+        out += [_record(r) for r in got]
+        token = got.token
+        if not token or not got:
+            break
+    return out
 
 
 def experiment_id(store: Store, name: str) -> str | None:
@@ -108,10 +119,10 @@ def finished(store: Store, experiment: str, config_hashes: list[str]) -> dict[st
     return out
 
 
-def children(store: Store, parent_id: str) -> list[RunRecord]:
-    """The nested runs of a parent run, oldest first."""
+def children(store: Store, parent_id: str, page: int = PAGE) -> list[RunRecord]:
+    """The nested runs of a parent run, oldest first, read `page` runs a call."""
     exp = run(store, parent_id).experiment_id
-    return sorted(_search(store, [exp], f"tags.mlflow.parentRunId = '{parent_id}'"), key=lambda r: r.start_time)
+    return sorted(_search(store, [exp], f"tags.mlflow.parentRunId = '{parent_id}'", page=page), key=lambda r: r.start_time)
 
 
 def latest_sweep(store: Store, experiment: str | None = None, sweep_hash: str | None = None) -> RunRecord | None:
@@ -138,6 +149,21 @@ def running(store: Store) -> list[RunRecord]:
 
 def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in store.client.get_metric_history(run_id, key)]
+
+
+def metric_histories(store: Store, run_ids: list[str], key: str,
+                     per_query: int = RUNS_PER_QUERY) -> dict[str, list[tuple[int, float]]]:
+    """run id -> [(step, value)] of a step metric, for many runs: a database store answers
+    `per_query` runs in one query (MLflow's get_metric_history_bulk, what its UI's charts read);
+    a tracking server, a run at a time. In the order get_metric_history gives (time, step, value)."""
+    out: dict[str, list[tuple[int, float]]] = {rid: [] for rid in run_ids}
+    bulk = getattr(store.client._tracking_client.store, "get_metric_history_bulk", None)
+    if bulk is None:
+        return {rid: metric_history(store, rid, key) for rid in run_ids}
+    for i in range(0, len(run_ids), per_query):
+        for m in bulk(run_ids[i:i + per_query], key, max_results=2**62):
+            out[m.run_id].append((m.step, m.value))
+    return out
 
 
 def artifact_paths(store: Store, run_id: str, folder: str = "") -> list[str]:

@@ -14,6 +14,9 @@ RESULTS = ("completed", "reached_stop_loss", "converged", "diverged", "pruned")
 # The tag that finds a run whose making was not answered: its Started reply never read (a dead
 # recorder), or the server's reply lost (a restart mid-request).
 START_TOKEN = "gradlab.start_token"
+# A sweep's table of results (tracking.results), and the parent's tag that says it is current:
+# TABLE once its end wrote it, "" while the sweep runs again (resumed).
+TABLE, TABLE_TAG = "results.parquet", "gradlab.results"
 
 
 @dataclass

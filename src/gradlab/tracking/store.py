@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gradlab.tracking.spec import START_TOKEN, RunEnd, RunSpec
+from gradlab.tracking.spec import START_TOKEN, TABLE_TAG, RunEnd, RunSpec
 
 # MLflow's own defaults retry an unreachable server for minutes; bound them unless the user chose.
 _ENV_DEFAULTS = {
@@ -683,4 +683,4 @@ class Store:
     def reopen(self, run_id: str) -> None:
         """A finished run RUNNING again (a sweep's parent, resumed)."""
         self.client.update_run(run_id, status="RUNNING")
-        self.set_tags(run_id, {"gradlab.outcome": "running"})
+        self.set_tags(run_id, {"gradlab.outcome": "running", TABLE_TAG: ""})  # its table is old until its end
