@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["check"]:
         print(json.dumps(check(argv[1:])))
         return
-    from gradlab.bench.__main__ import sampled_memory
+    from gradlab.bench.memory import sampled_memory
 
     import argparse
 
