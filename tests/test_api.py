@@ -88,7 +88,7 @@ def test_a_sweep_returns_the_tidy_frame_of_its_children(temp_store):
 def test_two_joblib_sweeps_in_one_process_each_keep_their_children(temp_store):
     """joblib's loky kept its workers for the next call, with the first sweep's context in their
     environment: the second sweep's children nested under the first's parent, its own FAILED."""
-    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.epochs=5", "tracking.plots=false"]
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.epochs=5", "tracking.plots=none"]
     first = gradlab.sweep({"optimizer.lr": [0.01, 0.02]}, *joblib, "tracking.experiment=first")
     second = gradlab.sweep({"optimizer.lr": [0.03, 0.04]}, *joblib, "tracking.experiment=second")
     c = mlflow.MlflowClient(temp_store)
@@ -107,7 +107,7 @@ def test_calls_from_two_threads_at_once_take_turns(temp_store):
 
     def call(lr):
         try:
-            results[lr] = gradlab.run("train.epochs=20", f"optimizer.lr={lr}", "tracking.plots=false")
+            results[lr] = gradlab.run("train.epochs=20", f"optimizer.lr={lr}", "tracking.plots=none")
         except Exception as e:  # noqa: BLE001 - what the test reports
             errors.append(e)
 

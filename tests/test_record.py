@@ -940,7 +940,7 @@ def test_a_job_skipped_for_a_pruned_twin_is_pruned_for_its_search_too(temp_store
                 return True
             return False
 
-    cfg = compose("train.epochs=200", "tracking.plots=false", "tracking.skip_finished=true")
+    cfg = compose("train.epochs=200", "tracking.plots=none", "tracking.skip_finished=true")
     first, again = Watch(), Watch()
     (pruned,) = record_group([Job(cfg, watch=first)], Origin("resume"), quiet=True)
     assert pruned.outcome == "pruned" and first.pruned_at is not None

@@ -13,7 +13,7 @@ import gradlab
 from gradlab.tracking import Store, query, results
 from gradlab.tracking.query import RunRecord, typed
 
-SMALL = ("experiment=thermometer_sgd_split", "train.epochs=300", "tracking.plots=false")
+SMALL = ("experiment=thermometer_sgd_split", "train.epochs=300", "tracking.plots=none")
 GRID = {"optimizer": ["gd", "adam"], "optimizer.lr": [1e-3, 0.05, 10.0]}  # gd at lr 10 diverges
 
 

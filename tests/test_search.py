@@ -110,7 +110,7 @@ def test_a_trial_running_under_another_live_search_is_left_to_it(tmp_path):
 @pytest.mark.parametrize("damage", [b"", b"\x00\xff garbage\n"], ids=["torn", "garbage_line"])
 def test_a_journal_torn_at_its_end_is_mended_and_its_studies_go_on(cli, temp_store, damage):
     args = ["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.n_trials=2",
-            "train.epochs=2", "tracking.plots=false"]
+            "train.epochs=2", "tracking.plots=none"]
     assert cli(*args)[0] == 0
     journal = Path(temp_store.removeprefix("sqlite:///")).parent / "optuna.journal"
     whole = journal.read_bytes()
@@ -129,7 +129,7 @@ def test_a_journal_torn_at_its_end_is_mended_and_its_studies_go_on(cli, temp_sto
 
 def test_a_damaged_record_inside_a_journal_is_one_line_before_any_run(cli, temp_store):
     args = ["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.n_trials=2",
-            "train.epochs=2", "tracking.plots=false"]
+            "train.epochs=2", "tracking.plots=none"]
     assert cli(*args)[0] == 0
     journal = Path(temp_store.removeprefix("sqlite:///")).parent / "optuna.journal"
     lines = journal.read_bytes().splitlines(keepends=True)
@@ -153,7 +153,7 @@ def test_a_sampled_string_that_hydra_would_read_otherwise_is_quoted():
 def test_a_second_search_on_a_live_study_leaves_the_first_ones_trials_alone(temp_store, tmp_path):
     """Before: the second search failed the first's running trials and asked them again."""
     common = ["-cd", "sweeps", "-cn", "optuna_lr_momentum", "hydra.sweeper.study_name=shared",
-              "hydra.sweeper.n_jobs=2", "tracking.plots=false"]
+              "hydra.sweeper.n_jobs=2", "tracking.plots=none"]
     first = Started([sys.executable, "-m", "gradlab", *common, "hydra.sweeper.n_trials=2", "train.epochs=100000000",
                      "train.log_every=1000", f"hydra.sweep.dir={tmp_path}/a"], cwd=ROOT,
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -115,7 +115,7 @@ def test_basic_auth_credentials_from_the_environment_refusals_in_one_line(auth_s
 
     AuthServiceClient(auth_server.uri).create_user("ann", "ann-pw-8015-secret")
     auth_server.client().create_experiment("admins-own")
-    quick = ("train.epochs=20", "tracking.plots=false")
+    quick = ("train.epochs=20", "tracking.plots=none")
 
     code, said = run_as(auth_server, {}, *quick)
     assert code == 2, said
