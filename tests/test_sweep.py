@@ -86,7 +86,7 @@ def test_multirun_is_one_parent_with_a_child_per_job(cli, temp_store):
     assert re.fullmatch(r"multirun \d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name) and parent.info.status == "FINISHED"
     assert len(children) == 4
     assert {c.data.tags["gradlab.overrides"] for c in children} == {
-        f"optimizer={o} optimizer.lr={lr} train.epochs=30 tracking.plots=False" for o in ("gd", "adam") for lr in ("0.001", "0.01")}
+        f"optimizer={o} optimizer.lr={lr} train.epochs=30 tracking.plots=none" for o in ("gd", "adam") for lr in ("0.001", "0.01")}
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.data.tags["gradlab.sweep"] == "multirun" for c in children)
     # every child carries the params and final metrics that make the UI's comparison work
@@ -169,7 +169,7 @@ def test_crashing_and_diverging_jobs(cli, temp_store, monkeypatch):
     assert diverged.info.status == "FAILED" and diverged.data.tags["gradlab.outcome"] == "diverged"
     assert parents[0].info.status == "FAILED" and parents[0].data.tags["gradlab.jobs_failed"] == "1"
     assert parents[0].data.tags["gradlab.jobs_diverged"] == "1"
-    assert "FAILED [optimizer.lr=0.02 train.epochs=200 tracking.plots=False]: RuntimeError optimizer state corrupted" in out
+    assert "FAILED [optimizer.lr=0.02 train.epochs=200 tracking.plots=none]: RuntimeError optimizer state corrupted" in out
 
 
 def test_diverged_jobs_alone_do_not_fail_the_sweep(cli, temp_store):
