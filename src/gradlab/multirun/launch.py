@@ -132,6 +132,7 @@ def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_ba
     done = diverged = 0
     for batch in p.batches:
         group = [p.jobs[k] for k in batch]
+        pool = sweep.recorders(n_recorders)  # a recorder that died (or was stopped and killed) is replaced
         try:
             recorded = record_group(group, p.origin, quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]

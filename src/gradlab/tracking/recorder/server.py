@@ -108,6 +108,7 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
             outbox.close()  # the first one's pipe up
             read_fd, role = r, f"recorder{i + 1}"
             outbox = Connection(w, readable=False)
+            outbox.send(Pid(os.getpid()))  # its own pid: the trainer watches it (a stopped recorder is killed)
             break
         os.close(r)
         os.close(w)
