@@ -747,3 +747,41 @@ def test_jobs_that_differ_only_in_their_run_names_are_each_counted(cli, temp_sto
     assert "2 jobs: 2 finished" in out and "before their run existed" not in out
     parents, children = store_runs(temp_store, "names")
     assert parents[0].info.status == "FINISHED" and sorted(c.info.run_name for c in children) == ["a=b", "plain"]
+
+
+CRASHING = '''import os, signal
+calls = 0
+
+
+def bowl(theta):
+    """(x-1)^2 + (y-1)^2; the process segfaults at its CRASH_AFTER-th call (a batch's crash)."""
+    global calls
+    calls += 1
+    if calls > int(os.environ["CRASH_AFTER"]):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return ((theta - 1) ** 2).sum()
+'''
+
+
+@pytest.mark.slow
+def test_a_hard_crash_in_the_next_batch_keeps_the_last_batchs_finished_ends(temp_store, tmp_path):
+    """The batched launcher sends a batch's ends and trains the next while they are written. A
+    segfault in batch 2 lost batch 1's ends still waiting in the trainer's memory: its finished
+    runs were KILLED without history."""
+    (tmp_path / "crashing.py").write_text(CRASHING)
+    proc = Started([sys.executable, "-m", "gradlab", "-m", "model=objective", "data=none",
+                    f"model.target={tmp_path}/crashing.py:bowl", "model.start=[0,0]", "train.epochs=20000,20001",
+                    "train.seed=0,1,2,3", "tracking.plots=false", "hydra/launcher=batched",
+                    f"hydra.sweep.dir={tmp_path}/multirun"],
+                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                   env={**os.environ, "CRASH_AFTER": "20100"})  # early in batch 2: batch 1 still being written
+    with proc:
+        out, err = proc.communicate()
+        assert proc.returncode == -signal.SIGSEGV, out + err
+        parents, children = wait_for(lambda: _settled(temp_store), timeout=60, every=0.5, proc=None)
+    first = [c for c in children if c.data.params["train.epochs"] == "20000"]
+    assert sorted(c.info.status for c in first) == ["FINISHED"] * 4, [c.data.tags.get("gradlab.reason") for c in first]
+    for c in first:
+        assert len(history(temp_store, c.info.run_id)) == 20000
+    assert {c.info.status for c in children if c not in first} <= {"KILLED"} and parents[0].info.status == "KILLED"
+

@@ -218,8 +218,19 @@ class Recorder:
                 self._pipe.send(request)
             except OSError:
                 self._broken = True
+            finally:
+                self._outbox.task_done()
             if request is None:
                 return
+
+    def flush(self) -> None:
+        """Until every request sent is in the recorder's hands (read, not yet done): a crash of
+        this process (a segfault in a sweep's next batch) then loses none of them."""
+        with self._outbox.all_tasks_done:
+            while self._outbox.unfinished_tasks:
+                if not self.alive():
+                    raise self._gone()
+                self._outbox.all_tasks_done.wait(WATCH_EVERY)
 
     def _gone(self) -> TrackingError:
         if self.stuck:

@@ -150,6 +150,10 @@ class Recorders:
         for m in self.members:
             self._living(m, m.sync)
 
+    def flush(self) -> None:
+        for m in self.members:
+            self._living(m, m.flush)
+
     def poll(self) -> None:
         for m in self.members:
             self._living(m, m.poll)
