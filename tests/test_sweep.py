@@ -785,3 +785,24 @@ def test_a_hard_crash_in_the_next_batch_keeps_the_last_batchs_finished_ends(temp
         assert len(history(temp_store, c.info.run_id)) == 20000
     assert {c.info.status for c in children if c not in first} <= {"KILLED"} and parents[0].info.status == "KILLED"
 
+
+@pytest.mark.slow
+def test_two_resumes_of_one_sweep_at_once_train_each_job_once(temp_store, tmp_path):
+    """Two `tracking.skip_finished=true` resumes started together both reopened the parent and
+    trained every remaining job: each recorded twice. One claims the sweep; the other refuses
+    in one line while that one holds it."""
+    args = ["-m", "hydra/launcher=batched", "optimizer.lr=0.01,0.02,0.03,0.04", "train.epochs=30000",
+            "tracking.plots=false", "tracking.skip_finished=true"]
+    procs = [Started([sys.executable, "-m", "gradlab", *args, f"hydra.sweep.dir={tmp_path}/m{i}"], cwd=ROOT,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for p in procs:
+        with p:
+            out, err = p.communicate()
+            results.append((p.returncode, out, err))
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    refused = next(err for code, _, err in results if code == 2)
+    assert "is being run by process" in refused and "Traceback" not in refused, refused
+    parents, children = store_runs(temp_store, "default")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.params["optimizer.lr"] for c in children) == ["0.01", "0.02", "0.03", "0.04"]
