@@ -15,7 +15,6 @@ STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 BENCH_OUT ?= bench-results/bench.json
 # make test's pytest workers: most slow tests wait on a subprocess; more than the cores loads the fault tests past their timing
 TEST_WORKERS ?= 2
-ALONE_TEST := tests/test_sweep.py::test_a_recorder_that_dies_with_a_batchs_ends_unwritten_leaves_no_run_running
 # make cluster: its state (config, logs, database, artifacts, pid files) under one folder
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
@@ -55,11 +54,9 @@ reap: $(STAMP) ## mark runs whose process died hard (kill -9, power loss) as KIL
 
 test: $(STAMP) browser ## the whole test suite, slow tier included (what .ci/run calls); installs Chromium for the browser tests
 	@[ "$$(id -u)" = 0 ] || echo "make: not root: the cluster tests (tests/test_cluster.py: make cluster, as root) will be skipped"
-	$(BIN)/python -m pytest -m "slow or not slow" -n $(TEST_WORKERS) --dist loadgroup --ignore tests/test_cluster.py \
-	  --deselect $(ALONE_TEST) $(PYTEST_ARGS)
-	@# alone, after: the cluster's tracking server went down mid-test beside the workers' load, and a
-	@# SIGSTOPped recorder hangs a sweep's exit under that load (an open defect, issue 25)
-	$(BIN)/python -m pytest -m "slow or not slow" tests/test_cluster.py $(ALONE_TEST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow or not slow" -n $(TEST_WORKERS) --dist loadgroup --ignore tests/test_cluster.py $(PYTEST_ARGS)
+	@# alone, after: the cluster's tracking server went down mid-test beside the workers' load
+	$(BIN)/python -m pytest -m "slow or not slow" tests/test_cluster.py $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tier only
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

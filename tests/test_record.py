@@ -246,6 +246,45 @@ def test_sigkill_of_the_recorder_alone_is_closed_by_the_trainer_with_its_history
     assert rows and len(rows) == int(r.data.metrics["epochs_run"])  # its history, written by the trainer
 
 
+@pytest.mark.slow
+def test_a_stopped_recorder_is_killed_and_its_trainer_goes_on(temp_store):
+    """A recorder stopped (SIGSTOP) drained nothing: the trainer's writes waited on its full pipe
+    for ever, its exit 300 s a recorder, and its lock on the store failed every other writer.
+    Found stopped STUCK_LOOKS times in a row it is killed, and said gone like a dead one."""
+    import threading
+
+    from gradlab.tracking.recorder.client import STUCK_LOOKS, WATCH_EVERY, Recorder
+
+    first, sibling = Recorder.group(1)
+    try:
+        wait_for(lambda: sibling.poll() or sibling.pid, timeout=120, every=0.2)  # a sibling says its pid once forked
+        os.kill(sibling.pid, signal.SIGSTOP)
+        looks = []
+
+        def watcher():  # Registry's watcher thread, on this recorder alone
+            while not sibling.stuck and len(looks) < 100 * STUCK_LOOKS:
+                time.sleep(WATCH_EVERY)
+                sibling.watch()
+                looks.append(1)
+
+        threading.Thread(target=watcher, daemon=True).start()
+        points = {1: [("x", 1.0, step) for step in range(20000)]}  # ~300 kB a message: the pipe fills at once
+        with pytest.raises(tracking.RecorderGone, match="stopped .SIGSTOP. and stayed so"):
+            for _ in range(1000):
+                sibling.log(points)
+        assert sibling.stuck and len(looks) >= STUCK_LOOKS
+        wait_for(lambda: not processes.alive(sibling.pid, None), timeout=60)  # SIGKILLed: gone once the kernel gets to it
+        closing = threading.Thread(target=sibling.close, args=(300.0,), daemon=True)
+        closing.start()
+        closing.join(60)  # it took 300 s: the writer thread stayed blocked on the full pipe
+        assert not closing.is_alive()
+    finally:
+        for rec in (sibling, first):
+            if rec.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(rec.pid, signal.SIGKILL)
+
+
 def _in_group(pid: int, pgid: int) -> bool:
     try:
         return os.getpgid(pid) == pgid

@@ -13,12 +13,14 @@ A crash inside a batch fails each of its jobs (they were one program); the other
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
 from gradlab.config import Config, container, flatten, to_typed
 from gradlab.record import Job, Origin, record_group
 from gradlab.multirun.hydra_internals import forget_compositions
+from gradlab.tracking import RecorderGone
 
 # Flattened config keys whose values become a tensor axis (a prefix ends with ".").
 BATCHED = ("optimizer.", "schedule.", "data.scaling", "data.scale_factor", "data.split_seed", "data.seed", "train.seed",
@@ -126,6 +128,7 @@ def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_ba
     done = diverged = 0
     for batch in p.batches:
         group = [p.jobs[k] for k in batch]
+        pool = sweep.recorders(n_recorders)  # a recorder that died (or was stopped and killed) is replaced
         try:
             recorded = record_group(group, p.origin, quiet=True, recorder=pool, wait=False)
             outcomes = [(rec.objective, False) for rec in recorded]
@@ -133,6 +136,8 @@ def launch(hydra_context, config, job_overrides, sweep, n_recorders: int, max_ba
         except Exception as e:  # noqa: BLE001 - user mistakes and crashes alike: the batch's jobs fail, others go on
             print(f"gradlab: a batch of {len(group)} failed: {type(e).__name__}: {e}", file=sys.stderr)
             outcomes = [(e, True)] * len(group)
+        with contextlib.suppress(RecorderGone):  # every recorder dead: the sweep's end ends their runs
+            pool.flush()  # the batch's ends out of this process before the next one trains (and may crash it)
         for k, (value, failed) in zip(batch, outcomes):
             p.job_return(k, value, failed)
         done += len(group)

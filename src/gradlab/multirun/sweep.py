@@ -21,7 +21,8 @@ from gradlab.config import Plots
 from gradlab.multirun import answer, figures, grid
 from gradlab.multirun.context import VARIABLE, SweepContext
 from gradlab.multirun.trials import Trials
-from gradlab.tracking import ends
+from gradlab.describe import provenance
+from gradlab.tracking import TrackingError, ends
 from gradlab.tracking.store import masked
 from gradlab.tracking.spec import RunEnd, RunSpec
 
@@ -107,13 +108,26 @@ class Sweep:
             _settle(self.recorder)
             raise
         shash = grid.sweep_hash(config)
-        resumed = self.recorder.ask("latest_sweep", experiment, shash) if config.tracking.skip_finished else None
-        if resumed is None:
-            self.key = self.recorder.start([_parent_spec(config, name, experiment, jobs, shash, varied)])[0]
-        else:
-            self.key = self.recorder.reopen(resumed.id)
-            print(f"gradlab: resuming sweep {name!r} in parent run {resumed.id}; jobs that have a result are skipped")
-        parent_id = self.recorder.run_id(self.key)
+        # A resume claims its sweep: the look-up and the parent's (re)opening under the store's
+        # lock, so that of two resumes at once the second finds the first's parent RUNNING, held
+        # by a live process, and refuses, rather than train every remaining job a second time.
+        if config.tracking.skip_finished:
+            self.recorder.sync()  # the store made first: its creation takes the same lock
+        with _claim_lock(uri) if config.tracking.skip_finished else contextlib.nullcontext():
+            resumed = self.recorder.ask("latest_sweep", experiment, shash) if config.tracking.skip_finished else None
+            if resumed is not None and resumed.status == "RUNNING" and _held(resumed):
+                _settle(self.recorder)
+                raise TrackingError(f"sweep {name!r} is being run by process {resumed.tag('pid')} on "
+                                    f"{resumed.tag('host')} (parent run {resumed.id}): wait for it to end, or stop it, "
+                                    "then resume")
+            if resumed is None:
+                self.key = self.recorder.start([_parent_spec(config, name, experiment, jobs, shash, varied)])[0]
+            else:
+                self.key = self.recorder.reopen(resumed.id)
+                self.recorder.tag(self.key, {k: v for k, v in provenance().items() if k in OWNER})
+                print(f"gradlab: resuming sweep {name!r} in parent run {resumed.id}; jobs that have a result are skipped")
+            parent_id = self.recorder.run_id(self.key)
+            self.recorder.sync()  # the claim is in the store before the lock goes
         # Each job should leave a child run, unless it is skipped for a finished twin elsewhere.
         self.expected = len(jobs) if jobs and not config.tracking.skip_finished else None
         size = len(jobs) if jobs is not None else config.hydra.sweeper.get("n_trials")
@@ -272,6 +286,32 @@ def _parent_spec(config: DictConfig, name: str, experiment: str, jobs: list | No
         files["jobs.txt"] = "\n".join(" ".join(j) for j in jobs) + "\n"
     # Two runs of one sweep file are told apart by their start: "lr_scale_optimizer 12-01 14:52:07"
     return RunSpec(experiment, f"{name} {time.strftime('%m-%d %H:%M:%S')}", params, tags, files=files)
+
+
+OWNER = ("gradlab.host", "gradlab.pid", "gradlab.pid_start")  # the parent's tags that name the process running it
+
+
+def _claim_lock(uri: str):
+    """The store's creation lock (a SQLite store's; a server has none: two resumes at once there
+    are told apart only once one's parent is RUNNING)."""
+    from gradlab.tracking.store import creation_lock, sqlite_path
+
+    db = sqlite_path(uri)
+    return creation_lock(db) if db is not None else contextlib.nullcontext()  # its folder made by the store's opening
+
+
+def _held(parent) -> bool:
+    """A RUNNING parent's process still runs (one of another host is taken to: it cannot be seen)."""
+    import socket
+
+    from gradlab.tracking.processes import alive
+
+    if parent.tag("host") != socket.gethostname():
+        return True
+    try:
+        return alive(int(parent.tag("pid")), parent.tag("pid_start"))
+    except ValueError:  # no pid recorded: nothing holds it
+        return False
 
 
 def _settle(recorder) -> None:

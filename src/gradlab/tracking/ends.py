@@ -65,6 +65,15 @@ def lost() -> RunEnd:
                                  "its end was never written: its recorder process stopped first (what it logged before stays)"})
 
 
+def recorded_here(end: RunEnd) -> RunEnd:
+    """The end of a run whose recorder died while it trained on (a sweep's other recorders kept
+    the batch going), written from the trainer: its result, history.csv and figures whole, its
+    step metrics from the recorder's death on missing, and a tag that says so."""
+    end.tags = {**end.tags, "gradlab.recorder_gone": "its recorder process stopped while it trained: its step "
+                "metrics end there (history.csv is whole); this end was written by the training process"}
+    return end
+
+
 def end_parent(sink, key: int, end: RunEnd) -> None:
     """A sweep's parent's end, written from this process if its recorder died (kill -9) or
     answered an earlier write's failure instead (the end may not have been sent: written here

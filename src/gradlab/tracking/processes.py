@@ -33,3 +33,10 @@ def alive(pid: int, start: str | None) -> bool:
     if fields is None:
         return True
     return fields[0] != "Z" and (start in (None, "", "unknown") or fields[19] == start)
+
+
+def stopped(pid: int, start: str | None) -> bool:
+    """That process is stopped by a signal (SIGSTOP, SIGTSTP: state T): it runs no code, and
+    holds whatever it held (a SQLite write lock, a pipe nobody drains), until it is continued."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "T" and (start in (None, "", "unknown") or fields[19] == start)

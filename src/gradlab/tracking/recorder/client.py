@@ -22,7 +22,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from gradlab.tracking import ends
-from gradlab.tracking.processes import alive, process_start
+from gradlab.tracking.processes import alive, process_start, stopped
 from gradlab.tracking.recorder.messages import (ANSWERED, QUERIES, START_TOKEN, Answer, Ask, Failed, Finish, Log, Open, Pid,
                                                 RecorderGone, Reopen, Start, Started, Sync, Tag)
 from gradlab.tracking.spec import RunEnd, RunSpec
@@ -30,6 +30,13 @@ from gradlab.tracking.store import TrackingError, creation_lock, preflight, sqli
 from gradlab.tracking.stream import Points
 
 OUTBOX = 32  # requests waiting to be written, at most
+# A recorder found stopped (SIGSTOP) this many looks in a row, WATCH_EVERY seconds apart, is killed
+# as if it had died: stopped, it holds the store's write lock (every other writer fails after
+# SQLite's 20 s busy timeout) and a pipe nobody drains (the trainer's writes wait forever).
+# Counted in looks, not seconds: a Ctrl-Z stops the trainer too, and it looks again only once
+# both are continued.
+WATCH_EVERY = 0.5
+STUCK_LOOKS = 10
 REQUESTS = (Open, Start, Log, Tag, Finish, Reopen, Sync, Ask)
 
 
@@ -78,7 +85,9 @@ class Recorder:
         self._starting: dict[int, tuple[str, str]] = {}  # key -> (experiment, start token)
         self.holds_runs = False  # until then the recorder holds nothing worth waiting for
         self.uri: str | None = None
-        self.pid = self._born = None
+        self.pid = self._born = None  # a sibling's comes with its first reply
+        self._stopped_looks = 0
+        self.stuck = False  # found stopped, and killed
         if first is None:
             self.pid = self._first_message()
             self._born = process_start(self.pid)  # with the pid: a pid reused by another process is not ours
@@ -100,27 +109,56 @@ class Recorder:
         return said.pid
 
     def alive(self) -> bool:
-        if self.first is not None:
+        if self.pid is None:  # a sibling that has not said its pid yet lives as long as the first
             return not self._broken and self.first.alive()
-        return not self._broken and alive(self.pid, self._born)
+        return not self._broken and not self.stuck and alive(self.pid, self._born)
+
+    def watch(self) -> None:
+        """One look at the recorder process (every WATCH_EVERY s, by Registry's watcher): one
+        found stopped STUCK_LOOKS times in a row is killed; its pipes close, and whoever waits on
+        it (the trainer, a sweep's end) ends its runs as for a recorder that died."""
+        if self.pid is None or self.stuck:
+            return
+        if not stopped(self.pid, self._born):
+            self._stopped_looks = 0
+            return
+        self._stopped_looks += 1
+        if self._stopped_looks >= STUCK_LOOKS:
+            self.stuck = True
+            _kill(self.pid)
 
     def close(self, timeout: float) -> None:
         """Let the recorder finish what it was sent, then go."""
         if not self.holds_runs and self._stop_idle():
             return
-        self._outbox.put(None)  # the writer sends what waits, then the end
-        self._writer.join(timeout)
+        end = time.monotonic() + timeout
+        # Waits end when the recorder does: one stopped is killed by the watcher, and a dead one's
+        # pipe fails the writer at once (it blocked on a full pipe for `timeout` before).
+        while not self._put_within(None, end):  # the writer sends what waits, then the end
+            pass
+        while self._writer.is_alive() and time.monotonic() < end:
+            self._writer.join(WATCH_EVERY)
         if not self.holds_runs:  # it is creating a store: let it finish alone, nothing of ours waits on it
             return
-        self._drain(timeout)  # done when it closes its end of the pipe
-        if self.first is None and alive(self.pid, self._born):  # a stuck recorder must not hang the exit forever
+        self._drain(end)  # done when it closes its end of the pipe
+        if self.pid is not None and alive(self.pid, self._born):  # a stuck recorder must not hang the exit forever
             _kill(self.pid)
 
-    def _drain(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
+    def _put_within(self, request, end: float) -> bool:
+        """Into the outbox, unless it stays full while the recorder is gone or time is up (True)."""
         try:
-            while time.monotonic() < end and self._recv.poll(max(0.0, end - time.monotonic())):
-                self._recv.recv()
+            self._outbox.put(request, timeout=WATCH_EVERY)
+            return True
+        except queue.Full:
+            return not self.alive() or time.monotonic() >= end
+
+    def _drain(self, end: float) -> None:
+        try:
+            while time.monotonic() < end:
+                if self._recv.poll(WATCH_EVERY):
+                    self._recv.recv()
+                elif not self.alive():
+                    return
         except (EOFError, OSError):
             pass
 
@@ -152,7 +190,13 @@ class Recorder:
         self.poll()
         if self._broken:
             raise self._gone()
-        self._outbox.put(request)
+        while True:
+            try:
+                self._outbox.put(request, timeout=WATCH_EVERY)
+                break
+            except queue.Full:  # the writer waits on a full pipe: as long as the recorder lives
+                if not self.alive():
+                    raise self._gone() from None
         if not isinstance(request, ANSWERED):
             return None
         while not isinstance(reply := self._next(), Answer):
@@ -174,10 +218,23 @@ class Recorder:
                 self._pipe.send(request)
             except OSError:
                 self._broken = True
+            finally:
+                self._outbox.task_done()
             if request is None:
                 return
 
+    def flush(self) -> None:
+        """Until every request sent is in the recorder's hands (read, not yet done): a crash of
+        this process (a segfault in a sweep's next batch) then loses none of them."""
+        with self._outbox.all_tasks_done:
+            while self._outbox.unfinished_tasks:
+                if not self.alive():
+                    raise self._gone()
+                self._outbox.all_tasks_done.wait(WATCH_EVERY)
+
     def _gone(self) -> TrackingError:
+        if self.stuck:
+            return RecorderGone("the gradlab recorder process was stopped (SIGSTOP) and stayed so: it was killed")
         return RecorderGone("the gradlab recorder process stopped")
 
     def _next(self):
@@ -188,6 +245,8 @@ class Recorder:
             raise self._gone() from None
         if isinstance(reply, Started):
             self.run_ids.update(reply.ids)
+        elif isinstance(reply, Pid):  # a sibling's first word
+            self.pid, self._born = reply.pid, process_start(reply.pid)
         elif isinstance(reply, Failed):
             self._failed.append(reply)
         return reply

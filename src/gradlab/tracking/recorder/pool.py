@@ -8,9 +8,11 @@ recording (MLflow writes, figures) keeps every core busy, behind the calls of on
 from __future__ import annotations
 
 import atexit
+import threading
+import time
 
 from gradlab.tracking import ends
-from gradlab.tracking.recorder.client import Recorder
+from gradlab.tracking.recorder.client import WATCH_EVERY, Recorder, RecorderGone
 from gradlab.tracking.spec import RunEnd, RunSpec
 from gradlab.tracking.stream import Points
 
@@ -20,6 +22,7 @@ class Registry:
         self.first: Recorder | None = None
         self.siblings: list[Recorder] = []  # forked with the first
         self.others: list[Recorder] = []  # pools' members started later
+        self.closing: list[Recorder] = []  # being shut down: still watched
         self._exit_hooked = False
 
     def shared(self, siblings: int = 0) -> Recorder:
@@ -28,8 +31,17 @@ class Registry:
             self.first, *self.siblings = Recorder.group(siblings)
             if not self._exit_hooked:
                 atexit.register(self.shutdown)
+                threading.Thread(target=self._watch, name="gradlab-recorder-watch", daemon=True).start()
                 self._exit_hooked = True
         return self.first
+
+    def _watch(self) -> None:
+        """The watcher thread: a look at every recorder each WATCH_EVERY s (Recorder.watch), also
+        while the trainer waits on one, or on the store one of them holds locked."""
+        while True:
+            time.sleep(WATCH_EVERY)
+            for rec in [*self.everyone(), *self.closing]:
+                rec.watch()
 
     def everyone(self) -> list[Recorder]:
         first = [self.first, *self.siblings] if self.first is not None else []
@@ -38,9 +50,11 @@ class Registry:
     def shutdown(self, timeout: float = 300.0) -> None:
         """Let every recorder finish what it was sent, then go."""
         recs = self.everyone()
+        self.closing = recs
         self.first, self.siblings, self.others = None, [], []
         for rec in recs:
             rec.close(timeout)
+        self.closing = []
 
     def sync_all(self) -> None:
         """Wait until every recorder that holds runs has written what it was sent."""
@@ -69,10 +83,15 @@ REGISTRY = Registry()
 
 
 class Recorders:
-    """Several recorders behind the calls of one (RunSink): run k goes to member k mod their number."""
+    """Several recorders behind the calls of one (RunSink): run k goes to member k mod their number.
+    A member that dies (or is stopped, then killed) takes only its own runs' record along: the
+    others go on training and recording; its runs' ends are written from this process (its
+    step metrics after it died are lost, history.csv has them). RecorderGone is raised once
+    every member is gone."""
 
     def __init__(self, members: list[Recorder], registry: Registry):
         self.members, self.registry = members, registry
+        self.dead: set[Recorder] = set()  # members gone while this pool was in use
         self.route: dict[int, tuple[Recorder, int]] = {}  # our key -> (member, its key)
         self._keys = 0
         self.uri: str | None = None
@@ -103,22 +122,41 @@ class Recorders:
             out.setdefault(self.route[k][0], []).append(k)
         return out
 
+    def _living(self, member: Recorder, call) -> bool:
+        """call() on a member not known dead; False if it is (or turns out) gone."""
+        if member in self.dead:
+            return False
+        try:
+            call()
+            return True
+        except RecorderGone:
+            self.dead.add(member)
+            if len(self.dead) == len(self.members):
+                raise
+            return False
+
     def log(self, points: Points) -> None:
         for member, keys in self._split(points).items():
-            member.log({self.route[k][1]: points[k] for k in keys})
+            self._living(member, lambda: member.log({self.route[k][1]: points[k] for k in keys}))
 
     def finish(self, keys: list[int], run_ends: list[RunEnd]) -> None:
         by_key = dict(zip(keys, run_ends))
         for member, ks in self._split(keys).items():
-            member.finish([self.route[k][1] for k in ks], [by_key[k] for k in ks])
+            local, mine = [self.route[k][1] for k in ks], [by_key[k] for k in ks]
+            if not self._living(member, lambda: member.finish(local, mine)):
+                member.finish_here(local, [ends.recorded_here(e) for e in mine])
 
     def sync(self) -> None:
         for m in self.members:
-            m.sync()
+            self._living(m, m.sync)
+
+    def flush(self) -> None:
+        for m in self.members:
+            self._living(m, m.flush)
 
     def poll(self) -> None:
         for m in self.members:
-            m.poll()
+            self._living(m, m.poll)
 
     def ask(self, query: str, *args):
         return self.members[0].ask(query, *args)

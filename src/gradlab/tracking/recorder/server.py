@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gc
 import os
+import queue
 import signal
+import threading
 from multiprocessing.connection import Connection
 
 from gradlab import timings
@@ -82,6 +84,30 @@ HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Tag: _tag, F
             Ask: _ask}
 
 
+# Requests read off the pipe and not yet done, at most: past it the pipe fills and the trainer waits.
+READ_AHEAD = 64
+
+
+def _reading(inbox: Connection) -> queue.Queue:
+    """The requests as a thread reads them off the pipe, ahead of their execution, then None
+    (the pipe closed): what the trainer sent is here, out of its memory, even if it crashes
+    (a segfault in its next batch) before this process gets to it."""
+    read: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+
+    def reader():
+        while True:
+            try:
+                message = inbox.recv()
+            except (EOFError, OSError):
+                message = None
+            read.put(message)
+            if message is None:
+                return
+
+    threading.Thread(target=reader, name="gradlab-recorder-read", daemon=True).start()
+    return read
+
+
 def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
     """The recorder process: execute requests in order until the pipe closes. Once the slow
     imports are done, fork a sibling for each further pair of pipes (no store is open yet)."""
@@ -108,16 +134,14 @@ def serve(read_fd: int, write_fd: int, siblings: list = ()) -> None:
             outbox.close()  # the first one's pipe up
             read_fd, role = r, f"recorder{i + 1}"
             outbox = Connection(w, readable=False)
+            outbox.send(Pid(os.getpid()))  # its own pid: the trainer watches it (a stopped recorder is killed)
             break
         os.close(r)
         os.close(w)
-    inbox = Connection(read_fd, writable=False)
+    inbox = _reading(Connection(read_fd, writable=False))
     state = _State(outbox)
     while True:
-        try:
-            message = inbox.recv()
-        except (EOFError, OSError):
-            message = None
+        message = inbox.get()
         if message is None:
             break
         try:
