@@ -109,6 +109,5 @@ def test_the_scale_section_alone_in_quick_mode(tmp_path):
     for value in (r["floor_seconds_per_run"], s["seconds"], s["compare_seconds"], s["compare_from_store_seconds"],
                   s["memory_mib"]["peak_rss_mib"], s["ratio_to_floor"], r["grid_check"]["seconds"]):
         assert isinstance(value, float) and math.isfinite(value) and value > 0
-    assert set(r["verdicts"]) >= {"1,000-job sweep <= 75 s", "grid check of 10,000 jobs <= 30 s",
-                                  "gradlab-compare on 1,000 runs <= 15 s"}
+    assert r["verdicts"] == {}  # quick sizes are not judged against the targets of 1,000 and 10,000 jobs
     assert "9. scale" in proc.stdout and "quick mode" in proc.stdout

@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         print("bench: a user's module, batched and by hand ...", file=sys.stderr, flush=True)
         result["usermodule"] = usermodule.run(tmp, a.quick, reps, timed)
         print("bench: scale (a 1,000-job sweep, a 10,000-job grid check) ...", file=sys.stderr, flush=True)
-        result["scale"] = scale.measure(tmp, a.quick, a.ten_thousand, sampled_memory)
+        result["scale"] = scale.measure(tmp, a.quick, a.ten_thousand)
     result["targets"].update(usermodule.TARGETS)
     result["verdicts"] = {**verdicts(result), **usermodule.verdicts(result)}
     out = Path(a.out)

@@ -1,4 +1,5 @@
-"""Peak memory of a command's whole process tree, sampled (Linux /proc), for make bench."""
+"""Peak memory of a command's whole process family, sampled (gradlab's recorders leave their
+trainer's tree on purpose: the benchmark adopts them to count them)."""
 
 from __future__ import annotations
 

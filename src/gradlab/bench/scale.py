@@ -72,10 +72,11 @@ def _run(cmd: list[str], uri: str) -> float:
     return seconds
 
 
-def sweep(folder: Path, overrides: list[str], sampled_memory) -> dict:
+def sweep(folder: Path, overrides: list[str]) -> dict:
     """The sweep end to end into a fresh store, its process tree's memory sampled; what it left
     there (every child a run, nothing RUNNING, the table of results on its parent); and
     gradlab-compare on it, from the table and from the store."""
+    from gradlab.bench.memory import sampled_memory
     from gradlab.tracking import Store, query
     from gradlab.tracking.spec import TABLE, TABLE_TAG
 
@@ -99,14 +100,14 @@ def sweep(folder: Path, overrides: list[str], sampled_memory) -> dict:
             "compare_seconds": from_table, "compare_from_store_seconds": from_store}
 
 
-def measure(tmp: Path, quick: bool, ten_thousand: bool, sampled_memory) -> dict:
+def measure(tmp: Path, quick: bool, ten_thousand: bool) -> dict:
     from gradlab.tracking import floor
 
     lrs, seeds, epochs = (5, 2, 50) if quick else (25, 10, 500)
     jobs = len(OPTIMIZERS) * lrs * seeds
     out = {"floor_seconds_per_run": floor.seconds_per_run(f"sqlite:///{tmp / 'floor.db'}", 20 if quick else 200)}
     print(f"bench: a {jobs}-job sweep ...", file=sys.stderr, flush=True)
-    out["sweep"] = {"jobs": jobs, "epochs": epochs, **sweep(tmp / "scale-sweep", grid(lrs, seeds, epochs), sampled_memory)}
+    out["sweep"] = {"jobs": jobs, "epochs": epochs, **sweep(tmp / "scale-sweep", grid(lrs, seeds, epochs))}
     out["sweep"]["seconds_per_job"] = out["sweep"]["seconds"] / jobs
     out["sweep"]["ratio_to_floor"] = out["sweep"]["seconds_per_job"] / out["floor_seconds_per_run"]
     big_lrs, big_seeds = (5, 5) if quick else (25, 100)
@@ -118,8 +119,8 @@ def measure(tmp: Path, quick: bool, ten_thousand: bool, sampled_memory) -> dict:
     if ten_thousand:
         print("bench: the 10,000-job sweep (about 10 minutes) ...", file=sys.stderr, flush=True)
         big = len(OPTIMIZERS) * big_lrs * big_seeds
-        out["sweep_10000"] = {"jobs": big, "epochs": 300, **sweep(tmp / "scale-10000", grid(big_lrs, big_seeds, 300), sampled_memory)}
-    out["verdicts"] = verdicts(out)
+        out["sweep_10000"] = {"jobs": big, "epochs": 300, **sweep(tmp / "scale-10000", grid(big_lrs, big_seeds, 300))}
+    out["verdicts"] = {} if quick else verdicts(out)  # tiny sizes judge nothing against the targets
     return out
 
 
@@ -168,8 +169,6 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["check"]:
         print(json.dumps(check(argv[1:])))
         return
-    from gradlab.bench.memory import sampled_memory
-
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m gradlab.bench.scale", description="make bench's scale section alone")
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:
-        r = measure(Path(tmp), a.quick, a.ten_thousand, sampled_memory)
+        r = measure(Path(tmp), a.quick, a.ten_thousand)
     print("\n".join(lines(r, a.quick)))
     if a.out:
         Path(a.out).write_text(json.dumps(r, indent=2))
