@@ -4,7 +4,6 @@ run's figures later, from its record: the files a run that drew them itself has.
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 
