@@ -86,5 +86,8 @@ def test_a_sweep_says_how_far_it_has_got_off_a_terminal_and_on_its_parent(temp_s
     # two batches (gd, adam) of two; gd at lr 10 diverges on the thermometer
     assert [re.search(r"\d+/\d+ jobs done", ln)[0] for ln in lines] == ["2/4 jobs done", "4/4 jobs done"]
     assert f"4/4 jobs done, {outcome.counts['diverged']} diverged" in lines[-1] and outcome.counts["diverged"] >= 1
+    # the clock starts with the sweep, not at its first line: that line said "0 s so far, about 0 s to go"
+    so_far = float(re.search(r"([\d.]+) s so far", lines[0])[1])
+    assert so_far > 0 and "about 0.0 s to go" not in lines[0]
     parent = mlflow.MlflowClient(temp_store).get_run(outcome.parent_id)
     assert parent.data.tags["gradlab.jobs_done"] == "4/4"

@@ -135,6 +135,7 @@ class Sweep:
         self.context = SweepContext(parent_id, name, experiment, uri, varied, os.getpid(),
                                     int(size) if isinstance(size, int) else None)
         os.environ[VARIABLE] = self.context.to_json()  # what a worker process inherits
+        self._progress["started"] = time.monotonic()  # the first batch's time counts (and the ETA with it)
 
     def annotate(self, tags: dict[str, str]) -> None:
         """Tags for the parent run, written with its end (a search's study and best trial); a
@@ -359,6 +360,8 @@ def _value(v) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
