@@ -157,9 +157,8 @@ def inner_loop(epochs: int, reps: int) -> dict:
 
     from gradlab import training
     from gradlab.bench import loops
+    from gradlab.bench.drive import fit_seconds
     from gradlab.config import register_configs
-    from gradlab.progress import Progress
-    from gradlab.tracking import MetricStream
 
     register_configs()
 
@@ -168,19 +167,7 @@ def inner_loop(epochs: int, reps: int) -> dict:
         overrides += ["device=numpy"] if method == "numpy" else [f"grad={method}"]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = OmegaConf.to_object(compose("config", overrides=overrides))
-        s = training.setup(cfg)
-        history = training.new_histories(s)
-        # The trainer's side of a run: rows are thinned and batched, then handed over (here, dropped).
-        stream = MetricStream(lambda points: None, [1], history[0].columns, s.schedule.expected_rows(), 1000)
-        progress = Progress(epochs, history[0].metrics, False)
-
-        def on_log(epoch, configs, rows):
-            stream(epoch, configs, rows)
-            progress(epoch, configs, rows)
-
-        start = time.perf_counter()
-        training.fit(s, history, on_log)
-        return time.perf_counter() - start
+        return fit_seconds(training.setup(cfg), epochs)
 
     out = {}
     for method, bare in loops.LOOPS.items():

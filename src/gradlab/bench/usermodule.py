@@ -85,25 +85,12 @@ def inner(csv: Path, z: dict, reps: int) -> dict:
     import torch
 
     from gradlab import training
-    from gradlab.progress import Progress
-    from gradlab.tracking import MetricStream
+    from gradlab.bench.drive import fit_seconds
 
     cfgs = _configs(csv, z)
 
     def ours() -> float:
-        s = training.setup(*cfgs)
-        history = training.new_histories(s)
-        keys = list(range(1, len(cfgs) + 1))
-        stream = MetricStream(lambda points: None, keys, history[0].columns, s.schedule.expected_rows(), 1000)
-        progress = Progress(z["epochs"], history[0].metrics, False)
-
-        def on_log(epoch, configs, rows):
-            stream(epoch, configs, rows)
-            progress(epoch, configs, rows)
-
-        start = time.perf_counter()
-        training.fit(s, history, on_log)
-        return time.perf_counter() - start
+        return fit_seconds(training.setup(*cfgs), z["epochs"])
 
     x, y = _data(csv)
     lrs = torch.tensor(learning_rates(z["configs"]))
