@@ -330,12 +330,11 @@ def owner() -> str:
 def _another_live_search(trial) -> bool:
     """The trial is running under another search that lives (on this machine: elsewhere a
     process cannot be told alive, and a search resumed there asks its trials again)."""
-    from gradlab.tracking.processes import alive
+    from gradlab.tracking.processes import alive_here
 
     host, _, rest = str(trial.user_attrs.get(OWNER, "")).partition(":")
     pid, _, start = rest.partition(":")
-    return (host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
-            and alive(int(pid), start))
+    return pid != str(os.getpid()) and alive_here(host, pid, start) is True
 
 
 def running_elsewhere(study: optuna.Study) -> int:

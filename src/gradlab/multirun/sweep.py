@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -302,17 +303,13 @@ def _claim_lock(uri: str):
 
 
 def _held(parent) -> bool:
-    """A RUNNING parent's process still runs (one of another host is taken to: it cannot be seen)."""
-    import socket
-
-    from gradlab.tracking.processes import alive
+    """A RUNNING parent's process still runs (one of another host is taken to: it cannot be seen;
+    one with no pid recorded holds nothing)."""
+    from gradlab.tracking.processes import alive_here
 
     if parent.tag("host") != socket.gethostname():
         return True
-    try:
-        return alive(int(parent.tag("pid")), parent.tag("pid_start"))
-    except ValueError:  # no pid recorded: nothing holds it
-        return False
+    return bool(alive_here(parent.tag("host"), parent.tag("pid"), parent.tag("pid_start")))
 
 
 def _settle(recorder) -> None:

@@ -35,6 +35,16 @@ def alive(pid: int, start: str | None) -> bool:
     return fields[0] != "Z" and (start in (None, "", "unknown") or fields[19] == start)
 
 
+def alive_here(host: str | None, pid, start: str | None) -> bool | None:
+    """That process, recorded as (host, pid, start time), lives: None where it ran on another host
+    (it cannot be seen from here) or no pid was recorded."""
+    import socket
+
+    if host != socket.gethostname() or not str(pid).isdigit():
+        return None
+    return alive(int(pid), start)
+
+
 def stopped(pid: int, start: str | None) -> bool:
     """That process is stopped by a signal (SIGSTOP, SIGTSTP: state T): it runs no code, and
     holds whatever it held (a SQLite write lock, a pipe nobody drains), until it is continued."""
