@@ -59,13 +59,14 @@ def sweep_hash(config: DictConfig) -> str:
 def check(config: DictConfig, loader, overrides: list[list[str]]) -> list[tuple[list[str], str]]:
     """(overrides, message) for each job whose config cannot run; builds nothing that lasts."""
     from gradlab import training
-    from gradlab.config import to_typed, validate
+    from gradlab.config import validate
     from gradlab.explain import COMPOSITION_ERRORS, explain
+    from gradlab.multirun.hydra_internals import typed_job
 
     bad = []
     for job in overrides:
         try:
-            typed = to_typed(loader.load_sweep_config(config, job))
+            typed = typed_job(loader, config, job)
             validate(typed)
             training.setup(typed)
         except COMPOSITION_ERRORS as e:  # a key or option the job names that does not exist: said as the CLI says it

@@ -17,9 +17,9 @@ import contextlib
 import sys
 from dataclasses import dataclass
 
-from gradlab.config import Config, container, flatten, to_typed
+from gradlab.config import Config, container, flatten
 from gradlab.record import Job, Origin, record_group
-from gradlab.multirun.hydra_internals import forget_compositions
+from gradlab.multirun.hydra_internals import forget_compositions, typed_job
 from gradlab.tracking import RecorderGone
 
 # Flattened config keys whose values become a tensor axis (a prefix ends with ".").
@@ -49,7 +49,7 @@ def groups(jobs: list[Job], max_batch: int) -> list[list[int]]:
 def _compose(hydra_context, config, overrides: list[str]) -> Config | Exception:
     """The job's typed config, or the error that stops it."""
     try:
-        return to_typed(hydra_context.config_loader.load_sweep_config(config, overrides))
+        return typed_job(hydra_context.config_loader, config, overrides)
     except Exception as e:  # noqa: BLE001 - Hydra's composition errors and ConfigError alike: this job fails
         print(f"gradlab: job [{' '.join(overrides)}] cannot run: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return e
