@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from gradlab import timings
+from gradlab.tracking import bulk
 from gradlab.tracking.spec import START_TOKEN, TABLE_TAG, RunEnd, RunSpec
 
 # MLflow's own defaults retry an unreachable server for minutes; bound them unless the user chose.
@@ -501,6 +503,7 @@ class Store:
         if urlparse(self.uri).scheme in ("http", "https"):
             self.client = _Patient(self.client, self.uri)
         self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
+        self._sql = bulk.sql_store(self.client)  # step metrics go in as rows where the store is SQL
         self._inode = self.db.stat().st_ino if self.db is not None else None
 
     def still_there(self) -> None:
@@ -553,7 +556,8 @@ class Store:
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
         self._log_batch(run_id, params=safe_params)
         if spec.inputs:
-            self.log_inputs(run_id, spec.inputs)
+            with timings.measure("start: inputs"):
+                self.log_inputs(run_id, spec.inputs)
         files = dict(spec.files)
         if full_params:
             files["params_full.json"] = json.dumps(full_params, indent=2)
@@ -561,7 +565,8 @@ class Store:
             self._full_tags[run_id] = full_tags
             files["tags_full.json"] = json.dumps(full_tags, indent=2)
         if files:
-            self.log_artifacts(run_id, files)
+            with timings.measure("start: files"):
+                self.log_artifacts(run_id, files)
         return run_id
 
     def _create_run(self, experiment_id: str, name: str, tags: dict) -> str:
@@ -610,7 +615,11 @@ class Store:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._log_batch(run_id, metrics=[Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
+        self._log_steps(run_id, [Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
+
+    def _log_steps(self, run_id: str, metrics: list) -> None:
+        if self._sql is None or not bulk.insert_points(self._sql, run_id, metrics):
+            self._log_batch(run_id, metrics=metrics)
 
     def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
         """datasets: dicts with name, context, features, targets (arrays), digest, and either
@@ -667,14 +676,15 @@ class Store:
             now = int(time.time() * 1000)
             # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
             metrics = [Metric(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
-            metrics += [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)]
+            self._log_steps(run_id, [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)])
             safe, full = sanitize(end.tags, MAX_TAG_VALUE)
             self._log_batch(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe, metrics=metrics)
             if full:
                 self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
                 files = {**files, "tags_full.json": json.dumps(self._full_tags[run_id], indent=2)}
             if files:
-                self.log_artifacts(run_id, files)
+                with timings.measure("finish: files"):
+                    self.log_artifacts(run_id, files)
         finally:
             self.end(run_id, end.status)
             self._full_tags.pop(run_id, None)

@@ -1,0 +1,71 @@
+"""Step metrics inserted as rows (tracking.bulk) against MLflow's own MlflowClient.log_batch on a
+twin run: every point's history and every latest value the same, as MLflow reads them back;
+a point written twice (a retried write) kept once."""
+
+import math
+
+import pytest
+
+from gradlab.tracking.store import Store
+
+
+def points(n: int = 400):
+    """Curves with ties and non-monotone steps, as a thinned history and its last epoch give them."""
+    out = [("train_loss", 1.0 / (i + 1), i) for i in range(n)]
+    out += [("val_loss", math.sin(i), i % 37) for i in range(n)]  # steps repeat: latest is by (step, time, value)
+    out += [("param.w", 0.5, 3), ("param.w", 0.25, 3), ("param.w", float("nan"), 4)]
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert s._sql is not None  # the bulk path is the one taken
+    return s
+
+
+def twins(store):
+    exp = store.client.create_experiment("bulk")
+    return store.client.create_run(exp).info.run_id, store.client.create_run(exp).info.run_id
+
+
+def read(store, run_id):
+    client = store.client
+    run = client.get_run(run_id)
+    history = {k: sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, k))
+               for k in ("train_loss", "val_loss", "param.w")}
+    return run.data.metrics, history
+
+
+def test_inserted_points_read_back_as_mlflows_own(store):
+    from mlflow.entities import Metric
+
+    ours, theirs = twins(store)
+    store.log_points(ours, points())
+    metrics = [Metric(k, v, 1_000, s) for k, v, s in points() if math.isfinite(v)]
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        store.client.log_batch(theirs, metrics=metrics[start:start + 1000])
+    our_latest, our_history = read(store, ours)
+    their_latest, their_history = read(store, theirs)
+    assert our_latest == their_latest
+    assert {k: [(s, v) for s, _, v in h] for k, h in our_history.items()} == \
+           {k: [(s, v) for s, _, v in h] for k, h in their_history.items()}
+    # the largest step, 36, logged ten times at one time: MLflow keeps the largest value
+    assert our_latest["val_loss"] == max(math.sin(i) for i in range(36, 400, 37))
+    assert our_latest["param.w"] == 0.5  # step 3's two values: the larger, as MLflow orders them
+
+
+def test_a_retried_write_keeps_each_point_once(store):
+    ours, _ = twins(store)
+    batch = [("train_loss", 0.5, 1), ("train_loss", 0.25, 2)]
+    from mlflow.entities import Metric
+
+    metrics = [Metric(k, v, 7, s) for k, v, s in batch]
+    assert store._sql is not None
+    from gradlab.tracking import bulk
+
+    assert bulk.insert_points(store._sql, ours, metrics)
+    assert not bulk.insert_points(store._sql, ours, metrics)  # there already: nothing written
+    store._log_steps(ours, metrics)  # ... and MLflow's own log_batch leaves the duplicates out
+    assert [m.value for m in store.client.get_metric_history(ours, "train_loss")] == [0.5, 0.25]
+    assert store.client.get_run(ours).data.metrics["train_loss"] == 0.25
