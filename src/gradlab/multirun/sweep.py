@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradlab import ranking
+from gradlab import ranking, timings
 from gradlab.config import Plots
 from gradlab.multirun import answer, figures, grid
 from gradlab.multirun.context import VARIABLE, SweepContext
@@ -188,7 +188,8 @@ class Sweep:
         # A resumed sweep holds a job twice (an old FAILED try, its re-run): the latest counts. A job is
         # its config and its name: two jobs may share a config hash (differing in run name only).
         latest = {}
-        found, failures = _children(self.recorder, ctx.parent_id, self.key)
+        with timings.measure("sweep end: children"):
+            found, failures = _children(self.recorder, ctx.parent_id, self.key)
         for c in found:
             latest[(c.tag("config_hash", c.id), c.name)] = c
         for f in failures:
@@ -207,17 +208,20 @@ class Sweep:
                   "failed": len(failed) + missing}
         # Bookkeeping as tags, not metrics: the UI charts every metric of the experiment beside the children's.
         tags = {**self.tags, **{f"gradlab.jobs_{k}" if k != "jobs" else "gradlab.jobs": str(v) for k, v in counts.items()}}
-        found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search, self.recorder.ask, found)
+        with timings.measure("sweep end: answer"):
+            found_answer = answer.of(ctx.name, ctx.parent_id, ctx.varied, children, self.search, self.recorder.ask, found)
         tags.update(found_answer.tags)
         try:
-            tags["gradlab.figures"], some_without = figures.at_end(*self.plots, ctx.origin(), children, ctx.uri)
+            with timings.measure("sweep end: figures"):
+                tags["gradlab.figures"], some_without = figures.at_end(*self.plots, ctx.origin(), children, self._drawing())
             if "mlflow.note.content" in tags and some_without:
                 tags["mlflow.note.content"] = _with_line(tags["mlflow.note.content"], tags["gradlab.figures"])
         except Exception as e:  # noqa: BLE001 - the children's figures are a courtesy; their records are whole
             print(f"gradlab: the sweep's figures could not be drawn: {type(e).__name__}: {e}", file=sys.stderr)
         stopped = tags.get("gradlab.error.message")  # the sweeper gave up (a search with too many failures)
-        ends.end_parent(self.recorder, self.key, RunEnd("failed" if failed or missing or stopped else "completed", {}, tags,
-                                             files=found_answer.files, plot_data=found_answer.plot_data))
+        with timings.measure("sweep end: parent"):
+            ends.end_parent(self.recorder, self.key, RunEnd("failed" if failed or missing or stopped else "completed", {},
+                                                            tags, files=found_answer.files, plot_data=found_answer.plot_data))
         pruned = f"{counts['pruned']} pruned, " if counts["pruned"] else ""
         stops = f"{len(failed) - len(killed)} failed" + (f", {len(killed)} killed" if killed else "")
         print(f"gradlab: sweep {ctx.name!r}: {len(children)} jobs: {counts['finished']} finished, "
@@ -233,6 +237,10 @@ class Sweep:
         self.outcome = SweepOutcome(ctx.parent_id, ctx.name, ctx.experiment, counts,
                                     len(failed) + missing + bool(stopped), stopped)
         return self.outcome
+
+    def _drawing(self):
+        """Who draws the children's figures at the end: the launcher's pool, else the sweep's recorder."""
+        return self.pool.draw if self.pool is not None and self.pool.alive() else self.recorder.draw
 
     def abort(self, signum: int) -> None:
         """A signal stopped the sweep: the ends every recorder was sent are written first (the runs

@@ -23,8 +23,8 @@ from multiprocessing.connection import Connection
 
 from gradlab.tracking import ends
 from gradlab.tracking.processes import alive, process_start, stopped
-from gradlab.tracking.recorder.messages import (ANSWERED, QUERIES, START_TOKEN, Answer, Ask, Failed, Finish, Log, Open, Pid,
-                                                RecorderGone, Reopen, Start, Started, Sync, Tag)
+from gradlab.tracking.recorder.messages import (ANSWERED, QUERIES, START_TOKEN, Answer, Ask, Draw, Failed, Finish, Log, Open,
+                                                Pid, RecorderGone, Reopen, Start, Started, Sync, Tag)
 from gradlab.tracking.spec import RunEnd, RunSpec
 from gradlab.tracking.store import TrackingError, creation_lock, preflight, sqlite_path, tracking_uri
 from gradlab.tracking.stream import Points
@@ -37,7 +37,7 @@ OUTBOX = 32  # requests waiting to be written, at most
 # both are continued.
 WATCH_EVERY = 0.5
 STUCK_LOOKS = 10
-REQUESTS = (Open, Start, Log, Tag, Finish, Reopen, Sync, Ask)
+REQUESTS = (Open, Start, Log, Tag, Finish, Reopen, Sync, Ask, Draw)
 
 
 def spawn(siblings: int) -> list[tuple[int, int]]:
@@ -332,6 +332,10 @@ class Recorder:
 
     def ask(self, query: str, *args):
         return self.send(Ask(query, args))
+
+    def draw(self, run_ids: list[str]) -> tuple[int, list[tuple[str, str]]]:
+        """Draw these runs' figures (messages.Draw); (how many were drawn, [(run id, why not)...])."""
+        return self.send(Draw(tuple(run_ids)))
 
     def run_id(self, key: int) -> str:
         while key not in self.run_ids:

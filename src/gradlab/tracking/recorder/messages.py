@@ -64,7 +64,14 @@ class Ask:
     args: tuple = ()
 
 
-ANSWERED = (Sync, Ask)  # the sender waits for these
+@dataclass(frozen=True)
+class Draw:
+    """Draw these runs' figures into their records (gradlab.redraw), their configs trusted: the sweep
+    that asks ran them itself. Answered with (how many were drawn, [(run id, why not)...])."""
+    run_ids: tuple[str, ...]
+
+
+ANSWERED = (Sync, Ask, Draw)  # the sender waits for these
 QUERIES = ("finished", "children", "latest_sweep", "metric_history")  # what Ask may call
 
 

@@ -161,6 +161,26 @@ class Recorders:
     def ask(self, query: str, *args):
         return self.members[0].ask(query, *args)
 
+    def draw(self, run_ids: list[str]) -> tuple[int, list[tuple[str, str]]]:
+        """The runs' figures drawn by the living members side by side (Recorder.draw); a member that
+        dies meanwhile leaves its share undrawn, said as such."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        living = [m for m in self.members if m not in self.dead and m.alive()]
+        if not living:
+            return 0, [(r, "no recorder is alive to draw it") for r in run_ids]
+        shares = [run_ids[i::len(living)] for i in range(len(living))]
+
+        def draw(member: Recorder, share: list[str]):
+            try:
+                return member.draw(share) if share else (0, [])
+            except RecorderGone:
+                return 0, [(r, "its recorder died while drawing") for r in share]
+
+        with ThreadPoolExecutor(len(living)) as threads:
+            answers = list(threads.map(draw, living, shares))
+        return sum(d for d, _ in answers), [f for _, failed in answers for f in failed]
+
     def run_id(self, key: int) -> str:
         member, local = self.route[key]
         return member.run_id(local)

@@ -15,8 +15,8 @@ from multiprocessing.connection import Connection
 from gradlab import timings
 from gradlab.tracking import ends
 from gradlab.tracking.artifacts import files
-from gradlab.tracking.recorder.messages import (ANSWERED, Answer, Ask, Failed, Finish, Log, Open, Pid, Reopen, Start,
-                                                Started, Sync, Tag, keys_of)
+from gradlab.tracking.recorder.messages import (ANSWERED, Answer, Ask, Draw, Failed, Finish, Log, Open, Pid, Reopen,
+                                                Start, Started, Sync, Tag, keys_of)
 from gradlab.tracking.store import TrackingError, is_store_error, write_error
 
 
@@ -80,8 +80,23 @@ def _ask(state: _State, m: Ask):
     return getattr(query, m.query)(state.store, *m.args)
 
 
+def _draw(state: _State, m: Draw) -> tuple[int, list[tuple[str, str]]]:
+    from gradlab import redraw
+
+    drawn, failed = 0, []
+    for run_id in m.run_ids:
+        try:
+            redraw.draw(state.store, run_id, trust_code=True, trust_data=True)
+            drawn += 1
+        except Exception as e:  # noqa: BLE001 - a figure is never worth a sweep: said, and noted on its run
+            failed.append((run_id, f"{type(e).__name__}: {e}"))
+            state.store.set_tags(run_id, {"gradlab.plot_error": failed[-1][1]})
+        gc.collect()  # the figures' reference cycles, as after a run's end
+    return drawn, failed
+
+
 HANDLERS = {Open: _open, Start: _start, Reopen: _reopen, Log: _log, Tag: _tag, Finish: _finish, Sync: lambda state, m: None,
-            Ask: _ask}
+            Ask: _ask, Draw: _draw}
 
 
 # Requests read off the pipe and not yet done, at most: past it the pipe fills and the trainer waits.
