@@ -25,7 +25,7 @@ def store(tmp_path):
 
 
 def twins(store):
-    exp = store.client.create_experiment("bulk")
+    exp = store.experiment_id("bulk")
     return store.client.create_run(exp).info.run_id, store.client.create_run(exp).info.run_id
 
 
@@ -69,3 +69,19 @@ def test_a_retried_write_keeps_each_point_once(store):
     store._log_steps(ours, metrics)  # ... and MLflow's own log_batch leaves the duplicates out
     assert [m.value for m in store.client.get_metric_history(ours, "train_loss")] == [0.5, 0.25]
     assert store.client.get_run(ours).data.metrics["train_loss"] == 0.25
+
+
+def test_curves_read_as_rows_are_mlflows_bulk_read(store):
+    from gradlab.tracking import query
+
+    runs = twins(store) + twins(store)
+    for n, run_id in enumerate(runs):
+        store.log_points(run_id, [("train_loss", 1.0 / (i + n + 1), i) for i in range(50 + n)])
+    store.client.log_metric(runs[0], "train_loss", float("nan"), step=99)  # MLflow keeps a NaN as such
+    theirs = {rid: [] for rid in runs}
+    for m in store.client._tracking_client.store.get_metric_history_bulk(runs, "train_loss", max_results=10**6):
+        theirs[m.run_id].append((m.step, m.value))
+    ours = query.metric_histories(store, runs, "train_loss", per_query=3)  # pages of 3 runs
+    assert {k: [(s, repr(v)) for s, v in h] for k, h in ours.items()} == \
+           {k: [(s, repr(v)) for s, v in h] for k, h in theirs.items()}
+    assert len(ours[runs[3]]) == 53 and math.isnan(ours[runs[0]][-1][1])

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gradlab.tracking import bulk
 from gradlab.tracking.spec import RESULTS
 from gradlab.tracking.store import Store, TrackingError, masked
 
@@ -154,14 +155,16 @@ def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float
 def metric_histories(store: Store, run_ids: list[str], key: str,
                      per_query: int = RUNS_PER_QUERY) -> dict[str, list[tuple[int, float]]]:
     """run id -> [(step, value)] of a step metric, for many runs: a database store answers
-    `per_query` runs in one query (MLflow's get_metric_history_bulk, what its UI's charts read);
-    a tracking server, a run at a time. In the order get_metric_history gives (time, step, value)."""
+    `per_query` runs in one query (as rows: tracking.bulk); a tracking server, a run at a time.
+    In the order get_metric_history gives (time, step, value)."""
+    if store._sql is not None:  # as rows (tracking.bulk)
+        return bulk.histories(store._sql, run_ids, key, per_query)
     out: dict[str, list[tuple[int, float]]] = {rid: [] for rid in run_ids}
-    bulk = getattr(store.client._tracking_client.store, "get_metric_history_bulk", None)
-    if bulk is None:
+    read = getattr(store.client._tracking_client.store, "get_metric_history_bulk", None)
+    if read is None:
         return {rid: metric_history(store, rid, key) for rid in run_ids}
     for i in range(0, len(run_ids), per_query):
-        for m in bulk(run_ids[i:i + per_query], key, max_results=2**62):
+        for m in read(run_ids[i:i + per_query], key, max_results=2**62):
             out[m.run_id].append((m.step, m.value))
     return out
 
