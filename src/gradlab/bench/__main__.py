@@ -357,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
                    "(its exports set: . .cluster/env)")
     p.add_argument("--cluster-submitit-jobs", type=int, default=None, help="with --cluster: run this many of the grid's "
                    "jobs through submitit_slurm, scaled to the 240 (default: all)")
+    p.add_argument("--cluster-2000", action="store_true", help="with --cluster: instead, the 2,000-job sweep through "
+                   "Slurm, compared with the local batched launcher's")
     a = p.parse_args(argv)
     if a.cluster:
         return cluster_only(a)
@@ -402,7 +404,11 @@ def cluster_only(a) -> None:
     result = {"mode": "quick" if a.quick else "full", "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
               "targets": cluster.TARGETS}
     with tempfile.TemporaryDirectory(prefix="gradlab-bench-") as tmp:  # this machine is the node: it reads /tmp
-        result["cluster"] = cluster.run(Path(tmp), a.quick, a.repeat or 1, timed, a.cluster_submitit_jobs)
+        if a.cluster_2000:
+            print("bench: the 2,000-job sweep through Slurm, then locally ...", file=sys.stderr, flush=True)
+            result["two_thousand"] = cluster.two_thousand(Path(tmp), a.quick, timed)
+        else:
+            result["cluster"] = cluster.run(Path(tmp), a.quick, a.repeat or 1, timed, a.cluster_submitit_jobs)
     result["verdicts"] = cluster.verdicts(result)
     out = Path(a.out).with_name("bench-cluster.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,17 +11,23 @@ server, whole processes from submission to the sweep's end:
    scales its time per job to the 240, saying so.
 
 `--quick` uses one optimizer and scaling of the grid (20 jobs, 100 epochs).
+
+`--cluster-2000` runs, instead, the 2,000-job sweep (4 optimizers x 25 learning rates that do not diverge x 20
+seeds, float64, 100 epochs) through `batched_slurm` with 4 tasks into the tracking server, and
+the same sweep with the local batched launcher into a fresh SQLite store: every child FINISHED,
+each job once, and every final metric of each job equal to the local run's within 1e-9.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
 import uuid
 from pathlib import Path
 
-TARGETS = {"cluster_slurm_vs_local_ratio_max": 2.0, "cluster_submitit_slowdown_min": 5.0}
+TARGETS = {"cluster_slurm_vs_local_ratio_max": 2.0, "cluster_submitit_slowdown_min": 5.0, "cluster_2000_rel_tol": 1e-9}
 GRID = ["-cd", "sweeps", "-cn", "dense_grid"]
 LRS = "1e-4,1.8e-4,3.4e-4,6.2e-4,1.1e-3,2.1e-3,3.8e-3,7e-3,1.3e-2,2.3e-2,4.3e-2,7.8e-2,0.14,0.26,0.48,0.89,1.6,3,5.5,10".split(",")
 
@@ -73,6 +79,61 @@ def run(tmp: Path, quick: bool, reps: int, timed, submitit_jobs: int | None = No
             "finished": {side: _finished(uri, e) for side, e in experiments.items()}}
 
 
+def two_thousand(tmp: Path, quick: bool, timed) -> dict:
+    """The 2,000-job sweep through Slurm into the tracking server and locally into SQLite, compared."""
+    import numpy as np
+
+    uri = needs()
+    seeds = 2 if quick else 20
+    rates = ",".join(f"{v:.3g}" for v in np.logspace(-4, -0.5, 25))
+    tag = uuid.uuid4().hex[:6]
+    grid = [*GRID, "optimizer=gd,sgd_momentum,adam,rmsprop", f"optimizer.lr={rates}", f"train.seed=range(0,{seeds})",
+            "data.scaling=factor", "train.dtype=float64", f"train.epochs={20 if quick else 100}"]
+    sides = {"slurm": (["hydra/launcher=batched_slurm", "hydra.launcher.tasks=4"], uri),
+             "local": (["hydra/launcher=batched"], f"sqlite:///{tmp / 'two-thousand.db'}")}
+    out: dict = {"jobs": 4 * 25 * seeds}
+    children = {}
+    for side, (launcher, store_uri) in sides.items():
+        experiment = f"bench-2000-{side}-{tag}"
+        out[f"{side}_seconds"] = timed([sys.executable, "-m", "gradlab", "-m", *grid, *launcher, f"tracking.experiment={experiment}",
+                                        f"hydra.sweep.dir={tmp}/2000-{side}"], {"MLFLOW_TRACKING_URI": store_uri})[0]
+        children[side] = _children(store_uri, experiment)
+    slurm, local = children["slurm"], children["local"]
+    out["children"] = sum(len(runs) for runs in slurm.values())
+    out["jobs_once"] = sum(len(runs) == 1 for runs in slurm.values())
+    out["finished"] = sum(r.status == "FINISHED" for runs in slurm.values() for r in runs)
+    out["max_rel_difference"] = max((_difference(runs[0].metrics, local[job][0].metrics if job in local else {})
+                                     for job, runs in slurm.items()), default=math.inf)
+    out["local_jobs"] = sum(len(runs) == 1 for runs in local.values())
+    return out
+
+
+def _difference(mine: dict, theirs: dict) -> float:
+    """The largest relative difference between two runs' final metrics (inf where their keys differ)."""
+    keys = set(mine) - {"train_seconds"}
+    if keys != set(theirs) - {"train_seconds"}:
+        return math.inf
+    worst = 0.0
+    for k in keys:
+        a, b = mine[k], theirs[k]
+        if a == b or (math.isnan(a) and math.isnan(b)):
+            continue
+        worst = max(worst, abs(a - b) / max(abs(b), 1e-12))
+    return worst
+
+
+def _children(uri: str, experiment: str) -> dict[str, list]:
+    """The children of the latest sweep in `experiment`, by their job's overrides."""
+    from gradlab.tracking import Store, query
+
+    store = Store(uri)
+    found: dict[str, list] = {}
+    for c in query.children(store, query.latest_sweep(store, experiment).id):
+        job = " ".join(sorted(o for o in c.tag("overrides", "").split() if not o.startswith("tracking.experiment")))
+        found.setdefault(job, []).append(c)
+    return found
+
+
 def _finished(uri: str, experiment: str) -> int:
     """Children of the sweep recorded FINISHED or FAILED (diverged), none left RUNNING."""
     from gradlab.tracking import Store, query
@@ -84,14 +145,22 @@ def _finished(uri: str, experiment: str) -> int:
 
 
 def verdicts(r: dict) -> dict:
-    c = r["cluster"]
-    return {"cluster: Slurm (<= 4 tasks) within 2x of the local batched launcher": c["slurm_vs_local"] <= 2.0,
-            "cluster: submitit's task per job >= 5x slower": c["submitit_vs_slurm"] >= 5.0}
+    out = {}
+    if "cluster" in r:
+        c = r["cluster"]
+        out = {"cluster: Slurm (<= 4 tasks) within 2x of the local batched launcher": c["slurm_vs_local"] <= 2.0,
+               "cluster: submitit's task per job >= 5x slower": c["submitit_vs_slurm"] >= 5.0}
+    if "two_thousand" in r:
+        t = r["two_thousand"]
+        out[f"cluster: the {t['jobs']:,}-job sweep through Slurm, every child FINISHED once, results equal to local "
+            "(1e-9)"] = (t["children"] == t["jobs"] == t["jobs_once"] == t["finished"] == t["local_jobs"]
+                         and t["max_rel_difference"] <= TARGETS["cluster_2000_rel_tol"])
+    return out
 
 
 def lines(r: dict) -> list[str]:
     if "cluster" not in r:
-        return []
+        return two_thousand_lines(r)
     c = r["cluster"]
     scaled = f" ({c['submitit_jobs']} jobs run, {c['submitit_seconds']:.0f} s, scaled to {c['jobs']})" if c["submitit_scaled"] else ""
     return [f"9. the dense grid ({c['jobs']} jobs) on the local Slurm cluster, recorded into its tracking server "
@@ -100,4 +169,14 @@ def lines(r: dict) -> list[str]:
             f"ratio {c['slurm_vs_local']:.2f}x (target <= 2)",
             f"   submitit_slurm (a task per job) {c['submitit_seconds_for_all']:.0f} s{scaled}   "
             f"{c['submitit_vs_slurm']:.1f}x slower than batched_slurm (target >= 5)",
-            f"   children recorded: {c['finished']}", ""]
+            f"   children recorded: {c['finished']}", *two_thousand_lines(r), ""]
+
+
+def two_thousand_lines(r: dict) -> list[str]:
+    if "two_thousand" not in r:
+        return []
+    t = r["two_thousand"]
+    return [f"   the {t['jobs']:,}-job sweep (float64): batched_slurm into the tracking server {t['slurm_seconds']:.0f} s, "
+            f"local batched into SQLite {t['local_seconds']:.0f} s",
+            f"     {t['children']:,} children, {t['jobs_once']:,} jobs recorded once, {t['finished']:,} FINISHED; "
+            f"largest relative difference from the local run's metrics {t['max_rel_difference']:.1e}"]

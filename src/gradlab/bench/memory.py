@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+# Reading smaps_rollup of a process that maps torch costs milliseconds: sampled every 20 ms, three
+# such processes took most of a core from the sweep being measured.
+SAMPLE_EVERY = 0.25
 
 
 def _tree(pid: int) -> list[int]:
@@ -47,7 +50,7 @@ def _adopt_orphans() -> None:
 
 
 def sampled_memory(cmd: list[str], env: dict) -> dict:
-    """Peak memory of a command's processes, sampled every 20 ms (its recorders too, which leave
+    """Peak memory of a command's processes, sampled every SAMPLE_EVERY s (its recorders too, which leave
     its tree and are adopted by this process): the resident sets summed at the same instant
     (shared library pages counted once per process, so this errs high) and the proportional sets
     (shared pages split between the processes that map them)."""
@@ -60,7 +63,7 @@ def sampled_memory(cmd: list[str], env: dict) -> dict:
         mem = [_memory_kib(p) for p in tree]
         rss, pss = max(rss, sum(m.get("Rss", 0) for m in mem)), max(pss, sum(m.get("Pss", 0) for m in mem))
         processes = max(processes, len(tree))
-        time.sleep(0.02)
+        time.sleep(SAMPLE_EVERY)
     _reap_adopted()
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed ({proc.returncode})")

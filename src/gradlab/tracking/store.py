@@ -676,9 +676,10 @@ class Store:
             now = int(time.time() * 1000)
             # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
             metrics = [Metric(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
-            self._log_steps(run_id, [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)])
+            metrics += [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)]
+            self._log_steps(run_id, metrics)
             safe, full = sanitize(end.tags, MAX_TAG_VALUE)
-            self._log_batch(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe, metrics=metrics)
+            self._log_batch(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe)
             if full:
                 self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
                 files = {**files, "tags_full.json": json.dumps(self._full_tags[run_id], indent=2)}
