@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.25, proc=None):
             if (now_used := session_cpu(proc.pid)) > used + max(0.05, 0.02 * (time.monotonic() - (end - timeout))):
                 used, end = now_used, min(time.monotonic() + timeout, start + 900)
         time.sleep(every)
-    raise AssertionError("timed out waiting")
+    raise AssertionError("timed out waiting" + (f"\n{session_report(proc.pid)}" if proc is not None else ""))
 
 
 def _processes():
@@ -80,6 +81,27 @@ def session_cpu(sid: int) -> float:
     its trainer's tree keeps the session)."""
     ticks = sum(int(f[11]) + int(f[12]) for _, f in _processes() if int(f[3]) == sid)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def session_report(sid: int) -> str:
+    """Where each process of session `sid` is: its state, its signal masks (a signal blocked or
+    pending shows here) and, with py-spy, its Python threads' stacks. A hang in CI says where it hung."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    lines = []
+    for pid, _ in _processes():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3]) != sid:
+                continue
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        lines.append(f"--- {pid}: {cmd[:200]}")
+        lines += [line for line in status if line.startswith(("State", "Sig", "ShdPnd", "Threads"))]
+        if spy:
+            dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+            lines.append((dump.stdout + dump.stderr).strip())
+    return "\n".join(lines)
 
 
 def kill_session(sid: int) -> None:
@@ -116,7 +138,8 @@ class Started(subprocess.Popen):
                 used, last_change = now_used, now
             if now - last_change > quiet or now - start > limit:
                 raise AssertionError(f"{self.args[:6]}...: still running after {now - start:.0f} s, "
-                                     f"{now - last_change:.0f} s of them without using any CPU")
+                                     f"{now - last_change:.0f} s of them without using any CPU\n"
+                                     + session_report(self.pid))
 
     def __exit__(self, *exc):
         kill_session(self.pid)
