@@ -85,3 +85,19 @@ def test_curves_read_as_rows_are_mlflows_bulk_read(store):
     assert {k: [(s, repr(v)) for s, v in h] for k, h in ours.items()} == \
            {k: [(s, repr(v)) for s, v in h] for k, h in theirs.items()}
     assert len(ours[runs[3]]) == 53 and math.isnan(ours[runs[0]][-1][1])
+
+
+
+def test_a_runs_files_land_where_mlflow_says_its_artifacts_are(store, tmp_path):
+    """Files written at a run's start and end go to its own artifact location (found from the run
+    MLflow made, not read back), here an experiment's own folder, as MLflow's client lists them."""
+    from gradlab.tracking.spec import RunEnd, RunSpec
+
+    elsewhere = tmp_path / "elsewhere"
+    store.client.create_experiment("own-place", artifact_location=elsewhere.as_uri())
+    run_id = store.start(RunSpec("own-place", "r", {"a": "1"}, {}, files={"config.yaml": "a: 1\n"}))
+    store.finish(run_id, RunEnd("completed", {"loss": 0.5}), {"more/history.csv": "epoch\n1\n"})
+    listed = {a.path for a in store.client.list_artifacts(run_id)} | {a.path for a in store.client.list_artifacts(run_id, "more")}
+    assert {"config.yaml", "more/history.csv"} <= listed
+    assert (elsewhere / run_id / "artifacts" / "config.yaml").read_text() == "a: 1\n"
+    assert store.client.get_run(run_id).info.status == "FINISHED"

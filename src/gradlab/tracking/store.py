@@ -503,6 +503,7 @@ class Store:
         if urlparse(self.uri).scheme in ("http", "https"):
             self.client = _Patient(self.client, self.uri)
         self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
+        self._artifact_repos: dict[str, object] = {}  # run id -> where its files go, for the runs it started
         self._sql = bulk.sql_store(self.client)  # step metrics go in as rows where the store is SQL
         self._inode = self.db.stat().st_ino if self.db is not None else None
 
@@ -552,7 +553,11 @@ class Store:
         if spec.parent_id:
             tags["mlflow.parentRunId"] = spec.parent_id
         safe_tags, full_tags = sanitize(tags, MAX_TAG_VALUE)
-        run_id = self._create_run(self.experiment_id(spec.experiment), spec.name, safe_tags)
+        run_id, artifact_uri = self._create_run(self.experiment_id(spec.experiment), spec.name, safe_tags)
+        if self._sql is not None:  # MLflow would read the whole run back to find where its files go
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            self._artifact_repos[run_id] = get_artifact_repository(artifact_uri)
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
         self._log_batch(run_id, params=safe_params)
         if spec.inputs:
@@ -569,15 +574,16 @@ class Store:
                 self.log_artifacts(run_id, files)
         return run_id
 
-    def _create_run(self, experiment_id: str, name: str, tags: dict) -> str:
-        """A new run's id. Through a server that went down mid-request, the run may have been made
+    def _create_run(self, experiment_id: str, name: str, tags: dict) -> tuple[str, str]:
+        """A new run's id and artifact URI. Through a server that went down mid-request, the run may have been made
         all the same: a retry first looks for it by its start token."""
-        def create() -> str:
-            return raw.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        def create() -> tuple[str, str]:
+            info = raw.create_run(experiment_id, run_name=name, tags=tags).info
+            return info.run_id, info.artifact_uri
 
-        def again() -> str:
+        def again() -> tuple[str, str]:
             found = raw.search_runs([experiment_id], filter_string=f"tags.`{START_TOKEN}` = '{token}'", max_results=1)
-            return found[0].info.run_id if found else create()
+            return (found[0].info.run_id, found[0].info.artifact_uri) if found else create()
 
         token = tags.get(START_TOKEN)
         if not isinstance(self.client, _Patient):
@@ -662,7 +668,8 @@ class Store:
                 else:
                     with path.open("w") as f:
                         f.writelines(content)
-            self.client.log_artifacts(run_id, tmp)
+            repo = self._artifact_repos.get(run_id)
+            repo.log_artifacts(tmp) if repo is not None else self.client.log_artifacts(run_id, tmp)
 
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
@@ -689,6 +696,7 @@ class Store:
         finally:
             self.end(run_id, end.status)
             self._full_tags.pop(run_id, None)
+            self._artifact_repos.pop(run_id, None)
         self.still_there()
 
     def reopen(self, run_id: str) -> None:
