@@ -5,7 +5,10 @@ a point written twice (a retried write) kept once."""
 import math
 
 import pytest
+from mlflow.entities import Metric
 
+from gradlab.tracking import bulk, query
+from gradlab.tracking.spec import RunEnd, RunSpec
 from gradlab.tracking.store import Store
 
 
@@ -38,8 +41,6 @@ def read(store, run_id):
 
 
 def test_inserted_points_read_back_as_mlflows_own(store):
-    from mlflow.entities import Metric
-
     ours, theirs = twins(store)
     store.log_points(ours, points())
     metrics = [Metric(k, v, 1_000, s) for k, v, s in points() if math.isfinite(v)]
@@ -58,12 +59,8 @@ def test_inserted_points_read_back_as_mlflows_own(store):
 def test_a_retried_write_keeps_each_point_once(store):
     ours, _ = twins(store)
     batch = [("train_loss", 0.5, 1), ("train_loss", 0.25, 2)]
-    from mlflow.entities import Metric
-
     metrics = [Metric(k, v, 7, s) for k, v, s in batch]
     assert store._sql is not None
-    from gradlab.tracking import bulk
-
     assert bulk.insert_points(store._sql, ours, metrics)
     assert not bulk.insert_points(store._sql, ours, metrics)  # there already: nothing written
     store._log_steps(ours, metrics)  # ... and MLflow's own log_batch leaves the duplicates out
@@ -72,8 +69,6 @@ def test_a_retried_write_keeps_each_point_once(store):
 
 
 def test_curves_read_as_rows_are_mlflows_bulk_read(store):
-    from gradlab.tracking import query
-
     runs = twins(store) + twins(store)
     for n, run_id in enumerate(runs):
         store.log_points(run_id, [("train_loss", 1.0 / (i + n + 1), i) for i in range(50 + n)])
@@ -91,8 +86,6 @@ def test_curves_read_as_rows_are_mlflows_bulk_read(store):
 def test_a_runs_files_land_where_mlflow_says_its_artifacts_are(store, tmp_path):
     """Files written at a run's start and end go to its own artifact location (found from the run
     MLflow made, not read back), here an experiment's own folder, as MLflow's client lists them."""
-    from gradlab.tracking.spec import RunEnd, RunSpec
-
     elsewhere = tmp_path / "elsewhere"
     store.client.create_experiment("own-place", artifact_location=elsewhere.as_uri())
     run_id = store.start(RunSpec("own-place", "r", {"a": "1"}, {}, files={"config.yaml": "a: 1\n"}))

@@ -114,14 +114,11 @@ class Compositions:
 
     def full(self, master_config, overrides: list[str]):
         """The job's composed config, Hydra's node included (for a launcher that runs it as Hydra does)."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+        from hydra._internal.config_loader_impl import get_overrides_dirname
 
-        try:
-            values, choices = self._split(overrides)
-            cfg = copy.deepcopy(self._base(master_config, choices))
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        except Exception:  # noqa: BLE001 - Hydra composes it, and says what is wrong in its words
-            return self.hydra_compose(master_config, overrides)
+        cfg, composed_by_hydra = self._overridden(master_config, overrides, self._base)
+        if composed_by_hydra:  # its node is Hydra's own
+            return cfg
         task = [o for o, _ in map(self.lines.get, overrides) if not o.is_hydra_override()]
         cfg.hydra.overrides.task = [o.input_line for o in task]
         names = cfg.hydra.job.config.override_dirname
@@ -178,17 +175,21 @@ class Compositions:
         return self.changes[key]
 
     def _applied(self, master_config, overrides: list[str]):
-        """The job's config without Hydra's node, its value overrides applied in order (Hydra's
-        own composition where they cannot be)."""
+        """The job's config without Hydra's node, its value overrides applied in order."""
+        return self._overridden(master_config, overrides, lambda master, choices: self._typed_base(master, choices)[0])[0]
+
+    def _overridden(self, master_config, overrides: list[str], base) -> tuple[object, bool]:
+        """(a copy of `base(master_config, choices)` with the job's value overrides applied in
+        order, False), or (Hydra's own composition of the job, True) where they cannot be."""
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         try:
             values, choices = self._split(overrides)
-            cfg = copy.deepcopy(self._typed_base(master_config, choices)[0])
+            cfg = copy.deepcopy(base(master_config, choices))
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-            return cfg
+            return cfg, False
         except Exception:  # noqa: BLE001 - Hydra composes it, and says what is wrong in its words
-            return self.hydra_compose(master_config, overrides)
+            return self.hydra_compose(master_config, overrides), True
 
     def check(self, master_config, batch) -> None:
         """Hydra's Sweeper.validate_batch_is_legal: each job composes (a composition error raises;
