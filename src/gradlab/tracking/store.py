@@ -557,7 +557,7 @@ class Store:
         if self._sql is not None:  # MLflow would read the whole run back to find where its files go
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-            self._artifact_repos[run_id] = get_artifact_repository(artifact_uri)
+            self._artifact_repos[run_id] = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
         self._log_batch(run_id, params=safe_params)
         if spec.inputs:
