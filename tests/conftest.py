@@ -88,13 +88,13 @@ def session_report(sid: int) -> str:
     pending shows here) and, with py-spy, its Python threads' stacks. A hang in CI says where it hung."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     lines = []
-    for pid, _ in _processes():
+    for pid, f in _processes():
+        if int(f[3]) != sid:
+            continue
         try:
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3]) != sid:
-                continue
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
+        except OSError:  # gone meanwhile
             continue
         lines.append(f"--- {pid}: {cmd[:200]}")
         lines += [line for line in status if line.startswith(("State", "Sig", "ShdPnd", "Threads"))]

@@ -82,7 +82,6 @@ def test_curves_read_as_rows_are_mlflows_bulk_read(store):
     assert len(ours[runs[3]]) == 53 and math.isnan(ours[runs[0]][-1][1])
 
 
-
 def test_a_runs_files_land_where_mlflow_says_its_artifacts_are(store, tmp_path):
     """Files written at a run's start and end go to its own artifact location (found from the run
     MLflow made, not read back), here an experiment's own folder, as MLflow's client lists them."""
