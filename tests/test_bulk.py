@@ -1,11 +1,13 @@
-"""Step metrics inserted as rows (tracking.bulk) against MLflow's own MlflowClient.log_batch on a
-twin run: every point's history and every latest value the same, as MLflow reads them back;
-a point written twice (a retried write) kept once."""
+"""Step metrics, params and tags inserted as rows (tracking.bulk) against MLflow's own
+MlflowClient.log_batch on a twin run: every point's history, every latest value, param and tag
+the same, as MLflow reads them back; a point written twice (a retried write) kept once; what
+MLflow refuses refused with MLflow's own words."""
 
 import math
 
 import pytest
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from gradlab.tracking import bulk, query
 from gradlab.tracking.spec import RunEnd, RunSpec
@@ -61,11 +63,47 @@ def test_a_retried_write_keeps_each_point_once(store):
     batch = [("train_loss", 0.5, 1), ("train_loss", 0.25, 2)]
     metrics = [Metric(k, v, 7, s) for k, v, s in batch]
     assert store._sql is not None
-    assert bulk.insert_points(store._sql, ours, metrics)
-    assert not bulk.insert_points(store._sql, ours, metrics)  # there already: nothing written
-    store._log_steps(ours, metrics)  # ... and MLflow's own log_batch leaves the duplicates out
+    assert bulk.insert_rows(store._sql, ours, metrics, [], [])
+    assert not bulk.insert_rows(store._sql, ours, metrics, [], [])  # there already: nothing written
+    store._write(ours, metrics=metrics)  # ... and MLflow's own log_batch leaves the duplicates out
     assert [m.value for m in store.client.get_metric_history(ours, "train_loss")] == [0.5, 0.25]
     assert store.client.get_run(ours).data.metrics["train_loss"] == 0.25
+
+
+def test_params_and_tags_as_rows_read_back_as_mlflows_own(store):
+    """A start's params, an end's params with tags that replace some of the start's, and a
+    parameter sent again (a retried write), as rows and through MlflowClient.log_batch."""
+    ours, theirs = twins(store)
+    first = ({"lr": "0.1", "optimizer": "adam", "note": "x" * 6000},
+             {"gradlab.outcome": "running", "a": "1", "long": "y" * 10_000})  # past MLflow's longest: cut as it cuts
+    end = ({"verdict": "converged"}, {"gradlab.outcome": "completed", "b": "2"})
+    metric = [Metric("loss", 0.5, 7, 0)]
+    store._write(ours, params=first[0], tags=first[1])
+    store._write(ours, params=end[0], tags=end[1], metrics=metric)
+    store._write(ours, params={"lr": "0.1"})  # the same value again: MLflow's own path, no error
+    for params, tags in (first, end):
+        store.client.log_batch(theirs, params=[Param(k, v) for k, v in params.items()],
+                               tags=[RunTag(k, v) for k, v in tags.items()], metrics=metric if params is end[0] else [])
+    ours_run, theirs_run = store.client.get_run(ours).data, store.client.get_run(theirs).data
+    assert ours_run.params == theirs_run.params == {"lr": "0.1", "optimizer": "adam", "note": "x" * 6000,
+                                                    "verdict": "converged"}
+    skip = {"mlflow.runName", "mlflow.user"}
+    assert {k: v for k, v in ours_run.tags.items() if k not in skip} == \
+           {k: v for k, v in theirs_run.tags.items() if k not in skip} == {"gradlab.outcome": "completed", "a": "1", "b": "2", "long": "y" * 8000}
+    assert ours_run.metrics == theirs_run.metrics == {"loss": 0.5}
+
+
+def test_what_mlflow_refuses_is_refused_in_its_words(store):
+    ours, theirs = twins(store)
+    store._write(ours, params={"lr": "0.1"})
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        store._write(ours, params={"lr": "0.2"})
+    with pytest.raises(MlflowException, match="Invalid value .bad!key"):
+        store._write(ours, tags={"bad!key": "y"})
+    store.client.delete_run(theirs)
+    with pytest.raises(MlflowException, match="must be in the 'active' state"):
+        store._write(theirs, params={"lr": "0.1"})
+    assert store.client.get_run(ours).data.params == {"lr": "0.1"}
 
 
 def test_curves_read_as_rows_are_mlflows_bulk_read(store):

@@ -1,17 +1,22 @@
-"""A run's step metrics written into a SQL store (SQLite, PostgreSQL) as one multi-row insert,
-and many runs' curves read back as rows.
+"""A run's step metrics, params and tags written into a SQL store (SQLite, PostgreSQL) as rows in
+one transaction, and many runs' curves read back as rows.
 
 Through MlflowClient.log_batch each point costs about 0.1 ms here (a validated ORM object per
 point); a sweep's child logs about a thousand, so points were most of what recording a child cost.
 Inserted as rows into MLflow's own `metrics` table, they cost about a fifth of that, and the
 `latest_metrics` rows are kept by MLflow's own code (SqlAlchemyStore._update_latest_metrics_if_necessary)
-from one point per key. MLflow's schema, below its public API: checked against mlflow 3.17
-(tests/test_bulk.py compares every point and latest value with MlflowClient.log_batch's). Where a
-point is there already (a retried write) the insert fails whole and the caller logs through
-MLflow's own log_batch, which leaves out what it has. Read back, a thousand runs' curves come as
+from one point per key. Params and tags likewise: MLflow's log_batch reads the whole run and adds
+an ORM object a value (about 12 ms a child's batch here), twice a child. MLflow's schema, below its
+public API: checked against mlflow 3.17 (tests/test_bulk.py compares every point, latest value,
+param and tag with MlflowClient.log_batch's). Where a point or param is there already (a retried
+write) the insert fails whole and the caller logs through MLflow's own log_batch, which leaves out
+what it has. Read back, a thousand runs' curves come as
 plain rows, where get_metric_history_bulk builds an ORM object a point (16 s for 380,000 points)."""
 
 from __future__ import annotations
+
+# Databases whose "insert, or on a key there already update" (a tag set again) this module writes.
+UPSERTS = ("sqlite", "postgresql")
 
 
 def sql_store(client):
@@ -22,15 +27,25 @@ def sql_store(client):
     return store if isinstance(store, SqlAlchemyStore) else None
 
 
-def insert_points(store, run_id: str, metrics: list) -> bool:
-    """Insert finite mlflow.entities.Metric points of one run; False where one was there already
-    (nothing written then)."""
+def insert_rows(store, run_id: str, metrics: list, params: list, tags: list) -> bool:
+    """One run's finite mlflow.entities.Metric points, Params and RunTags in one transaction,
+    checked by MLflow's own validators: points and params as new rows, tags inserted or replaced
+    (set_tag's meaning). False, with nothing written, where MLflow's own log_batch must do it: a
+    point or a param there already (a retried write), a run not active (MLflow says why), the run's
+    name as a tag (MLflow keeps it on the run too), or a database whose upsert this does not know."""
+    import importlib
+
     import sqlalchemy as sa
     from mlflow.exceptions import MlflowException
-    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from mlflow.store.tracking.dbmodels.models import SqlMetric, SqlParam, SqlRun, SqlTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+    from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
 
-    if not metrics:
-        return True
+    dialect = store.engine.dialect.name
+    if dialect not in UPSERTS or any(t.key == MLFLOW_RUN_NAME for t in tags):
+        return False
+    metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
+    _validate_param_keys_unique(params)
     rows, latest = {}, {}
     for m in metrics:
         rows[(m.key, m.timestamp, m.step, m.value)] = {"run_uuid": run_id, "key": m.key, "value": m.value,
@@ -38,12 +53,26 @@ def insert_points(store, run_id: str, metrics: list) -> bool:
         if m.key not in latest or (m.step, m.timestamp, m.value) > (latest[m.key].step, latest[m.key].timestamp,
                                                                       latest[m.key].value):
             latest[m.key] = m
+    tag_values = {t.key: t.value for t in tags}  # the last of a key wins, as set_tag one after the other
     try:
         with store.ManagedSessionMaker(read_only=False) as session:
-            session.execute(sa.insert(SqlMetric.__table__), list(rows.values()))
-            store._update_latest_metrics_if_necessary(
-                [SqlMetric(run_uuid=run_id, key=m.key, value=m.value, timestamp=m.timestamp, step=m.step, is_nan=False)
-                 for m in latest.values()], session)
+            runs = SqlRun.__table__
+            stage = session.execute(sa.select(runs.c.lifecycle_stage).where(runs.c.run_uuid == run_id)).scalar()
+            if stage != "active":
+                return False
+            if rows:
+                session.execute(sa.insert(SqlMetric.__table__), list(rows.values()))
+                store._update_latest_metrics_if_necessary(
+                    [SqlMetric(run_uuid=run_id, key=m.key, value=m.value, timestamp=m.timestamp, step=m.step,
+                               is_nan=False) for m in latest.values()], session)
+            if params:
+                session.execute(sa.insert(SqlParam.__table__),
+                                [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in params])
+            if tag_values:
+                upsert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(SqlTag.__table__)
+                session.execute(upsert.on_conflict_do_update(index_elements=["key", "run_uuid"],
+                                                             set_={"value": upsert.excluded.value}),
+                                [{"run_uuid": run_id, "key": k, "value": v} for k, v in tag_values.items()])
     except MlflowException as e:  # the session's error, MLflow's way: a duplicate is an IntegrityError
         if isinstance(e.__cause__, sa.exc.IntegrityError):
             return False

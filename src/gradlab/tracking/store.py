@@ -504,7 +504,8 @@ class Store:
             self.client = _Patient(self.client, self.uri)
         self._full_tags: dict[str, dict] = {}  # run id -> tag values MLflow could not take whole
         self._artifact_repos: dict[str, object] = {}  # run id -> where its files go, for the runs it started
-        self._sql = bulk.sql_store(self.client)  # step metrics go in as rows where the store is SQL
+        self._sql = bulk.sql_store(self.client)  # metrics, params and tags go in as rows where the store is SQL
+        self._run_experiments: dict[str, str] = {}  # experiment name -> id, for the runs this store starts
         self._inode = self.db.stat().st_ino if self.db is not None else None
 
     def still_there(self) -> None:
@@ -553,13 +554,17 @@ class Store:
         if spec.parent_id:
             tags["mlflow.parentRunId"] = spec.parent_id
         safe_tags, full_tags = sanitize(tags, MAX_TAG_VALUE)
-        run_id, artifact_uri = self._create_run(self.experiment_id(spec.experiment), spec.name, safe_tags)
+        # Looked up once: a sweep's recorder starts thousands of runs in one experiment (about 3 ms a
+        # look-up). One deleted meanwhile still refuses its runs: MLflow's create_run checks.
+        if spec.experiment not in self._run_experiments:
+            self._run_experiments[spec.experiment] = self.experiment_id(spec.experiment)
+        run_id, artifact_uri = self._create_run(self._run_experiments[spec.experiment], spec.name, safe_tags)
         if self._sql is not None:  # MLflow would read the whole run back to find where its files go
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
             self._artifact_repos[run_id] = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
-        self._log_batch(run_id, params=safe_params)
+        self._write(run_id, params=safe_params)
         if spec.inputs:
             with timings.measure("start: inputs"):
                 self.log_inputs(run_id, spec.inputs)
@@ -611,7 +616,7 @@ class Store:
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         safe, full = sanitize(tags, MAX_TAG_VALUE)
-        self._log_batch(run_id, tags=safe)
+        self._write(run_id, tags=safe)
         if full:
             self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
             self.log_artifacts(run_id, {"tags_full.json": json.dumps(self._full_tags[run_id], indent=2)})
@@ -621,11 +626,17 @@ class Store:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._log_steps(run_id, [Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
+        self._write(run_id, metrics=[Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
 
-    def _log_steps(self, run_id: str, metrics: list) -> None:
-        if self._sql is None or not bulk.insert_points(self._sql, run_id, metrics):
-            self._log_batch(run_id, metrics=metrics)
+    def _write(self, run_id: str, params: dict | None = None, tags: dict | None = None, metrics: list = ()) -> None:
+        """A run's params, tags and finite metric points in one write: as rows on a SQL store
+        (tracking.bulk), else, or where that cannot, through MLflow's own log_batch."""
+        from mlflow.entities import Param, RunTag
+
+        as_params = [Param(k, v) for k, v in (params or {}).items()]
+        as_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+        if self._sql is None or not bulk.insert_rows(self._sql, run_id, list(metrics), as_params, as_tags):
+            self._log_batch(run_id, params, tags, list(metrics))
 
     def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
         """datasets: dicts with name, context, features, targets (arrays), digest, and either
@@ -675,8 +686,8 @@ class Store:
         self.client.set_terminated(run_id, status)
 
     def finish(self, run_id: str, end: RunEnd, files: dict[str, object]) -> None:
-        """The end of a run in few round-trips: final metrics and tags in one batch, the files,
-        then the status, which is set whatever failed before it."""
+        """The end of a run in few round-trips: final metrics, params and tags in one write, the
+        files, then the status, which is set whatever failed before it."""
         from mlflow.entities import Metric
 
         try:
@@ -684,9 +695,8 @@ class Store:
             # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
             metrics = [Metric(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
             metrics += [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)]
-            self._log_steps(run_id, metrics)
             safe, full = sanitize(end.tags, MAX_TAG_VALUE)
-            self._log_batch(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe)
+            self._write(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe, metrics=metrics)
             if full:
                 self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
                 files = {**files, "tags_full.json": json.dumps(self._full_tags[run_id], indent=2)}
