@@ -71,8 +71,14 @@ def test_a_retried_write_keeps_each_point_once(store):
 
 
 def test_params_and_tags_as_rows_read_back_as_mlflows_own(store):
+    assert_rows_read_back_as_mlflows_own(store)
+
+
+def assert_rows_read_back_as_mlflows_own(store):
     """A start's params, an end's params with tags that replace some of the start's, and a
-    parameter sent again (a retried write), as rows and through MlflowClient.log_batch."""
+    parameter sent again (a retried write), as rows and through MlflowClient.log_batch (also on
+    PostgreSQL: tests/test_cluster.py)."""
+    assert store._sql is not None  # the rows' path is the one taken
     ours, theirs = twins(store)
     first = ({"lr": "0.1", "optimizer": "adam", "note": "x" * 6000},
              {"gradlab.outcome": "running", "a": "1", "long": "y" * 10_000})  # past MLflow's longest: cut as it cuts
@@ -89,8 +95,17 @@ def test_params_and_tags_as_rows_read_back_as_mlflows_own(store):
                                                     "verdict": "converged"}
     skip = {"mlflow.runName", "mlflow.user"}
     assert {k: v for k, v in ours_run.tags.items() if k not in skip} == \
-           {k: v for k, v in theirs_run.tags.items() if k not in skip} == {"gradlab.outcome": "completed", "a": "1", "b": "2", "long": "y" * 8000}
+           {k: v for k, v in theirs_run.tags.items() if k not in skip} == \
+           {"gradlab.outcome": "completed", "a": "1", "b": "2", "long": "y" * 8000}
     assert ours_run.metrics == theirs_run.metrics == {"loss": 0.5}
+    store.log_points(ours, points())  # and a curve, as test_inserted_points_read_back_as_mlflows_own checks it
+    metrics = [Metric(k, v, 1_000, s) for k, v, s in points() if math.isfinite(v)]
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        store.client.log_batch(theirs, metrics=metrics[start:start + 1000])
+    (our_latest, our_history), (their_latest, their_history) = read(store, ours), read(store, theirs)
+    assert our_latest == their_latest
+    assert {k: [(s, v) for s, _, v in h] for k, h in our_history.items()} == \
+           {k: [(s, v) for s, _, v in h] for k, h in their_history.items()}
 
 
 def test_what_mlflow_refuses_is_refused_in_its_words(store):

@@ -237,6 +237,31 @@ def test_eight_writers_logging_one_dataset_at_once_on_postgres_lose_nothing(clus
         assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [f"r{run.info.run_name[1:]}"]
 
 
+def test_rows_written_straight_into_postgres_read_back_as_mlflows_own(cluster):
+    """tracking.bulk's rows (points, params, tags replaced with PostgreSQL's own upsert) in a
+    PostgreSQL store opened directly, as a user's postgresql:// tracking URI opens it: the same
+    comparison with MLflow's log_batch as test_bulk's on SQLite."""
+    import psycopg
+
+    from gradlab.tracking import Store
+    from test_bulk import assert_rows_read_back_as_mlflows_own
+
+    ports = dict(line.split("=", 1) for line in (STATE / "ports.env").read_text().split())
+    password = (STATE / "postgres" / "password").read_text().strip()
+    server = dict(host="127.0.0.1", port=ports["PG_PORT"], user="gradlab", password=password)
+    name = f"gradlab_bulk_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        store = Store(f"postgresql+psycopg://gradlab:{password}@127.0.0.1:{ports['PG_PORT']}/{name}")
+        assert store._sql.engine.dialect.name == "postgresql"
+        assert_rows_read_back_as_mlflows_own(store)
+        store._sql.engine.dispose()
+    finally:
+        with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.mark.slow
 def test_a_job_slurm_refuses_is_one_line(cluster, tmp_path):
     env = {**os.environ, **cluster}
