@@ -57,6 +57,17 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     assert large["plots"] == {"long": ["fit.png", "loss_curves.png", "trajectory.png"],
                               "big_csv": ["fit.png", "loss_curves.png", "trajectory.png"]}
     assert large["long_run_mib"]["processes"] >= 2  # the recorder, which leaves the trainer's tree, is counted
+    # Section 9, scale: a 40-job sweep recorded whole (its table on the parent, none RUNNING),
+    # compare from the table and from the store, a 100-job grid check, MLflow's floor.
+    scale = r["scale"]
+    s = scale["sweep"]
+    assert s["jobs"] == 40 and s["left"] == {"children": 40, "running": 0, "table": True, "with_history": 20}
+    assert scale["grid_check"]["jobs"] == 100
+    for value in (scale["floor_seconds_per_run"], s["seconds"], s["compare_seconds"], s["compare_from_store_seconds"],
+                  s["memory_mib"]["peak_rss_mib"], s["ratio_to_floor"], scale["grid_check"]["seconds"]):
+        assert isinstance(value, float) and math.isfinite(value) and value > 0
+    assert scale["verdicts"] == {}  # quick sizes are not judged against the targets of 1,000 and 10,000 jobs
+    assert "9. scale" in proc.stdout
 
 
 def test_the_cluster_bench_without_a_cluster_says_what_to_start_in_one_line(monkeypatch, tmp_path):
@@ -90,24 +101,3 @@ def test_the_user_module_benchs_torch_func_loop_trains_as_gradlab_does(tmp_path)
     for i, final in enumerate(finals):
         for name, value in by_hand.items():
             np.testing.assert_allclose(np.asarray(final[name]), value[i].numpy(), rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_the_scale_section_alone_in_quick_mode(tmp_path):
-    """gradlab.bench.scale --quick: a 40-job sweep recorded whole (its table on the parent, none
-    RUNNING), compare from the table and from the store, a 100-job grid check, MLflow's floor."""
-    import subprocess
-
-    out = tmp_path / "scale.json"
-    proc = subprocess.run([sys.executable, "-m", "gradlab.bench.scale", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
-    s = r["sweep"]
-    assert s["jobs"] == 40 and s["left"] == {"children": 40, "running": 0, "table": True, "with_history": 20}
-    assert r["grid_check"]["jobs"] == 100
-    for value in (r["floor_seconds_per_run"], s["seconds"], s["compare_seconds"], s["compare_from_store_seconds"],
-                  s["memory_mib"]["peak_rss_mib"], s["ratio_to_floor"], r["grid_check"]["seconds"]):
-        assert isinstance(value, float) and math.isfinite(value) and value > 0
-    assert r["verdicts"] == {}  # quick sizes are not judged against the targets of 1,000 and 10,000 jobs
-    assert "9. scale" in proc.stdout and "quick mode" in proc.stdout
