@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gradlab.options import ConfigError, DType
+
+
+def index(positions: list[int], device=None) -> torch.Tensor:
+    """Positions (of configurations) as an index tensor. Through NumPy: torch.tensor on a list of
+    10,000 ints takes 1.5 ms, this 0.2 ms, and a batch of thousands whose runs leave one by one
+    makes it at every leaving."""
+    return torch.from_numpy(np.fromiter(positions, dtype=np.int64, count=len(positions))).to(device)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gradlab.devices import index
 from gradlab.problem import Problem
 import gradlab.spill as spill
 
@@ -228,6 +229,9 @@ class _Batch:
         self.problem, self.params, self.optimizer, self.histories = problem, params, optimizer, histories
         self.lr_schedule = lr_schedule
         self.configs = list(range(problem.configs))  # their indices in the original batch
+        # Epochs whose updates all happened, for those still training: written into their histories
+        # as they leave (drop) or training stops, not every epoch (a loop over thousands, per epoch).
+        self.epochs_done = 0
         self.finals: dict[int, dict] = {}
         self.tracked = bool(scalar_names(problem.model))
         self.reader = _Reader([math.prod(shape) for shape in problem.model.layout.values()])
@@ -245,7 +249,9 @@ class _Batch:
             c = self.configs[pos]
             self.finals[c] = {k: _array(v[pos]) for k, v in self.params.items()}
             self.histories[c].seconds = time.perf_counter() - self.start
-        keep = [i for i in range(len(self.configs)) if i not in set(positions)]
+            self.histories[c].epochs_run = self.epochs_done
+        dropped = set(positions)  # made once: in the comprehension's condition it was made again for every i
+        keep = [i for i in range(len(self.configs)) if i not in dropped]
         self.configs = [self.configs[i] for i in keep]
         if not keep:
             return
@@ -270,7 +276,7 @@ def _cut(v, keep: list[int]):
     """A parameter for the configurations kept: a new leaf where autograd needs one."""
     if not isinstance(v, torch.Tensor):
         return v[keep]
-    return v.detach()[torch.tensor(keep, device=v.device)].requires_grad_(v.requires_grad)
+    return v.detach()[index(keep, v.device)].requires_grad_(v.requires_grad)
 
 
 def fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule, histories: list[History],
@@ -306,8 +312,7 @@ def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule,
             if not batch.configs:
                 break
             measured = _epoch(batch, grad_fn, histories, epoch, measure, Measured([], [], values, vals))
-            for c in batch.configs:
-                histories[c].epochs_run = epoch
+            batch.epochs_done = epoch
             lrs = None
             if lr_schedule is not None and batch.configs:
                 lrs = lr_schedule.lr.tolist()  # what this epoch's updates used
@@ -323,6 +328,7 @@ def _fit(problem: Problem, params: dict, grad_fn, optimizer, schedule: Schedule,
     finally:  # interrupted: those still training have run this long
         for c in batch.configs:
             histories[c].seconds = time.perf_counter() - batch.start
+            histories[c].epochs_run = batch.epochs_done
     finals = batch.finish()
     return [finals[c] for c in range(problem.configs)]
 
@@ -335,7 +341,8 @@ def _val_losses(batch: _Batch, histories, epoch: int, values) -> list[float]:
     bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
     if bad:
         _diverge(batch, histories, epoch, bad, "val_loss", [vals[i] for i in bad])
-        keep = [i for i in range(len(vals)) if i not in set(bad)]
+        gone = set(bad)
+        keep = [i for i in range(len(vals)) if i not in gone]
         vals[:] = [vals[i] for i in keep]
         values[:] = [values[i] for i in keep]
     return vals
@@ -351,14 +358,17 @@ def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, start: 
         return _step(batch, grad_fn, histories, epoch, measure, batches[0], start)
     weights = [data[1].shape[1] if batch.problem.mean else 1.0 for data in batches]
     total = gsum = None
-    rows_for = list(batch.configs)  # the configurations the epoch's minibatches have rows for
+    # The configurations the epoch's minibatches have rows for, by position (a dict: list.index
+    # over thousands of configurations, for each of them, was quadratic).
+    rows_for = {c: i for i, c in enumerate(batch.configs)}
     for data, w in zip(batches, weights):
         before = list(batch.configs)
         if len(before) < len(rows_for):  # some left at an earlier minibatch: so do their rows
-            data = _rows(data, [rows_for.index(c) for c in before])
+            data = _rows(data, [rows_for[c] for c in before])
         start = _step(batch, grad_fn, histories, epoch, measure, data, start)
         if total is not None and len(batch.configs) < len(before):  # some left the batch: so do their sums
-            kept = [before.index(c) for c in batch.configs]
+            at = {c: i for i, c in enumerate(before)}
+            kept = [at[c] for c in batch.configs]
             total, gsum = [total[i] for i in kept], [gsum[i] for i in kept]
         if not batch.configs:
             return NOTHING
@@ -371,8 +381,8 @@ def _epoch(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, start: 
 def _rows(data, positions: list[int]):
     """A minibatch's rows for the configurations at these positions (torch tensors or NumPy arrays)."""
     if isinstance(data[0], torch.Tensor):
-        index = torch.tensor(positions, device=data[0].device)
-        return tuple(t[index] for t in data)
+        rows = index(positions, data[0].device)
+        return tuple(t[rows] for t in data)
     return tuple(t[positions] for t in data)
 
 
@@ -390,13 +400,14 @@ def _step(batch: _Batch, grad_fn, histories, epoch: int, measure: bool, data, st
     lv = loss.tolist()
     gn = batch.reader.norms(grads, len(lv)) if measure else [0.0] * len(lv)
     if not all(map(math.isfinite, lv)) or not all(map(math.isfinite, gn)):
-        bad = [i for i, (a, b) in enumerate(zip(lv, gn)) if not (math.isfinite(a) and math.isfinite(b))]
-        keep = [i for i in range(len(lv)) if i not in set(bad)]
+        finite = np.isfinite(np.array(lv)) & np.isfinite(np.array(gn))  # in NumPy: thousands of configurations
+        bad, keep = np.flatnonzero(~finite).tolist(), np.flatnonzero(finite).tolist()
         _diverge(batch, histories, epoch, bad, ["train_loss" if not math.isfinite(lv[i]) else "grad_norm" for i in bad],
                  [lv[i] if not math.isfinite(lv[i]) else gn[i] for i in bad])
         if not batch.configs:
             return NOTHING
-        grads = [g[keep] for g in grads]
+        kept = index(keep, grads[0].device) if isinstance(grads[0], torch.Tensor) else keep
+        grads = [g[kept] for g in grads]  # one index tensor: a list of thousands is converted per use
         if not batch.optimizer.needs_closure:
             batch.optimizer.step(grads)
         return Measured(lv, gn, start.values, start.vals).keep(keep)

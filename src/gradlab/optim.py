@@ -18,6 +18,7 @@ import re
 
 import torch
 
+from gradlab.devices import index
 from gradlab.options import ConfigError
 
 
@@ -84,7 +85,7 @@ class Batched:
 
     def keep(self, positions: list[int], params: list) -> None:
         """Only the configurations at `positions` go on, with these parameters."""
-        idx = torch.tensor(positions)
+        idx = index(positions)
         self.params = _targets(params)
         self.hyper = {k: v[idx] for k, v in self.hyper.items()}
         self.state = [{k: v[idx] for k, v in s.items()} for s in self.state]
@@ -378,7 +379,7 @@ class NAdam(_DecoupledDecay):
 
     def keep(self, positions: list[int], params: list) -> None:
         super().keep(positions, params)
-        self.mu_product = self.mu_product[torch.tensor(positions)]
+        self.mu_product = self.mu_product[index(positions)]
 
 
 class RAdam(_DecoupledDecay):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from gradlab.data import Stream
-from gradlab.devices import Backend
+from gradlab.devices import Backend, index
 from gradlab.losses import SampleLoss
 from gradlab.models import REDUCTIONS, Model, squared_error, squared_error_grad
 from gradlab.options import Loss
@@ -55,7 +55,7 @@ class Problem:
 
     def keep(self, positions: list[int]) -> "Problem":
         """The same problem for the configurations at `positions` only."""
-        idx = torch.tensor(positions)
+        idx = index(positions)
 
         def cut(data):
             return None if data is None else tuple(self._cpu(t)[idx] for t in data)
