@@ -66,6 +66,9 @@ def test_bench_quick_mode_writes_well_formed_json(tmp_path):
     for value in (scale["floor_seconds_per_run"], s["seconds"], s["compare_seconds"], s["compare_from_store_seconds"],
                   s["memory_mib"]["peak_rss_mib"], s["ratio_to_floor"], scale["grid_check"]["seconds"]):
         assert isinstance(value, float) and math.isfinite(value) and value > 0
+    fast = scale["fast_axis"]  # quick: 1,000 configurations x 300 epochs, gradlab's fit and the same descent bare
+    assert (fast["configs"], fast["epochs"], fast["train_rows"]) == (1000, 300, 9) and 0 < fast["completed"] <= 1000
+    assert all(isinstance(fast[k], float) and fast[k] > 0 for k in ("gradlab_seconds", "contiguous_seconds", "ratio"))
     assert scale["verdicts"] == {}  # quick sizes are not judged against the targets of 1,000 and 10,000 jobs
     assert "9. scale" in proc.stdout
 
