@@ -104,3 +104,17 @@ def test_the_user_module_benchs_torch_func_loop_trains_as_gradlab_does(tmp_path)
     for i, final in enumerate(finals):
         for name, value in by_hand.items():
             np.testing.assert_allclose(np.asarray(final[name]), value[i].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_fast_axis_benchs_bare_loop_trains_as_gradlab_does():
+    """Section 9 times gradlab's fit against a descent written bare with the configurations on the
+    contiguous axis: the same work, so the same final parameters for every configuration that
+    completes (float32: to its rounding)."""
+    from gradlab.bench import fast_axis
+
+    ours = fast_axis.gradlab_fit(200, 300)
+    _, bare = fast_axis.contiguous(200, 300, ours["data"])
+    done = [i for i, ok in enumerate(ours["completed"]) if ok]
+    assert 100 < len(done) < 200  # the largest rates diverge, most complete
+    for i in done:
+        assert ours["finals"][i] == pytest.approx(bare[i], rel=1e-4, abs=1e-5), i
