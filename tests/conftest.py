@@ -244,3 +244,9 @@ def cli(monkeypatch, capsys, tmp_path):
         return code, out.out, out.err
 
     return call
+
+
+def short_id(value):
+    """A parametrize id for a long text parameter: its length. A test's id goes into
+    PYTEST_CURRENT_TEST, which subprocesses inherit; past 128 KiB the kernel refuses to start them."""
+    return f"{len(value)}-characters" if isinstance(value, str) and len(value) > 100 else None

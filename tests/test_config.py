@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF, ROOT, compose
+from conftest import CONF, ROOT, compose, short_id
 from gradlab import data, devices, gradients, models, optim, schedules
 from gradlab.config import SCHEMAS, builders
 
@@ -210,8 +210,7 @@ def test_bad_input_is_refused_clearly_and_records_nothing(cli, runs, args, code,
     (",\n1,2\n3,4\n", ["the header (line 1) names no column", "name each column"]),
     ("x,\n1,2\n3,4\n", ["column 2 of the header has no name", "name each column"]),
     ("x,y\n1,2\n" + "9" * 200_000 + ",3\n", ["line 3", "field larger than field limit", "is this the right file?"]),
-], ids=lambda v: f"{len(v)}-characters" if isinstance(v, str) and len(v) > 100 else None)  # a test's id goes into
-# PYTEST_CURRENT_TEST, which subprocesses inherit: past 128 KiB the kernel refuses to start them (E2BIG)
+], ids=short_id)
 def test_bad_csv_names_the_row_and_column(cli, runs, csv_file, content, words):
     code, _, err = cli("data=csv", f"data.path={csv_file(content)}", "data.val_fraction=null", "train.epochs=2")
     assert code == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import compose
+from conftest import compose, short_id
 from gradlab import safe, tracking
 from gradlab.record import Job, Origin, record
 from gradlab.tracking.spec import RunSpec
@@ -68,7 +68,7 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("- a\n- b\n", ["holds a list, not a config"]),
     ("data: {name: nosuch}\n", ["does not fit this version of gradlab"]),
     ("x" * (2 << 20), ["more than the 1,048,576"]),
-], ids=lambda v: f"{len(v)}-characters" if isinstance(v, str) and len(v) > 100 else None)  # short ids: see test_config
+], ids=short_id)
 def test_rerun_refuses_a_stored_config_that_is_not_plain_yaml_quickly_in_one_line(temp_store, monkeypatch, capsys,
                                                                                   config, words):
     forged = forged_run(temp_store, config)
