@@ -4,6 +4,8 @@ the same, as MLflow reads them back; a point written twice (a retried write) kep
 MLflow refuses refused with MLflow's own words."""
 
 import math
+import time
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric, Param, RunTag
@@ -61,11 +63,11 @@ def test_inserted_points_read_back_as_mlflows_own(store):
 def test_a_retried_write_keeps_each_point_once(store):
     ours, _ = twins(store)
     batch = [("train_loss", 0.5, 1), ("train_loss", 0.25, 2)]
-    metrics = [Metric(k, v, 7, s) for k, v, s in batch]
+    rows = [(k, v, 7, s) for k, v, s in batch]
     assert store._sql is not None
-    assert bulk.insert_rows(store._sql, ours, metrics, [], [])
-    assert not bulk.insert_rows(store._sql, ours, metrics, [], [])  # there already: nothing written
-    store._write(ours, metrics=metrics)  # ... and MLflow's own log_batch leaves the duplicates out
+    assert bulk.insert_rows(store._sql, ours, rows, [], [])
+    assert not bulk.insert_rows(store._sql, ours, rows, [], [])  # there already: nothing written
+    store._write(ours, points=rows)  # ... and MLflow's own log_batch leaves the duplicates out
     assert [m.value for m in store.client.get_metric_history(ours, "train_loss")] == [0.5, 0.25]
     assert store.client.get_run(ours).data.metrics["train_loss"] == 0.25
 
@@ -85,7 +87,7 @@ def assert_rows_read_back_as_mlflows_own(store):
     end = ({"verdict": "converged"}, {"gradlab.outcome": "completed", "b": "2"})
     metric = [Metric("loss", 0.5, 7, 0)]
     store._write(ours, params=first[0], tags=first[1])
-    store._write(ours, params=end[0], tags=end[1], metrics=metric)
+    store._write(ours, params=end[0], tags=end[1], points=[("loss", 0.5, 7, 0)])
     store._write(ours, params={"lr": "0.1"})  # the same value again: MLflow's own path, no error
     for params, tags in (first, end):
         store.client.log_batch(theirs, params=[Param(k, v) for k, v in params.items()],
@@ -115,6 +117,8 @@ def test_what_mlflow_refuses_is_refused_in_its_words(store):
         store._write(ours, params={"lr": "0.2"})
     with pytest.raises(MlflowException, match="Invalid value .bad!key"):
         store._write(ours, tags={"bad!key": "y"})
+    with pytest.raises(MlflowException, match="Invalid value .bad!metric"):  # a curve's keys are checked too
+        store._write(ours, points=[("loss", 0.5, 7, 0), ("bad!metric", 0.5, 7, 0)])
     store.client.delete_run(theirs)
     with pytest.raises(MlflowException, match="must be in the 'active' state"):
         store._write(theirs, params={"lr": "0.1"})
@@ -146,3 +150,38 @@ def test_a_runs_files_land_where_mlflow_says_its_artifacts_are(store, tmp_path):
     assert {"config.yaml", "more/history.csv"} <= listed
     assert (elsewhere / run_id / "artifacts" / "config.yaml").read_text() == "a: 1\n"
     assert store.client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_run_ended_with_its_rows_reads_back_as_set_terminated_ends_it(store):
+    """finish ends the run in the same transaction as its last rows: the status and end time a
+    twin gets from MlflowClient.set_terminated, and nothing else of the run changed."""
+    exp = store.experiment_id("bulk")
+    ours = store.start(RunSpec("bulk", "ours", {"lr": "0.1"}, {"a": "1"}))
+    theirs = store.start(RunSpec("bulk", "theirs", {"lr": "0.1"}, {"a": "1"}))
+    store._write(theirs, params={"outcome": "diverged"}, tags={"b": "2"}, points=[("loss", 0.5, 7, 0)])
+    before = int(time.time() * 1000)
+    store.finish(ours, RunEnd("diverged", {"loss": 0.5}, tags={"b": "2"}, params={"outcome": "diverged"}), {})
+    store.client.set_terminated(theirs, "FAILED")
+    after = int(time.time() * 1000)
+    our, their = store.client.get_run(ours), store.client.get_run(theirs)
+    assert our.info.status == their.info.status == "FAILED"
+    assert before <= our.info.end_time <= after and before <= their.info.end_time <= after
+    assert our.info.lifecycle_stage == their.info.lifecycle_stage == "active"
+    assert our.data.params == their.data.params and our.data.metrics == their.data.metrics == {"loss": 0.5}
+    skip = {"mlflow.runName", "mlflow.user", "gradlab.outcome"}
+    assert {k: v for k, v in our.data.tags.items() if k not in skip} == {k: v for k, v in their.data.tags.items() if k not in skip}
+    assert [r.info.run_id for r in store.client.search_runs([exp], "attributes.status = 'FAILED'")] != []
+
+
+def test_an_end_whose_files_cannot_be_written_keeps_its_metrics_and_ends_the_run(store, tmp_path):
+    """The files go first; where they fail (here a file stands where their folder must be), the
+    run's final metrics, tags and status are written all the same, and the error is raised."""
+    run_id = store.start(RunSpec("bulk", "r", {"a": "1"}, {}))
+    folder = Path(store.client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "more").write_text("in the way")
+    with pytest.raises(OSError):
+        store.finish(run_id, RunEnd("completed", {"loss": 0.25}), {"more/history.csv": "epoch\n1\n"})
+    run = store.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 0.25}
+    assert run.data.tags["gradlab.outcome"] == "completed"

@@ -623,20 +623,22 @@ class Store:
 
     def log_points(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
         """(key, value, step) triples in batches; non-finite values are never sent."""
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._write(run_id, metrics=[Metric(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
+        self._write(run_id, points=[(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
 
-    def _write(self, run_id: str, params: dict | None = None, tags: dict | None = None, metrics: list = ()) -> None:
-        """A run's params, tags and finite metric points in one write: as rows on a SQL store
-        (tracking.bulk), else, or where that cannot, through MLflow's own log_batch."""
-        from mlflow.entities import Param, RunTag
+    def _write(self, run_id: str, params: dict | None = None, tags: dict | None = None, points: list = (),
+               status: str | None = None) -> bool:
+        """A run's params, tags and finite metric points, (key, value, timestamp, step), in one
+        write: as rows on a SQL store (tracking.bulk), else, or where that cannot, through
+        MLflow's own log_batch. With `status`, True where the run was ended in the same write."""
+        from mlflow.entities import Metric, Param, RunTag
 
         as_params = [Param(k, v) for k, v in (params or {}).items()]
         as_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
-        if self._sql is None or not bulk.insert_rows(self._sql, run_id, list(metrics), as_params, as_tags):
-            self._log_batch(run_id, params, tags, list(metrics))
+        if self._sql is not None and bulk.insert_rows(self._sql, run_id, list(points), as_params, as_tags, status):
+            return status is not None
+        self._log_batch(run_id, params, tags, [Metric(*p) for p in points])
+        return False
 
     def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
         """datasets: dicts with name, context, features, targets (arrays), digest, and either
@@ -686,25 +688,30 @@ class Store:
         self.client.set_terminated(run_id, status)
 
     def finish(self, run_id: str, end: RunEnd, files: dict[str, object]) -> None:
-        """The end of a run in few round-trips: final metrics, params and tags in one write, the
-        files, then the status, which is set whatever failed before it."""
-        from mlflow.entities import Metric
-
+        """The end of a run in few round-trips: its files, then its final metrics, params, tags
+        and status in one write. Files first: a recorder that dies between the two leaves a
+        RUNNING run (found and marked killed), never a finished one without its history. The
+        metrics are written whatever the files did, and the status whatever failed before it."""
+        ended = False
         try:
             now = int(time.time() * 1000)
             # Final metrics at step 0: the UI charts single-valued metrics as bars across runs.
-            metrics = [Metric(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
-            metrics += [Metric(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)]
+            points = [(k, float(v), now, 0) for k, v in end.metrics.items() if math.isfinite(v)]
+            points += [(k, float(v), now, int(step)) for k, v, step in end.points if math.isfinite(v)]
             safe, full = sanitize(end.tags, MAX_TAG_VALUE)
-            self._write(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe, metrics=metrics)
             if full:
                 self._full_tags[run_id] = {**self._full_tags.get(run_id, {}), **full}
                 files = {**files, "tags_full.json": json.dumps(self._full_tags[run_id], indent=2)}
-            if files:
-                with timings.measure("finish: files"):
-                    self.log_artifacts(run_id, files)
+            try:
+                if files:
+                    with timings.measure("finish: files"):
+                        self.log_artifacts(run_id, files)
+            finally:
+                ended = self._write(run_id, params=sanitize(end.params, MAX_PARAM_VALUE)[0], tags=safe, points=points,
+                                    status=end.status)
         finally:
-            self.end(run_id, end.status)
+            if not ended:
+                self.end(run_id, end.status)
             self._full_tags.pop(run_id, None)
             self._artifact_repos.pop(run_id, None)
         self.still_there()
