@@ -185,3 +185,53 @@ def test_an_end_whose_files_cannot_be_written_keeps_its_metrics_and_ends_the_run
     run = store.client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 0.25}
     assert run.data.tags["gradlab.outcome"] == "completed"
+
+
+def test_a_parents_children_read_as_rows_are_search_runs_own(store):
+    """query.children reads a sweep's children as rows: the same records search_runs gives, a
+    NaN latest value, typed params and every tag included; a deleted child, another parent's
+    child and the parent itself left out."""
+    parent = store.start(RunSpec("bulk", "parent", {}, {"gradlab.role": "sweep"}))
+    other = store.start(RunSpec("bulk", "other", {}, {}))
+    kids = [store.start(RunSpec("bulk", f"kid{i}", {"lr": str(0.1 * i), "opt": "adam", "n": str(i)},
+                                {"gradlab.config_hash": f"h{i}"}, parent_id=parent)) for i in range(5)]
+    store.start(RunSpec("bulk", "stranger", {"lr": "1"}, {}, parent_id=other))
+    for i, kid in enumerate(kids[:4]):
+        store.finish(kid, RunEnd("completed" if i else "diverged", {"val_loss": 0.5 / (i + 1)}, tags={"t": str(i)}), {})
+    store.client.log_metric(kids[1], "grad_norm", float("nan"), step=3)
+    store.client.delete_run(kids[2])
+    exp = store.experiment_id("bulk")
+    ours = query.children(store, parent)
+    theirs = sorted(query._search(store, [exp], f"tags.mlflow.parentRunId = '{parent}'"), key=lambda r: (r.start_time, r.id))
+    assert [r.id for r in ours] == [r.id for r in theirs] and {r.id for r in ours} == set(kids) - {kids[2]}
+    assert [repr(r) for r in ours] == [repr(r) for r in theirs]  # repr: a NaN equals itself there
+    assert math.isnan(ours[1].metrics["grad_norm"]) and ours[1].params == {"lr": 0.1, "opt": "adam", "n": 1}
+    assert [r.status for r in ours] == ["FAILED", "FINISHED", "FINISHED", "RUNNING"]
+
+
+def test_datasets_linked_as_rows_read_back_as_log_inputs_own(store):
+    """A run's datasets linked as rows in its start's write: the inputs MLflow's log_inputs gives a
+    twin (dataset, source, schema, profile, tags); one dataset row per (experiment, name, digest),
+    shared with a run MLflow linked first, as it shares them."""
+    import numpy as np
+
+    x, y = np.arange(6.0).reshape(3, 2), np.arange(3.0)
+    data = [{"name": "d-training", "context": "training", "features": x, "targets": y, "origin": {"a": "b"}, "digest": "d1"},
+            {"name": "d-validation", "context": "validation", "features": x[:1], "targets": y[:1], "origin": {"a": "b"},
+             "digest": "d2"}]
+    theirs = store.client.create_run(store.experiment_id("bulk")).info.run_id
+    store.client.log_inputs(theirs, datasets=Store.dataset_inputs(data[:1]))  # MLflow made d1's row
+    ours = store.start(RunSpec("bulk", "ours", {"lr": "0.1"}, {}, inputs=data))
+    store.client.log_inputs(theirs, datasets=Store.dataset_inputs(data[1:]))  # ... and found d2's, made by rows
+
+    def inputs(run_id):
+        return sorted((d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.schema,
+                       d.dataset.profile, [(t.key, t.value) for t in d.tags])
+                      for d in store.client.get_run(run_id).inputs.dataset_inputs)
+
+    assert inputs(ours) == inputs(theirs) and [i[0] for i in inputs(ours)] == ["d-training", "d-validation"]
+    assert [i[6] for i in inputs(ours)] == [[("mlflow.data.context", "training")], [("mlflow.data.context", "validation")]]
+    assert store.client.get_run(ours).data.params == {"lr": "0.1"}
+    with store._sql.ManagedSessionMaker() as session:
+        from mlflow.store.tracking.dbmodels.models import SqlDataset
+        assert session.query(SqlDataset).count() == 2

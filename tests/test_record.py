@@ -574,11 +574,13 @@ def test_real_tracking_server_round_trip(tmp_path):
 
 
 def test_a_dataset_inserted_meanwhile_by_another_writer_is_linked_not_lost(temp_store, monkeypatch):
-    """Two writers logging the same dataset into one experiment race between MLflow's look-up and
-    its insert; the loser sees UNIQUE constraint failed. Here the race is made to happen once."""
+    """Two writers logging the same dataset into one experiment through MLflow's log_inputs (a
+    tracking server's path) race between its look-up and its insert; the loser sees UNIQUE
+    constraint failed. Here the race is made to happen once. (Rows: tests/test_bulk.py.)"""
     from mlflow.exceptions import MlflowException
 
     store = tracking.Store()
+    store._sql = None  # MLflow's own path, as through a server
     real, calls = store.client.log_inputs, []
 
     def raced(run_id, datasets=None, **kw):

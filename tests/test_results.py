@@ -65,11 +65,15 @@ def test_compare_reads_the_table_and_gets_the_frame_the_store_gives(temp_store, 
 def test_reads_in_pages_and_in_bulk_return_every_run(temp_store):
     s = gradlab.sweep(GRID, *SMALL)
     store = Store(temp_store)
+    as_rows = query.children(store, s.parent_id)  # a SQL store's children come as rows (tracking.bulk)
+    sql, store._sql = store._sql, None  # ... and through search_runs, as from a tracking server
     calls = []
     search = store.client.search_runs
     store.client.search_runs = lambda *a, **k: calls.append(k["max_results"]) or search(*a, **k)
     kids = query.children(store, s.parent_id, page=4)  # 6 children: a page of 4, then one of 2
+    store._sql = sql
     assert calls == [4, 4] and len(kids) == len({k.id for k in kids}) == 6
+    assert [repr(k) for k in as_rows] == [repr(k) for k in kids]
     client = mlflow.MlflowClient(temp_store)
     for k in kids:  # each as MLflow reads it alone
         run = client.get_run(k.id)

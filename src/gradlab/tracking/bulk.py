@@ -29,13 +29,16 @@ def sql_store(client):
     return store if isinstance(store, SqlAlchemyStore) else None
 
 
-def insert_rows(store, run_id: str, points: list, params: list, tags: list, status: str | None = None) -> bool:
+def insert_rows(store, run_id: str, points: list, params: list, tags: list, status: str | None = None,
+                inputs: list = ()) -> bool:
     """One run's finite points, as (key, value, timestamp, step) tuples of floats and ints (Store
     makes them so), Params and RunTags in one transaction, checked by MLflow's own validators:
     points and params as new rows, tags inserted or replaced (set_tag's meaning); with `status`
     (FINISHED, FAILED, KILLED) the run ends in the same transaction, as set_terminated ends it:
     its status and end time, nothing else (MLflow reads and converts the whole run to do that,
-    about 10 ms a sweep's child here, as long as all the rest of its end). False, with
+    about 10 ms a sweep's child here, as long as all the rest of its end); `inputs`,
+    DatasetInputs, linked as MLflow's log_inputs links them (which also reads the whole run: 8 ms a
+    child). False, with
     nothing written, where MLflow's own log_batch must do it: a point or a param there already (a
     retried write), a run not active (MLflow says why), the run's name as a tag (MLflow keeps it on
     the run too), or a database whose upsert this does not know."""
@@ -46,7 +49,7 @@ def insert_rows(store, run_id: str, points: list, params: list, tags: list, stat
     from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.dbmodels.models import SqlMetric, SqlParam, SqlRun, SqlTag
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-    from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
+    from mlflow.utils.validation import _validate_batch_log_data, _validate_dataset_inputs, _validate_param_keys_unique
 
     dialect = store.engine.dialect.name
     if dialect not in UPSERTS or any(t.key == MLFLOW_RUN_NAME for t in tags):
@@ -59,6 +62,7 @@ def insert_rows(store, run_id: str, points: list, params: list, tags: list, stat
         firsts.setdefault(point[0], point)
     _, params, tags = _validate_batch_log_data([Metric(*p) for p in firsts.values()], params, tags)
     _validate_param_keys_unique(params)
+    _validate_dataset_inputs(inputs)
     latest = {}  # key -> its point MLflow shows as latest: the largest (step, timestamp, value)
     for point in sorted(unique, key=lambda p: (p[3], p[2], p[1])):
         latest[point[0]] = point
@@ -66,9 +70,12 @@ def insert_rows(store, run_id: str, points: list, params: list, tags: list, stat
     try:
         with store.ManagedSessionMaker(read_only=False) as session:
             runs = SqlRun.__table__
-            stage = session.execute(sa.select(runs.c.lifecycle_stage).where(runs.c.run_uuid == run_id)).scalar()
+            stage, experiment_id = session.execute(sa.select(runs.c.lifecycle_stage, runs.c.experiment_id)
+                                                   .where(runs.c.run_uuid == run_id)).first() or (None, None)
             if stage != "active":
                 return False
+            if inputs:
+                _link_inputs(session, dialect, experiment_id, run_id, inputs)
             if status is not None:
                 session.execute(sa.update(runs).where(runs.c.run_uuid == run_id)
                                 .values(status=RunStatus.to_string(RunStatus.from_string(status)),
@@ -95,6 +102,47 @@ def insert_rows(store, run_id: str, points: list, params: list, tags: list, stat
     return True
 
 
+def _link_inputs(session, dialect: str, experiment_id: int, run_id: str, inputs: list) -> None:
+    """MLflow's SqlAlchemyStore._log_inputs_impl for datasets, as rows: a dataset row per
+    (experiment, name, digest), shared by every run that uses it, and the run's link to it with
+    its tags. A dataset another writer inserts meanwhile is found, not inserted twice."""
+    import importlib
+    import uuid
+
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlDataset, SqlInput, SqlInputTag
+
+    wanted: dict[tuple[str, str], object] = {}
+    for i in inputs:  # the first of a (name, digest) counts, as in MLflow
+        wanted.setdefault((i.dataset.name, i.dataset.digest), i)
+    datasets = SqlDataset.__table__
+    insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(datasets)
+    session.execute(insert.on_conflict_do_nothing(index_elements=["experiment_id", "name", "digest"]),
+                    [{"dataset_uuid": uuid.uuid4().hex, "experiment_id": experiment_id, "name": d.name,
+                      "digest": d.digest, "dataset_source_type": d.source_type, "dataset_source": d.source,
+                      "dataset_schema": d.schema, "dataset_profile": d.profile}
+                     for d in (i.dataset for i in wanted.values())])
+    uuids = {(name, digest): u for name, digest, u in session.execute(
+        sa.select(datasets.c.name, datasets.c.digest, datasets.c.dataset_uuid)
+        .where(datasets.c.experiment_id == experiment_id, datasets.c.name.in_([k[0] for k in wanted]),
+               datasets.c.digest.in_([k[1] for k in wanted])))}
+    links = SqlInput.__table__
+    linked = set(session.execute(sa.select(links.c.source_id).where(
+        links.c.source_type == "DATASET", links.c.destination_type == "RUN", links.c.destination_id == run_id)).scalars())
+    rows, tag_rows = [], []
+    for key, i in wanted.items():
+        if uuids[key] in linked:
+            continue
+        input_uuid = uuid.uuid4().hex
+        rows.append({"input_uuid": input_uuid, "source_type": "DATASET", "source_id": uuids[key],
+                     "destination_type": "RUN", "destination_id": run_id})
+        tag_rows += [{"input_uuid": input_uuid, "name": t.key, "value": t.value} for t in i.tags]
+    if rows:
+        session.execute(sa.insert(links), rows)
+    if tag_rows:
+        session.execute(sa.insert(SqlInputTag.__table__), tag_rows)
+
+
 def histories(store, run_ids: list[str], key: str, per_query: int) -> dict[str, list[tuple[int, float]]]:
     """run id -> [(step, value)] of metric `key`, in get_metric_history's order (time, step, value)."""
     import sqlalchemy as sa
@@ -111,3 +159,34 @@ def histories(store, run_ids: list[str], key: str, per_query: int) -> dict[str, 
             for run_id, step, value, is_nan in rows:
                 out[run_id].append((step, float("nan") if is_nan else value))
     return out
+
+
+def children(store, experiment_id: str, parent_id: str) -> list[tuple]:
+    """The active runs of an experiment whose parent is `parent_id`, as search_runs finds them,
+    each as (run id, name, experiment id, status, start time, params, latest metrics, tags):
+    four queries, where search_runs builds ORM objects for every param, tag and metric (18.9 s
+    for 10,000 runs here)."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    runs, tags = SqlRun.__table__, SqlTag.__table__
+    ids = (sa.select(runs.c.run_uuid).join(tags, tags.c.run_uuid == runs.c.run_uuid)
+           .where(tags.c.key == MLFLOW_PARENT_RUN_ID, tags.c.value == parent_id,
+                  runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active"))
+    found: dict[str, tuple] = {}
+    with store.ManagedSessionMaker() as session:
+        for run_id, name, exp, status, start in session.execute(
+                sa.select(runs.c.run_uuid, runs.c.name, runs.c.experiment_id, runs.c.status, runs.c.start_time)
+                .where(runs.c.run_uuid.in_(ids))):
+            found[run_id] = (run_id, name, str(exp), status, start, {}, {}, {})
+        for table, slot in ((SqlParam.__table__, 5), (tags, 7)):
+            for run_id, key, value in session.execute(sa.select(table.c.run_uuid, table.c.key, table.c.value)
+                                                      .where(table.c.run_uuid.in_(ids))):
+                found[run_id][slot][key] = value
+        latest = SqlLatestMetric.__table__
+        for run_id, key, value, is_nan in session.execute(
+                sa.select(latest.c.run_uuid, latest.c.key, latest.c.value, latest.c.is_nan)
+                .where(latest.c.run_uuid.in_(ids))):
+            found[run_id][6][key] = float("nan") if is_nan else value
+    return list(found.values())

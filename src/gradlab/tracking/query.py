@@ -121,9 +121,15 @@ def finished(store: Store, experiment: str, config_hashes: list[str]) -> dict[st
 
 
 def children(store: Store, parent_id: str, page: int = PAGE) -> list[RunRecord]:
-    """The nested runs of a parent run, oldest first, read `page` runs a call."""
+    """The nested runs of a parent run, oldest first: as rows from a SQL store, else (a tracking
+    server) through search_runs, `page` runs a call."""
     exp = run(store, parent_id).experiment_id
-    return sorted(_search(store, [exp], f"tags.mlflow.parentRunId = '{parent_id}'", page=page), key=lambda r: r.start_time)
+    if store._sql is not None:
+        found = [RunRecord(run_id, name, exp_id, status, start, {k: typed(v) for k, v in params.items()}, metrics, tags)
+                 for run_id, name, exp_id, status, start, params, metrics, tags in bulk.children(store._sql, exp, parent_id)]
+    else:
+        found = _search(store, [exp], f"tags.mlflow.parentRunId = '{parent_id}'", page=page)
+    return sorted(found, key=lambda r: (r.start_time, r.id))  # ties in the same order from both
 
 
 def latest_sweep(store: Store, experiment: str | None = None, sweep_hash: str | None = None) -> RunRecord | None:

@@ -564,10 +564,7 @@ class Store:
 
             self._artifact_repos[run_id] = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
         safe_params, full_params = sanitize(spec.params, MAX_PARAM_VALUE)
-        self._write(run_id, params=safe_params)
-        if spec.inputs:
-            with timings.measure("start: inputs"):
-                self.log_inputs(run_id, spec.inputs)
+        self._write(run_id, params=safe_params, inputs=self.dataset_inputs(spec.inputs))
         files = dict(spec.files)
         if full_params:
             files["params_full.json"] = json.dumps(full_params, indent=2)
@@ -627,26 +624,31 @@ class Store:
         self._write(run_id, points=[(k, float(v), now, int(s)) for k, v, s in points if math.isfinite(v)])
 
     def _write(self, run_id: str, params: dict | None = None, tags: dict | None = None, points: list = (),
-               status: str | None = None) -> bool:
-        """A run's params, tags and finite metric points, (key, value, timestamp, step), in one
-        write: as rows on a SQL store (tracking.bulk), else, or where that cannot, through
-        MLflow's own log_batch. With `status`, True where the run was ended in the same write."""
+               status: str | None = None, inputs: list = ()) -> bool:
+        """A run's params, tags, finite metric points, (key, value, timestamp, step), and
+        DatasetInputs in one write: as rows on a SQL store (tracking.bulk), else, or where that
+        cannot, through MLflow's own log_batch and log_inputs. With `status`, True where the run
+        was ended in the same write."""
         from mlflow.entities import Metric, Param, RunTag
 
         as_params = [Param(k, v) for k, v in (params or {}).items()]
         as_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
-        if self._sql is not None and bulk.insert_rows(self._sql, run_id, list(points), as_params, as_tags, status):
+        if self._sql is not None and bulk.insert_rows(self._sql, run_id, list(points), as_params, as_tags, status,
+                                                      list(inputs)):
             return status is not None
         self._log_batch(run_id, params, tags, [Metric(*p) for p in points])
+        if inputs:
+            self._log_inputs(run_id, list(inputs))
         return False
 
-    def log_inputs(self, run_id: str, datasets: list[dict]) -> None:
-        """datasets: dicts with name, context, features, targets (arrays), digest, and either
-        path (a file) or origin (a dict describing how the data were generated)."""
+    @staticmethod
+    def dataset_inputs(datasets: list[dict]) -> list:
+        """MLflow's DatasetInputs of datasets: dicts with name, context, features, targets
+        (arrays), digest, and either path (a file) or origin (a dict describing how the data
+        were generated)."""
         import mlflow.data
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import DatasetInput, InputTag
-        from mlflow.exceptions import MlflowException
 
         inputs = []
         for d in datasets:
@@ -656,6 +658,12 @@ class Store:
                 ds = mlflow.data.from_numpy(d["features"], targets=d["targets"], source=source,
                                             name=d["name"], digest=d["digest"])
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", d["context"])]))
+        return inputs
+
+    def _log_inputs(self, run_id: str, inputs: list) -> None:
+        """DatasetInputs through MLflow's own log_inputs (a tracking server, or where rows cannot)."""
+        from mlflow.exceptions import MlflowException
+
         for attempt in range(INPUT_ATTEMPTS):
             try:
                 self.client.log_inputs(run_id, datasets=inputs)
