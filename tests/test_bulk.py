@@ -235,3 +235,26 @@ def test_datasets_linked_as_rows_read_back_as_log_inputs_own(store):
     with store._sql.ManagedSessionMaker() as session:
         from mlflow.store.tracking.dbmodels.models import SqlDataset
         assert session.query(SqlDataset).count() == 2
+
+
+def test_first_steps_at_or_below_a_threshold_are_counted_as_the_histories_give_them(store):
+    """The first step each run's curve is at or below a threshold, counted by the store, equals
+    the one read off MLflow's own get_metric_history; a NaN never counts, a run that never gets
+    there is absent; and through the histories (a server's path) the same."""
+    runs = twins(store) + twins(store)
+    curves = [[("train_loss", 1.0 / (i + 1), i) for i in range(50)],  # at or below 0.1 from step 9
+              [("train_loss", 5.0 - 0.1 * i, i) for i in range(20)],  # never
+              [("train_loss", 0.1, 7), ("train_loss", 0.05, 3), ("train_loss", 0.2, 1)],  # unordered steps
+              [("train_loss", 0.3, 0)]]
+    for run_id, curve in zip(runs, curves):
+        store.log_points(run_id, curve)
+    store.client.log_metric(runs[3], "train_loss", float("nan"), step=1)  # stored as 0 with is_nan
+    expected = {}
+    for run_id in runs:
+        hits = [m.step for m in store.client.get_metric_history(run_id, "train_loss") if m.value <= 0.1]
+        if hits:
+            expected[run_id] = min(hits)
+    assert expected == {runs[0]: 9, runs[2]: 3}
+    assert query.first_steps_at_or_below(store, runs, "train_loss", 0.1, per_query=3) == expected
+    store._sql = None
+    assert query.first_steps_at_or_below(store, runs, "train_loss", 0.1) == expected

@@ -264,6 +264,17 @@ def test_report_table_matches_the_runs_and_its_figures_are_made(cli, temp_store,
         if group["verdict"].isin(["at_optimum", "slow"]).any():
             row = best[(best["optimizer"] == opt) & (best["scaling"] == scaling)]
             assert row["configuration"].iloc[0] == group["run_name"].iloc[0].split(" · ")[0]  # the group's first
+    # epochs to the default threshold (5% above the optimum): the first step of each run's
+    # history, as MLflow reads it, at or below it
+    threshold = 1.05 * min(c.data.metrics["optimal_train_loss"] for c in children)
+    reached = 0
+    for c in children:
+        hits = [m.step for m in mlflow.MlflowClient(temp_store).get_metric_history(c.info.run_id, "train_loss")
+                if m.value <= threshold]
+        got = ranking.loc[ranking["run_id"] == c.info.run_id, "epochs_to_threshold"].iloc[0]
+        assert got == min(hits) if hits else pd.isna(got)
+        reached += bool(hits)
+    assert 0 < reached < 12
     md = (folder / "summary.md").read_text()
     assert "12 runs" in md and "diverged" in md and "tracking.objective=auto" in md
     for fig in ("final_loss_vs_lr.png", "excess_loss_vs_lr.png", "convergence_map.png", "loss_curves_best.png"):

@@ -133,11 +133,10 @@ def select(store: Store, experiment: str | None, parent: str | None, everything:
 
 
 # ------------------------------------------------------------------------------ tables
-def threshold_steps(df: pd.DataFrame, cur: pd.DataFrame, threshold: float) -> pd.Series:
+def threshold_steps(store: Store, df: pd.DataFrame, threshold: float) -> pd.Series:
     """First logged step at which each run's training loss is <= threshold (NaN if never)."""
-    train = cur[cur["metric"] == "train_loss"]
-    hit = train[train["value"] <= threshold].groupby("run_id")["step"].min()
-    return df["run_id"].map(hit)
+    hit = query.first_steps_at_or_below(store, list(df["run_id"]), "train_loss", threshold)
+    return df["run_id"].map(hit).astype(float)
 
 
 def default_threshold(df: pd.DataFrame) -> float:
@@ -315,8 +314,7 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
     # A line per schedule where schedules vary (the question is then which schedule for which lr),
     # else per optimizer; panels for the rest of what varies: problems (whose losses do not share an
     # axis), scalings, optimizers.
-    hue = next((a for a in ("schedule", "optimizer") if a in axes), None) or next(
-        (a for a in axes if a not in ("lr", "seed", "problem")), None)
+    hue = _hue(axes)
     col = _panels(df, [a for a in ("problem", "optimizer", "scaling") if a in axes and a != hue])
     palette = colours(df, hue)
     out = {}
@@ -325,9 +323,9 @@ def figures(df: pd.DataFrame, cur: pd.DataFrame, axes: list[str], threshold: flo
         out["convergence_map.png"] = convergence.figure(cells)
     if "lr" in axes:
         out.update(_lr_figures(df, hue, col, palette))
-    ok = df[df["final_loss"].notna()]
-    if len(ok) and len(cur):
-        out["loss_curves_best.png"] = _best_curves(ok, cur, hue or (axes[0] if axes else None), axes, palette)
+    best = best_runs(df, axes)
+    if len(best) and len(cur):
+        out["loss_curves_best.png"] = _best_curves(best, cur, _group(axes), axes, palette)
     if "seconds_to_threshold" in df and df["seconds_to_threshold"].notna().any():
         out["time_to_threshold.png"] = _time_to_threshold(df, threshold, hue, palette)
     if "method" in axes:
@@ -357,15 +355,33 @@ def _lr_figures(df, hue, col, palette) -> dict:
     return out
 
 
-def _best_curves(ok: pd.DataFrame, cur: pd.DataFrame, group: str | None, axes: list[str], palette):
-    """The loss curves of the best run of the best configuration per group (and per problem),
-    overlaid: the ranking's picks (the frame is in its order)."""
+def _hue(axes: list[str]) -> str | None:
+    """The axis the figures colour by: schedules where they vary (the question is then which
+    schedule for which lr), else optimizers, else the first other axis that varies."""
+    return next((a for a in ("schedule", "optimizer") if a in axes), None) or next(
+        (a for a in axes if a not in ("lr", "seed", "problem")), None)
+
+
+def _group(axes: list[str]) -> str | None:
+    """What the best-curves figure shows a best run of."""
+    return _hue(axes) or (axes[0] if axes else None)
+
+
+def best_runs(df: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """The best run of the best configuration per group (and per problem), of the runs with a
+    final loss: the ranking's picks, whose curves the report draws."""
+    ok = df[df["final_loss"].notna()]
+    group = _group(axes)
+    keys = [k for k in ("problem", group) if k and k in axes] or ([group] if group else [])
+    ordered = ok.sort_values(["problem", "config_rank", "rank"])
+    return ordered.groupby(keys, sort=False).head(1) if keys else ordered.head(1)
+
+
+def _best_curves(best: pd.DataFrame, cur: pd.DataFrame, group: str | None, axes: list[str], palette):
+    """The loss curves of `best` (best_runs), overlaid."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    keys = [k for k in ("problem", group) if k and k in axes] or ([group] if group else [])
-    ordered = ok.sort_values(["problem", "config_rank", "rank"])
-    best = ordered.groupby(keys, sort=False).head(1) if keys else ordered.head(1)
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     shades, spare = palette or {}, iter(sns.color_palette("tab10", len(best)))
     for _, r in best.iterrows():
@@ -415,13 +431,15 @@ def report(store: Store, experiment: str | None = None, parent: str | None = Non
     store (never from a storage that only the store's tags name)."""
     name, prun, df = select(store, experiment, parent, everything)
     axes = swept(df)
-    cur = curves(store, df)
     recorded = df["epochs_to_threshold"].notna().any()  # the runs measured one (tracking.threshold)
     threshold = (math.nan if recorded else default_threshold(df)) if threshold is None else threshold
-    if math.isfinite(threshold):
-        df["epochs_to_threshold"] = threshold_steps(df, cur, threshold)
-    df["seconds_to_threshold"] = df["epochs_to_threshold"] * df["seconds_per_epoch"]
     search = report_search.is_search(df)
+    # Only the curves the report draws: every trial's for a search, else the best runs' (a sweep
+    # of 10,000 runs holds 6 million points); times to a threshold are counted by the store.
+    cur = curves(store, df if search else best_runs(df, axes))
+    if math.isfinite(threshold):
+        df["epochs_to_threshold"] = threshold_steps(store, df, threshold)
+    df["seconds_to_threshold"] = df["epochs_to_threshold"] * df["seconds_per_epoch"]
     if search:  # a search's axes are its parameters, continuous: its own figures, its best trials
         axes = ["trial", *report_search.searched(df, prun)]
     tabs = tables(df, axes)

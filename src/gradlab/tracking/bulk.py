@@ -193,3 +193,21 @@ def children(store, experiment_id: str, parent_id: str) -> list[tuple]:
                 .where(latest.c.run_uuid.in_(ids))):
             found[run_id][6][key] = float("nan") if is_nan else value
     return list(found.values())
+
+
+def first_steps_at_or_below(store, run_ids: list[str], key: str, threshold: float, per_query: int) -> dict[str, int]:
+    """run id -> the smallest step at which metric `key` is at or below `threshold` (a NaN
+    never is), for the runs that reached it: one row a run, where the curves are thousands."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    table = SqlMetric.__table__
+    out: dict[str, int] = {}
+    with store.ManagedSessionMaker() as session:
+        for i in range(0, len(run_ids), per_query):
+            out.update(session.execute(
+                sa.select(table.c.run_uuid, sa.func.min(table.c.step))
+                .where(table.c.run_uuid.in_(run_ids[i:i + per_query]), table.c.key == key,
+                       table.c.is_nan == sa.false(), table.c.value <= threshold)
+                .group_by(table.c.run_uuid)).all())
+    return out

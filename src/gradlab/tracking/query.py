@@ -158,6 +158,17 @@ def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float
     return [(m.step, m.value) for m in store.client.get_metric_history(run_id, key)]
 
 
+def first_steps_at_or_below(store: Store, run_ids: list[str], key: str, threshold: float,
+                            per_query: int = RUNS_PER_QUERY) -> dict[str, int]:
+    """run id -> the first recorded step at which its step metric `key` is at or below
+    `threshold`, for the runs that reached it: counted by a database store (tracking.bulk),
+    else from the histories."""
+    if store._sql is not None:
+        return bulk.first_steps_at_or_below(store._sql, run_ids, key, threshold, per_query)
+    return {rid: min(s for s, v in h if v <= threshold)
+            for rid, h in metric_histories(store, run_ids, key, per_query).items() if any(v <= threshold for _, v in h)}
+
+
 def metric_histories(store: Store, run_ids: list[str], key: str,
                      per_query: int = RUNS_PER_QUERY) -> dict[str, list[tuple[int, float]]]:
     """run id -> [(step, value)] of a step metric, for many runs: a database store answers
