@@ -136,7 +136,7 @@ def select(store: Store, experiment: str | None, parent: str | None, everything:
 def threshold_steps(store: Store, df: pd.DataFrame, threshold: float) -> pd.Series:
     """First logged step at which each run's training loss is <= threshold (NaN if never)."""
     hit = query.first_steps_at_or_below(store, list(df["run_id"]), "train_loss", threshold)
-    return df["run_id"].map(hit).astype(float)
+    return df["run_id"].map(hit)
 
 
 def default_threshold(df: pd.DataFrame) -> float:

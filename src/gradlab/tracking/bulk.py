@@ -170,7 +170,7 @@ def children(store, experiment_id: str, parent_id: str) -> list[tuple]:
     for 10,000 runs here)."""
     import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     runs, tags = SqlRun.__table__, SqlTag.__table__
     ids = (sa.select(runs.c.run_uuid).join(tags, tags.c.run_uuid == runs.c.run_uuid)
@@ -182,16 +182,22 @@ def children(store, experiment_id: str, parent_id: str) -> list[tuple]:
                 sa.select(runs.c.run_uuid, runs.c.name, runs.c.experiment_id, runs.c.status, runs.c.start_time)
                 .where(runs.c.run_uuid.in_(ids))):
             found[run_id] = (run_id, name, str(exp), status, start, {}, {}, {})
+        # Each read sees what is written by then (no snapshot across them): a child started since
+        # the first one is left out here, as if it had started after the read.
         for table, slot in ((SqlParam.__table__, 5), (tags, 7)):
             for run_id, key, value in session.execute(sa.select(table.c.run_uuid, table.c.key, table.c.value)
                                                       .where(table.c.run_uuid.in_(ids))):
-                found[run_id][slot][key] = value
+                if run_id in found:
+                    found[run_id][slot][key] = value
         latest = SqlLatestMetric.__table__
         for run_id, key, value, is_nan in session.execute(
                 sa.select(latest.c.run_uuid, latest.c.key, latest.c.value, latest.c.is_nan)
                 .where(latest.c.run_uuid.in_(ids))):
-            found[run_id][6][key] = float("nan") if is_nan else value
-    return list(found.values())
+            if run_id in found:
+                found[run_id][6][key] = float("nan") if is_nan else value
+    # A run without a name is named by its tag, as MLflow's SqlRun.to_mlflow_entity names it.
+    return [(run_id, name or tag_values.get(MLFLOW_RUN_NAME), *rest, tag_values)
+            for run_id, name, *rest, tag_values in found.values()]
 
 
 def first_steps_at_or_below(store, run_ids: list[str], key: str, threshold: float, per_query: int) -> dict[str, int]:
