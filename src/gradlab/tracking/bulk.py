@@ -176,28 +176,29 @@ def children(store, experiment_id: str, parent_id: str) -> list[tuple]:
     ids = (sa.select(runs.c.run_uuid).join(tags, tags.c.run_uuid == runs.c.run_uuid)
            .where(tags.c.key == MLFLOW_PARENT_RUN_ID, tags.c.value == parent_id,
                   runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active"))
-    found: dict[str, tuple] = {}
+    found: dict[str, tuple] = {}  # run id -> (name, experiment id, status, start time)
+    values: dict[str, dict[str, dict]] = {"params": {}, "metrics": {}, "tags": {}}  # what -> run id -> key -> value
     with store.ManagedSessionMaker() as session:
         for run_id, name, exp, status, start in session.execute(
                 sa.select(runs.c.run_uuid, runs.c.name, runs.c.experiment_id, runs.c.status, runs.c.start_time)
                 .where(runs.c.run_uuid.in_(ids))):
-            found[run_id] = (run_id, name, str(exp), status, start, {}, {}, {})
+            found[run_id] = (name, str(exp), status, start)
         # Each read sees what is written by then (no snapshot across them): a child started since
         # the first one is left out here, as if it had started after the read.
-        for table, slot in ((SqlParam.__table__, 5), (tags, 7)):
-            for run_id, key, value in session.execute(sa.select(table.c.run_uuid, table.c.key, table.c.value)
-                                                      .where(table.c.run_uuid.in_(ids))):
-                if run_id in found:
-                    found[run_id][slot][key] = value
         latest = SqlLatestMetric.__table__
-        for run_id, key, value, is_nan in session.execute(
-                sa.select(latest.c.run_uuid, latest.c.key, latest.c.value, latest.c.is_nan)
-                .where(latest.c.run_uuid.in_(ids))):
-            if run_id in found:
-                found[run_id][6][key] = float("nan") if is_nan else value
-    # A run without a name is named by its tag, as MLflow's SqlRun.to_mlflow_entity names it.
-    return [(run_id, name or tag_values.get(MLFLOW_RUN_NAME), *rest, tag_values)
-            for run_id, name, *rest, tag_values in found.values()]
+        for what, table in (("params", SqlParam.__table__), ("tags", tags), ("metrics", latest)):
+            nan = table.c.is_nan if what == "metrics" else sa.false()  # MLflow keeps a NaN as 0 and this flag
+            for run_id, key, v, is_nan in session.execute(sa.select(table.c.run_uuid, table.c.key, table.c.value, nan)
+                                                          .where(table.c.run_uuid.in_(ids))):
+                if run_id in found:
+                    values[what].setdefault(run_id, {})[key] = float("nan") if is_nan else v
+    out = []
+    for run_id, (name, exp, status, start) in found.items():
+        run_tags = values["tags"].get(run_id, {})
+        # A run without a name is named by its tag, as MLflow's SqlRun.to_mlflow_entity names it.
+        out.append((run_id, name or run_tags.get(MLFLOW_RUN_NAME), exp, status, start, values["params"].get(run_id, {}),
+                    values["metrics"].get(run_id, {}), run_tags))
+    return out
 
 
 def first_steps_at_or_below(store, run_ids: list[str], key: str, threshold: float, per_query: int) -> dict[str, int]:
